@@ -1,0 +1,81 @@
+"""DataModules read the real on-disk formats: IDX parsing, splits, resolution order, missing-data errors."""
+import gzip
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_idx
+
+from zoo.data import DigitsDataModule, IDXDataModule, read_idx
+from zoo.data._base import EpochSampler
+
+
+def test_read_idx_gz_and_raw(tmp_path):
+    a = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "a", a, gz=True)), a)
+    assert np.array_equal(read_idx(write_idx(tmp_path / "b", a, gz=False)), a)
+    labels = np.array([3, 1, 4], dtype=np.uint8)
+    assert read_idx(write_idx(tmp_path / "c", labels)).tolist() == [3, 1, 4]
+
+
+def test_read_idx_hand_written_bytes(tmp_path):
+    # magic 0x00000801 (ubyte, 1 dim), size 2, then the data: the label file of two images
+    p = tmp_path / "labels"
+    p.write_bytes(bytes([0, 0, 8, 1, 0, 0, 0, 2, 7, 9]))
+    assert read_idx(p).tolist() == [7, 9]
+
+
+def test_read_idx_refuses_truncated_and_foreign_files(tmp_path):
+    p = tmp_path / "t.gz"
+    p.write_bytes(gzip.compress(bytes([0, 0, 8, 1, 0, 0, 0, 5, 1, 2])))
+    with pytest.raises(ValueError, match="truncated"):
+        read_idx(p)
+    q = tmp_path / "x"
+    q.write_bytes(b"PK\x03\x04rest")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(q)
+
+
+def test_idx_datamodule_official_test_split_and_fixed_validation(idx_dir):
+    dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40, batch_size=16)
+    dm.prepare_data()
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (200, 40, 40)
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (16, 1, 28, 28) and x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1
+    assert torch.equal(y, torch.from_numpy(read_idx(idx_dir / "t10k-labels-idx1-ubyte.gz")[:16].astype(np.int64)))
+    again = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40)
+    again.setup()
+    assert torch.equal(again.val_set.images, dm.val_set.images)  # the same seed carves the same validation set
+    train_rows = {r.numpy().tobytes() for r in dm.train_set.images}
+    assert not any(r.numpy().tobytes() in train_rows for r in dm.val_set.images)
+
+
+def test_missing_dataset_error_says_where_and_how(tmp_path, zoo_home):
+    dm = IDXDataModule("mnist", data_dir=str(tmp_path / "nowhere"), download=False)
+    with pytest.raises(FileNotFoundError) as err:
+        dm.prepare_data()
+    msg = str(err.value)
+    for place in (tmp_path / "nowhere", zoo_home / "data" / "mnist", "/usr/share/datasets/mnist"):
+        assert str(place) in msg
+    assert "Downloading is off" in msg and "--data.init_args.data_dir" in msg and "lecun.com" in msg
+
+
+def test_digits_datamodule_splits_real_digits():
+    dm = DigitsDataModule(val_size=180, test_size=360)
+    dm.setup()
+    assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (1257, 180, 360)
+    x, y = dm.train_set.__getitems__([0, 1, 2])
+    assert x.shape == (3, 1, 8, 8) and x.max() <= 1 and y.dtype == torch.int64
+
+
+def test_epoch_sampler_is_a_function_of_seed_and_epoch():
+    s = EpochSampler(range(50), seed=7)
+    first = list(s)
+    assert list(s) == first and sorted(first) == list(range(50))
+    s.set_epoch(1)
+    second = list(s)
+    assert second != first
+    t = EpochSampler(range(50), seed=7)
+    t.set_epoch(1)
+    assert list(t) == second

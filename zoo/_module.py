@@ -1,0 +1,29 @@
+"""`ZooModule`: the base of every zoo LightningModule (what `--model=` lists in the CLI)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import lightning as L
+
+
+class ZooModule(L.LightningModule):
+    """A LightningModule with typed plain-data init args, a registry key and head patterns.
+
+    Subclasses call `self.save_hyperparameters(ignore=["weights"])` and, at the end of `__init__`,
+    `self.init_weights_from(weights)`: fine-tuning starts from a zoo checkpoint on the CPU, before a
+    strategy wraps or shards the module. `--ckpt_path` stays Lightning's resume.
+    """
+
+    zoo_key: ClassVar[str] = ""
+    #: state-dict key patterns of the classifier head, dropped when `num_classes` changes
+    head_keys: ClassVar[tuple[str, ...]] = ()
+
+    def init_weights_from(self, weights: str | None) -> None:
+        if weights:
+            from zoo._hub import load_weights_into
+
+            load_weights_into(self, weights)
+
+    def zoo_init_args(self) -> dict[str, Any]:
+        """The plain-data arguments that rebuild this module (what config.json stores)."""
+        return {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}

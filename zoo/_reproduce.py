@@ -1,0 +1,126 @@
+"""`zoo reproduce NAME`: train an entry's recipe, test it, compare, and save a release atomically."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from zoo import _catalog
+from zoo._paths import releases_dir, resolve_recipe, zoo_home
+
+
+def hardware() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    return f"{os.cpu_count()} CPU cores ({cpu})"
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
+def comparison_table(entry: _catalog.Entry, measured: dict[str, float]) -> tuple[str, bool]:
+    """Measured vs catalogue (± tolerance) vs the paper, and whether every catalogued metric is within tolerance."""
+    rows = [("metric", "measured", "catalogue", "tolerance", "status", f"paper ({entry.paper.setting})")]
+    ok = True
+    for k in dict.fromkeys([*measured, *entry.metrics, *entry.paper.reported]):
+        m, c, tol = measured.get(k), entry.metrics.get(k), entry.tolerance.get(k)
+        if c is None or m is None:
+            status = "new" if m is not None else "not measured"
+        elif tol is not None and abs(m - c) > tol:
+            status, ok = "OUTSIDE", False
+        else:
+            status = "ok"
+        rows.append((k, _fmt(m), _fmt(c), _fmt(tol), status, _fmt(entry.paper.reported.get(k))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines), ok
+
+
+def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any]:
+    """Run the recipe through ZooCLI (the same path as `zoo fit`), then test the final weights."""
+    import lightning
+    import torch
+
+    from zoo._lightning_cli import ZooCLI
+
+    run_dir = zoo_home() / "runs" / entry.name / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+    args = ["--config", str(resolve_recipe(entry.recipe)), f"--trainer.default_root_dir={run_dir}", *overrides]
+    start = time.perf_counter()
+    cli = ZooCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    wall = time.perf_counter() - start
+    metrics = {k: float(v) for k, v in results[0].items() if k.startswith("test/")}
+    return {
+        "cli": cli,
+        "module": cli.model,
+        "metrics": metrics,
+        "config_yaml": cli.parser.dump(cli.config, skip_none=False),
+        "reproduced": {
+            "command": "zoo reproduce " + " ".join([entry.name, *map(shlex.quote, overrides)]),
+            "wall_time_s": round(wall, 1),
+            "hardware": hardware(),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            "torch": torch.__version__.split("+")[0],
+            "lightning": lightning.__version__,
+        },
+        "run_dir": str(run_dir),
+    }
+
+
+def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: bool = False,
+              with_baseline: bool = True, echo=print) -> dict[str, Any]:
+    """Train, test, compare and release one entry (and, first, the backprop baseline it is compared with)."""
+    from zoo._hub import write_release
+
+    entry = _catalog.get(name)
+    overrides = list(overrides or [])
+    base = None
+    if with_baseline and entry.baseline:
+        echo(f"== {name}: first its baseline, {entry.baseline}")
+        base = reproduce(entry.baseline, overrides, update_catalog=update_catalog, with_baseline=False, echo=echo)
+    echo(f"== {name}: training {entry.recipe}")
+    out = train_and_test(entry, overrides)
+    module, measured = out["module"], out["metrics"]
+    if out["cli"].trainer.global_rank != 0:
+        return out
+    table, ok = comparison_table(entry, measured)
+    echo(f"\n{name}  ({out['reproduced']['wall_time_s']:.0f} s on {out['reproduced']['hardware']})\n{table}")
+    if base is not None:
+        echo(f"baseline {entry.baseline}: " + ", ".join(f"{k}={v:.4f}" for k, v in base["metrics"].items()))
+    baseline_card = None
+    if entry.baseline:
+        b_entry = _catalog.get(entry.baseline)
+        b_metrics = base["metrics"] if base else _released_metrics(entry.baseline) or b_entry.metrics
+        baseline_card = {"name": entry.baseline, "label": b_entry.description.split(".")[0], "metrics": b_metrics}
+    with tempfile.TemporaryDirectory() as figdir:
+        figures = module.release_figures(Path(figdir)) if hasattr(module, "release_figures") else {}
+        folder = write_release(module, releases_dir() / name, metrics=measured, name=name,
+                               config_yaml=out["config_yaml"], extra_files=figures,
+                               card_extra={"baseline": baseline_card, "reproduced": out["reproduced"]})
+    echo(f"release saved: {folder}")
+    if update_catalog:
+        path = _catalog.update_entry(name, metrics={k: round(v, 6) for k, v in measured.items()},
+                                     num_params=sum(p.numel() for p in module.parameters()),
+                                     reproduced=out["reproduced"])
+        echo(f"catalogue updated: {path}")
+    elif not ok:
+        echo("WARNING: a metric landed outside the catalogue's tolerance (see OUTSIDE above).")
+    out.update(ok=ok, release=str(folder))
+    return out
+
+
+def _released_metrics(name: str) -> dict[str, float] | None:
+    p = releases_dir() / name / "metrics.json"
+    return json.loads(p.read_text()) if p.is_file() else None

@@ -1,0 +1,143 @@
+"""The `zoo` command.
+
+`zoo fit|validate|test|predict` are LightningCLI subcommands (configs, --print_config, --model.help);
+`zoo list`, `zoo info` read the catalogue without importing torch or lightning; `zoo download`,
+`zoo reproduce` and `zoo publish` manage weights.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+LIGHTNING = ("fit", "validate", "test", "predict")
+USAGE = """usage: zoo <command> [options]
+
+Lightning (LightningCLI; `zoo fit --help` for every option):
+  fit        train:  zoo fit --config configs/forward_forward/digits.yaml [--config configs/strategies/ddp.yaml]
+  validate   run the validation loop
+  test       run the test loop
+  predict    run prediction
+
+Catalogue and weights:
+  list       catalogue names, with filters:        zoo list 'forward-forward-*' --dataset fashion-mnist
+  info       one entry: metrics, paper, recipe, hub  zoo info forward-forward-digits
+  download   fetch and verify an entry's weights     zoo download forward-forward-fmnist
+  reproduce  train the recipe, test, compare, save a release   zoo reproduce forward-forward-digits
+  publish    upload a release in one Hub commit      zoo publish NAME --repo-id ORG/REPO
+
+`zoo <command> --help` explains each one.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zoo", usage=USAGE, add_help=False)
+    sub = p.add_subparsers(dest="command")
+    ls = sub.add_parser("list", help="list catalogue names", description="List catalogue entries (offline).")
+    ls.add_argument("pattern", nargs="?", default="*", help="glob over names, e.g. 'forward-forward-*'")
+    ls.add_argument("--task")
+    ls.add_argument("--dataset")
+    ls.add_argument("--tag")
+    ls.add_argument("--names", action="store_true", help="names only, one per line")
+    inf = sub.add_parser("info", description="Show one catalogue entry.")
+    inf.add_argument("name")
+    inf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    dl = sub.add_parser("download", description="Download (or find in the cache) an entry's weights and verify them.")
+    dl.add_argument("name")
+    dl.add_argument("--revision", help="a 40-hex commit; default: the catalogue's pin")
+    rp = sub.add_parser("reproduce", description=(
+        "Train an entry's recipe, test it, print measured vs catalogue vs paper, and save the release in "
+        "$ZOO_HOME/releases/NAME. Extra options go to LightningCLI, e.g. --trainer.max_epochs=1 "
+        "--trainer.accelerator=gpu --config configs/strategies/ddp.yaml."))
+    rp.add_argument("name")
+    rp.add_argument("--update-catalog", action="store_true",
+                    help="write the measured metrics, parameter count and provenance into the catalogue")
+    rp.add_argument("--no-baseline", action="store_true", help="skip the backprop baseline the entry is compared with")
+    pb = sub.add_parser("publish", description="Upload a release in one Hub commit and pin it in the catalogue.")
+    pb.add_argument("name", help="catalogue name (its release in $ZOO_HOME/releases) or a release folder")
+    pb.add_argument("--repo-id", required=True)
+    pb.add_argument("--token")
+    pb.add_argument("--endpoint", help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
+    return p
+
+
+def _list(args) -> int:
+    from zoo import _catalog
+
+    names = _catalog.names(args.pattern, task=args.task, dataset=args.dataset, tag=args.tag)
+    if args.names:
+        print("\n".join(names))
+        return 0
+    if not names:
+        print(f"no entries match {args.pattern!r}", file=sys.stderr)
+        return 1
+    rows = [("name", "model", "dataset", "metrics (measured)", "weights")]
+    for n in names:
+        e = _catalog.get(n)
+        m = ", ".join(f"{k}={v:.4f}" for k, v in e.metrics.items()) or "not yet measured"
+        rows.append((n, e.model, e.dataset, m, f"hub@{e.hub.revision[:7]}" if e.hub else "local (zoo reproduce)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def _info(args) -> int:
+    import yaml
+
+    from zoo import _catalog
+
+    d = {args.name: _catalog.get(args.name).to_dict()}
+    print(json.dumps(d, indent=2) if args.json else yaml.safe_dump(d, sort_keys=False), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from_shell = argv is None
+    argv = sys.argv[1:] if from_shell else list(argv)
+    if argv and argv[0] in LIGHTNING:
+        from zoo._lightning_cli import ZooCLI
+
+        ZooCLI(args=None if from_shell else argv)
+        return 0
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command is None:
+        parser.error(f"unknown command {argv[0]!r}")
+    if extra and args.command != "reproduce":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    from zoo._errors import CatalogError, CheckpointNotAvailable, ChecksumError, UnknownCheckpointError
+
+    try:
+        if args.command == "list":
+            return _list(args)
+        if args.command == "info":
+            return _info(args)
+        if args.command == "download":
+            from zoo._hub import resolve
+
+            src = resolve(args.name, revision=args.revision)
+            print(f"{args.name}: verified {len(src.state)} tensors from {src.origin}")
+            return 0
+        if args.command == "reproduce":
+            from zoo._reproduce import reproduce
+
+            out = reproduce(args.name, extra, update_catalog=args.update_catalog, with_baseline=not args.no_baseline)
+            return 0 if out.get("ok", True) else 3
+        if args.command == "publish":
+            from zoo._hub import publish
+
+            res = publish(args.name, args.repo_id, token=args.token, endpoint=args.endpoint)
+            print(json.dumps(res, indent=2))
+            return 0
+    except (UnknownCheckpointError, CheckpointNotAvailable, ChecksumError, CatalogError) as err:
+        print(f"zoo {args.command}: {err}", file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

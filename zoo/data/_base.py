@@ -1,0 +1,101 @@
+"""In-memory image-classification DataModules: batched fetching and epoch-seeded shuffling.
+
+Shuffling is a function of (seed, epoch) only, so a run resumed with `--ckpt_path last` sees exactly
+the batches an uninterrupted run would; under DDP Lightning swaps in its DistributedSampler, which is
+seeded the same way.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+
+class ImageArrays(Dataset):
+    """Images kept as integers in memory; `__getitems__` returns a whole float batch in one indexing op."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float):
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.scale = images, labels.long(), scale
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.images[i].float() / self.scale, self.labels[i]
+
+    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i = torch.as_tensor(idx)
+        return self.images[i].float() / self.scale, self.labels[i]
+
+
+def _batch_as_is(batch: Any) -> Any:
+    return batch
+
+
+class EpochSampler(RandomSampler):
+    """A random permutation seeded by `seed + epoch`; Lightning calls `set_epoch` before each epoch."""
+
+    def __init__(self, data_source: Dataset, seed: int):
+        super().__init__(data_source)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=g).tolist()
+
+
+def split_off(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (rest, held_out) of a fixed-seed random split, so validation never overlaps training."""
+    if not 0 <= size < n:
+        raise ValueError(f"cannot hold out {size} of {n} examples")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[size:].sort().values, perm[:size].sort().values
+
+
+class ImageClassificationData(L.LightningDataModule):
+    """Base: subclasses implement `load_arrays()` -> (train_x, train_y, test_x, test_y) as integer tensors."""
+
+    num_classes: int = 10
+    scale: float = 255.0
+    classes: tuple[str, ...] = ()
+
+    def __init__(self, batch_size: int = 100, val_size: int = 5000, seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
+        self.train_set = self.val_set = self.test_set = None
+
+    def load_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        tx, ty, sx, sy = self.load_arrays()
+        rest, held = split_off(len(ty), self.val_size, self.seed)
+        self.train_set = ImageArrays(tx[rest], ty[rest], self.scale)
+        self.val_set = ImageArrays(tx[held], ty[held], self.scale)
+        self.test_set = ImageArrays(sx, sy, self.scale)
+
+    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(ds, self.seed) if train else None,
+                          collate_fn=_batch_as_is, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_set, False)

@@ -1,0 +1,19 @@
+"""One package per paper. Importing this registers every architecture (so LightningCLI knows the
+short class names); the module itself is callable: `zoo.models()` lists the registered keys."""
+from __future__ import annotations
+
+import sys
+import types
+
+from zoo.models import baselines, forward_forward  # noqa: F401  (registers)
+
+
+class _Models(types.ModuleType):
+    def __call__(self, pattern: str = "*") -> list[str]:
+        """Registered architecture keys matching a glob pattern (timm's list_models)."""
+        from zoo._registry import model_keys
+
+        return model_keys(pattern)
+
+
+sys.modules[__name__].__class__ = _Models

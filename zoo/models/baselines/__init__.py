@@ -1,0 +1,4 @@
+"""Backprop baselines that several papers compare against (same shape, same split, same data)."""
+from zoo.models.baselines.module import MLPClassifier
+
+__all__ = ["MLPClassifier"]

@@ -1,0 +1,4 @@
+"""Building blocks shared by several papers."""
+from zoo.nn.mlp import MLP
+
+__all__ = ["MLP"]
