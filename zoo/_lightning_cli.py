@@ -1,7 +1,10 @@
 """The LightningCLI behind `zoo fit|validate|test|predict` and `zoo reproduce`."""
 from __future__ import annotations
 
+import os
+
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import zoo.models  # noqa: F401  (registers every paper, so `--model=ForwardForward` resolves)
@@ -20,3 +23,10 @@ class ZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         import zoo.data  # noqa: F401  (so `--data=IDXDataModule` resolves)
+
+    def after_instantiate_classes(self) -> None:
+        # Checkpoints go to <default_root_dir>/checkpoints, not into the logger's new version folder, so a
+        # rerun of the same command with `--ckpt_path last` finds the checkpoint the killed run left.
+        for cb in self.trainer.checkpoint_callbacks:
+            if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
+                cb.dirpath = os.path.join(self.trainer.default_root_dir, "checkpoints")
