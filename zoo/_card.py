@@ -26,6 +26,9 @@ Every number under "this checkpoint" was measured by `zoo reproduce`, never type
 |---|---|---|---|
 {% for row in rows %}| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} | {{ row[3] }} |
 {% endfor %}
+{% if baseline_text %}
+Baseline: {{ baseline_text }}
+{% endif %}
 {% for f in figures %}
 ![{{ f }}]({{ f }})
 {% endfor %}
@@ -82,7 +85,8 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         description=entry.description if entry else "",
         paper=entry.paper if entry else None,
         paper_setting=entry.paper.setting if entry else "–",
-        baseline_title=f"baseline: {baseline['name']} ({baseline.get('label', '')})" if baseline else "baseline",
+        baseline_title=f"baseline: {baseline['name']}" if baseline else "baseline",
+        baseline_text=baseline.get("description", ""),
         rows=rows,
         figures=figures,
         recipe=entry.recipe if entry else "(not from a zoo recipe)",

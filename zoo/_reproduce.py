@@ -61,7 +61,7 @@ def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     wall = time.perf_counter() - start
-    metrics = {k: float(v) for k, v in results[0].items() if k.startswith("test/")}
+    metrics = {k: round(float(v), 6) for k, v in results[0].items() if k.startswith("test/")}
     return {
         "cli": cli,
         "module": cli.model,
@@ -103,7 +103,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
     if entry.baseline:
         b_entry = _catalog.get(entry.baseline)
         b_metrics = base["metrics"] if base else _released_metrics(entry.baseline) or b_entry.metrics
-        baseline_card = {"name": entry.baseline, "label": b_entry.description.split(".")[0], "metrics": b_metrics}
+        baseline_card = {"name": entry.baseline, "description": b_entry.description, "metrics": b_metrics}
     with tempfile.TemporaryDirectory() as figdir:
         figures = module.release_figures(Path(figdir)) if hasattr(module, "release_figures") else {}
         folder = write_release(module, releases_dir() / name, metrics=measured, name=name,
@@ -111,7 +111,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
                                card_extra={"baseline": baseline_card, "reproduced": out["reproduced"]})
     echo(f"release saved: {folder}")
     if update_catalog:
-        path = _catalog.update_entry(name, metrics={k: round(v, 6) for k, v in measured.items()},
+        path = _catalog.update_entry(name, metrics=measured,
                                      num_params=sum(p.numel() for p in module.parameters()),
                                      reproduced=out["reproduced"])
         echo(f"catalogue updated: {path}")

@@ -1,0 +1,99 @@
+"""The catalogue contract (torchvision's meta test for checkpoints.yaml): every entry is well formed, names a
+registered model, builds from its init_args with the recorded parameter count, and matches its recipe."""
+import fnmatch
+
+import pytest
+import yaml
+
+import zoo
+from zoo import _catalog
+from zoo._errors import CatalogError
+from zoo._paths import resolve_recipe
+from zoo._registry import model_class
+
+ENTRIES = _catalog.load_catalog()
+
+
+def test_catalogue_is_not_empty_and_names_are_kebab_case():
+    assert {"forward-forward-digits", "forward-forward-fmnist"} <= set(ENTRIES)
+    assert all(_catalog.NAME.match(n) for n in ENTRIES)
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_entry_builds_and_matches_its_recipe(name):
+    from zoo._lightning_cli import ZooCLI
+
+    e = ENTRIES[name]
+    cls = model_class(e.model)
+    model = zoo.create(e.model, **e.init_args)
+    assert e.num_params == sum(p.numel() for p in model.parameters()), "re-run zoo reproduce --update-catalog"
+    assert e.head == list(cls.head_keys)
+    keys = list(model.state_dict())
+    assert all(any(fnmatch.fnmatchcase(k, p) for k in keys) for p in e.head), "head patterns match no key"
+
+    cli = ZooCLI(args=["--config", str(resolve_recipe(e.recipe)), "--trainer.logger=false"], run=False)
+    assert type(cli.model) is cls
+    for k, v in e.init_args.items():
+        assert cli.model.hparams[k] == v, f"{k}: recipe {cli.model.hparams[k]!r} vs catalogue {v!r}"
+    data_cls = f"{type(cli.datamodule).__module__}.{type(cli.datamodule).__name__}"
+    assert data_cls.replace(".idx.", ".").replace(".digits.", ".") == e.data["class_path"]
+    for k, v in e.data.get("init_args", {}).items():
+        assert getattr(cli.datamodule, k) == v, k
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_metrics_are_measured_with_provenance(name):
+    e = ENTRIES[name]
+    assert e.metrics, f"{name} has no measured metrics: run zoo reproduce {name} --update-catalog"
+    assert e.reproduced and {"command", "wall_time_s", "hardware", "date", "torch", "lightning"} <= set(e.reproduced)
+    assert e.reproduced["command"].startswith(f"zoo reproduce {name}")
+    assert set(e.tolerance) <= set(e.metrics)
+    assert set(e.paper.reported) <= set(e.metrics), "paper numbers use the same metric names as ours"
+    if e.baseline:
+        assert ENTRIES[e.baseline].dataset == e.dataset and ENTRIES[e.baseline].data == e.data
+
+
+def test_published_entries_are_pinned():
+    for e in ENTRIES.values():
+        if e.hub is not None:
+            assert _catalog.HEX40.match(e.hub.revision) and _catalog.HEX64.match(e.hub.files["model.safetensors"])
+
+
+def _raw(**over):
+    raw = yaml.safe_load(yaml.safe_dump(ENTRIES["forward-forward-digits"].to_dict()))
+    raw.update(over)
+    return raw
+
+
+def test_schema_errors_name_the_entry_and_field():
+    with pytest.raises(CatalogError, match=r"unknown field\(s\) 'metircs' \(did you mean 'metrics'\?\)"):
+        _catalog.parse_entry("x-y", {**_raw(), "metircs": {}})
+    with pytest.raises(CatalogError, match="40-hex commit"):
+        _catalog.parse_entry("x-y", _raw(hub={"repo_id": "a/b", "revision": "main", "files": {"model.safetensors": "0" * 64}}))
+    with pytest.raises(CatalogError, match="missing required"):
+        _catalog.parse_entry("x-y", {k: v for k, v in _raw().items() if k != "recipe"})
+    with pytest.raises(CatalogError, match="kebab case"):
+        _catalog.parse_entry("Bad_Name", _raw())
+
+
+def test_zoo_catalog_env_replaces_the_catalogue(tmp_path, monkeypatch):
+    p = tmp_path / "private.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {"mine-digits": _raw(baseline=None)}}))
+    monkeypatch.setenv("ZOO_CATALOG", str(p))
+    assert zoo.list() == ["mine-digits"]
+    assert zoo.info("mine-digits").model == "forward_forward"
+
+
+def test_list_filters():
+    assert zoo.list("forward-forward-*", dataset="fashion-mnist") == ["forward-forward-fmnist",
+                                                                      "forward-forward-fmnist-backprop"]
+    assert zoo.list(tag="backprop-baseline") == ["forward-forward-digits-backprop", "forward-forward-fmnist-backprop"]
+    assert zoo.list(task="image-classification") == sorted(ENTRIES)
+    assert zoo.list("nothing-*") == []
+
+
+def test_models_registry():
+    assert zoo.models() == ["forward_forward", "mlp"]
+    assert zoo.models("forward*") == ["forward_forward"]
+    with pytest.raises(KeyError, match="did you mean|Did you mean"):
+        zoo.create("forward_forwrd")

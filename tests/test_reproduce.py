@@ -1,0 +1,72 @@
+"""`zoo reproduce`: trains the recipe, tests, compares, releases; the release is exactly the measured model;
+numbers repeat on CPU; a metric outside tolerance is flagged; a killed run leaves no release."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, run_zoo
+
+import zoo
+from zoo.data import DigitsDataModule
+
+NAME = "forward-forward-digits"
+FAST = ["--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"]
+
+
+def test_reproduce_release_catalogue_and_determinism(catalog_copy, zoo_home):
+    env = {"ZOO_CATALOG": str(catalog_copy), "ZOO_HOME": str(zoo_home)}
+    out = run_zoo("reproduce", NAME, "--update-catalog", *FAST, env=env)
+    assert "first its baseline, forward-forward-digits-backprop" in out.stdout
+    assert "measured" in out.stdout and "catalogue" in out.stdout and "paper (MNIST" in out.stdout
+
+    rel = zoo_home / "releases" / NAME
+    assert {"model.safetensors", "config.json", "config.yaml", "metrics.json", "README.md",
+            "receptive_fields.png"} <= {p.name for p in rel.iterdir()}
+    assert (zoo_home / "releases" / "forward-forward-digits-backprop" / "model.safetensors").is_file()
+    measured = json.loads((rel / "metrics.json").read_text())
+    entry = yaml.safe_load(catalog_copy.read_text())["checkpoints"][NAME]
+    assert entry["metrics"] == measured and set(measured) == {"test/acc", "test/acc_linear"}
+    assert entry["reproduced"]["command"] == f"zoo reproduce {NAME} " + " ".join(FAST)
+    card = (rel / "README.md").read_text()
+    assert "baseline: forward-forward-digits-backprop" in card and "![receptive_fields.png]" in card
+
+    # the released weights are the measured model: recomputing the test accuracy gives the same number
+    model = zoo.load(NAME)
+    assert entry["num_params"] == sum(p.numel() for p in model.parameters())
+    dm = DigitsDataModule(**entry["data"]["init_args"])
+    dm.setup()
+    x, y = dm.test_set.__getitems__(list(range(len(dm.test_set))))
+    with torch.no_grad():
+        assert abs((model(x).argmax(1) == y).float().mean().item() - measured["test/acc"]) < 1e-6
+
+    # a second run on the same CPU gives the same numbers; a catalogue value far away is flagged (exit 3)
+    doc = yaml.safe_load(catalog_copy.read_text())
+    doc["checkpoints"][NAME]["metrics"]["test/acc"] = measured["test/acc"] - 0.5
+    catalog_copy.write_text(yaml.safe_dump(doc))
+    again = run_zoo("reproduce", NAME, "--no-baseline", *FAST, env=env, check=False)
+    assert again.returncode == 3 and "OUTSIDE" in again.stdout
+    assert json.loads((rel / "metrics.json").read_text()) == measured
+
+
+def test_killed_reproduce_leaves_no_release(catalog_copy, zoo_home):
+    env = {**os.environ, "ZOO_CATALOG": str(catalog_copy), "ZOO_HOME": str(zoo_home), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", "reproduce", NAME, "--no-baseline",
+                             "--trainer.max_epochs=50", "--trainer.enable_progress_bar=false"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = zoo_home / "runs" / NAME
+    deadline = time.time() + 120
+    while not list(runs.glob("*/checkpoints/last.ckpt")) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert list(runs.glob("*/checkpoints/last.ckpt")), "training had not started when the run was killed"
+    assert not list(zoo_home.glob("releases/**/model.safetensors"))
+    with pytest.raises(zoo.CheckpointNotAvailable, match=f"zoo reproduce {NAME}"):
+        zoo.load(NAME)  # the fixtures point ZOO_CATALOG and ZOO_HOME of this process at the same places
