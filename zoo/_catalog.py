@@ -205,6 +205,21 @@ def names(pattern: str = "*", *, task: str | None = None, dataset: str | None = 
     return sorted(out)
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block style for entries, flow style for short lists and maps, folded text for long strings."""
+
+
+def _str(dumper: yaml.SafeDumper, s: str):
+    return dumper.represent_scalar("tag:yaml.org,2002:str", s, style=">" if len(s) > 100 else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_yaml(doc: Any) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)
+
+
 def update_entry(name: str, path: Path | None = None, **changes: Any) -> Path:
     """Rewrite one entry's fields in the catalogue file, atomically (temp file + rename)."""
     path = (Path(path) if path else catalog_path()).resolve()
@@ -214,7 +229,7 @@ def update_entry(name: str, path: Path | None = None, **changes: Any) -> Path:
         raise UnknownCheckpointError(name, difflib.get_close_matches(name, list(raw), n=3, cutoff=0.5))
     raw[name].update(changes)
     parse_entry(name, raw[name])
-    text = HEADER + yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=110)
+    text = HEADER + dump_yaml(doc)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoints-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         f.write(text)
