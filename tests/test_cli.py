@@ -17,10 +17,27 @@ def test_fit_fast_dev_run_on_fixture_idx_files(recipe, idx_dir, tmp_path):
     assert "fast_dev_run" in out.stdout + out.stderr
 
 
-def test_fit_digits_recipe_with_strategy_overlay_prints_config(tmp_path):
+def test_strategy_overlays_stack_on_a_recipe():
     out = run_zoo("fit", "--config", "configs/forward_forward/digits.yaml", "--config", "configs/strategies/ddp.yaml",
                   "--trainer.devices=1", "--print_config")
     assert "strategy: ddp" in out.stdout and "class_path: zoo.models.forward_forward.ForwardForward" in out.stdout
+    out = run_zoo("fit", "--config", "configs/forward_forward/mnist.yaml", "--config", "configs/strategies/fsdp.yaml",
+                  "--print_config")
+    assert "class_path: lightning.pytorch.strategies.FSDPStrategy" in out.stdout
+    assert "sharding_strategy: FULL_SHARD" in out.stdout and "hidden:\n    - 2000" in out.stdout
+
+
+def test_test_subcommand_starts_from_zoo_weights(tmp_path):
+    import torch
+
+    import zoo
+
+    torch.manual_seed(0)
+    module = zoo.create("forward_forward", **zoo.info("forward-forward-digits").init_args)
+    folder = zoo.save_pretrained(module, tmp_path / "release")
+    out = run_zoo("test", "--config", "configs/forward_forward/digits.yaml", f"--model.init_args.weights={folder}",
+                  "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+    assert "test/acc" in out.stdout
 
 
 def test_short_class_names_and_model_help():

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import lightning as L
+import torch
 
 
 class ZooModule(L.LightningModule):
@@ -27,3 +28,25 @@ class ZooModule(L.LightningModule):
     def zoo_init_args(self) -> dict[str, Any]:
         """The plain-data arguments that rebuild this module (what config.json stores)."""
         return {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """`trainer.max_epochs` once attached to a Trainer (for per-epoch schedules), else None."""
+        return self._trainer.max_epochs if self._trainer is not None else None
+
+
+class ZooClassifier(ZooModule):
+    """A classifier: `forward` returns class scores [B, C]; subclasses implement `evaluate(batch, stage)`,
+    which updates and logs their torchmetrics for "val" or "test"."""
+
+    def evaluate(self, batch: Any, stage: str) -> None:
+        raise NotImplementedError
+
+    def validation_step(self, batch, batch_idx):
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx) -> torch.Tensor:
+        return self(batch[0]).argmax(1)

@@ -6,14 +6,14 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from zoo._module import ZooModule
+from zoo._module import ZooClassifier
 from zoo._registry import register_model
 from zoo.nn import MLP
 from zoo.optim import with_cooldown
 
 
 @register_model("mlp")
-class MLPClassifier(ZooModule):
+class MLPClassifier(ZooClassifier):
     """The backprop network of a given shape: in_features -> hidden... -> num_classes, trained with SGD."""
 
     head_keys = ("net.head.*",)
@@ -37,23 +37,14 @@ class MLPClassifier(ZooModule):
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def evaluate(self, batch, stage: str) -> None:
         x, y = batch
         logits = self(x)
         self.metrics[stage](logits.argmax(1), y)
         self.log(f"{stage}/acc", self.metrics[stage], prog_bar=True)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
 
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx):
-        return self(batch[0]).argmax(1)
-
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return with_cooldown(opt, self.trainer.max_epochs if self._trainer else None, hp.cooldown)
+        return with_cooldown(opt, self.planned_epochs, hp.cooldown)

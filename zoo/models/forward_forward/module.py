@@ -9,7 +9,7 @@ import torch.nn.functional as F
 import torchmetrics
 from torch import nn
 
-from zoo._module import ZooModule
+from zoo._module import ZooClassifier
 from zoo._registry import register_model
 from zoo.models.forward_forward.model import (FFNet, PeerNorm, ff_loss, goodness, length_normalise,
                                               overlay_label, overlay_neutral)
@@ -17,7 +17,7 @@ from zoo.optim import with_cooldown
 
 
 @register_model("forward_forward")
-class ForwardForward(ZooModule):
+class ForwardForward(ZooClassifier):
     """Supervised Forward-Forward (§3.3 of arXiv 2212.13345).
 
     Args:
@@ -76,14 +76,16 @@ class ForwardForward(ZooModule):
         shift = torch.randint(1, self.hparams.num_classes, y.shape, generator=g, device=y.device)
         return (y + shift) % self.hparams.num_classes
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
+    def local_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The step's objective: every layer's goodness loss (+ peer normalisation) and the softmax read-out's
+        cross-entropy, summed. They share no gradient (each layer's input is detached), so one backward
+        pass gives each layer exactly the gradient of its own loss."""
         x, C = x.flatten(1), self.hparams.num_classes
         pos = overlay_label(x, y, C)
         neg = overlay_label(x, self._negative_labels(y), C)
         hs = self.net(torch.cat([pos, neg]))
         B = x.shape[0]
-        loss = x.new_zeros(())
+        loss, stats = x.new_zeros(()), {}
         for i, h in enumerate(hs):
             g = goodness(h)
             theta = self.hparams.threshold if self.hparams.threshold is not None else float(h.shape[1])
@@ -91,29 +93,27 @@ class ForwardForward(ZooModule):
             loss = loss + layer_loss
             if self.hparams.peer_norm > 0:
                 loss = loss + self.hparams.peer_norm * self.peer[i](h[:B])
-            sep = torch.cat([g[:B] > theta, g[B:] <= theta]).float().mean()
-            self.log_dict({f"train/ff_loss_{i}": layer_loss, f"train/ff_sep_{i}": sep}, on_step=False, on_epoch=True)
+            stats[f"train/ff_loss_{i}"] = layer_loss.detach()
+            stats[f"train/ff_sep_{i}"] = torch.cat([g[:B] > theta, g[B:] <= theta]).float().mean()
         with torch.no_grad():
             feats = self._readout(self.net(overlay_neutral(x, C)))
         ce = F.cross_entropy(self.classifier(feats), y)
-        self.log_dict({"train/loss": loss, "train/ce": ce}, prog_bar=True, on_step=True, on_epoch=True)
-        return loss + ce
+        stats["train/ce"] = ce.detach()
+        return loss + ce, stats
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def training_step(self, batch, batch_idx):
+        total, stats = self.local_losses(*batch)
+        ce = stats.pop("train/ce")
+        self.log_dict(stats, on_step=False, on_epoch=True)
+        self.log_dict({"train/loss": total.detach() - ce, "train/ce": ce}, prog_bar=True, on_step=True, on_epoch=True)
+        return total
+
+    def evaluate(self, batch, stage: str) -> None:
         x, y = batch
         self.metrics[f"{stage}_goodness"](self(x).argmax(1), y)
         self.metrics[f"{stage}_linear"](self.linear_logits(x).argmax(1), y)
         self.log(f"{stage}/acc", self.metrics[f"{stage}_goodness"], prog_bar=True)
         self.log(f"{stage}/acc_linear", self.metrics[f"{stage}_linear"], prog_bar=stage == "val")
-
-    def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
-
-    def predict_step(self, batch, batch_idx):
-        return self(batch[0]).argmax(1)
 
     def configure_optimizers(self):
         hp = self.hparams
@@ -122,7 +122,7 @@ class ForwardForward(ZooModule):
             {"params": [*self.classifier.parameters()], "lr": hp.classifier_lr,
              "weight_decay": hp.classifier_weight_decay},
         ], momentum=hp.momentum)
-        return with_cooldown(opt, self.trainer.max_epochs if self._trainer else None, hp.cooldown)
+        return with_cooldown(opt, self.planned_epochs, hp.cooldown)
 
     # ---------------------------------------------------------------- pictures for the model card
     def release_figures(self, folder: Path) -> dict[str, Path]:

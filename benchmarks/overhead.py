@@ -1,0 +1,99 @@
+"""Lightning overhead: Forward-Forward training steps per second through `zoo fit` (ZooCLI, the same code
+path) against a plain PyTorch loop over the same model, data loader and optimiser, in the same process.
+
+    python benchmarks/overhead.py [--recipe configs/forward_forward/fmnist.yaml] [--steps 150] [--repeats 3]
+
+Prints steps/s for each path and the ratio (target: the Lightning path at least 0.9x the plain loop).
+Uses the recipe's data (Fashion-MNIST needs its IDX files; `--recipe configs/forward_forward/digits.yaml`
+runs anywhere).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import lightning as L
+import torch
+
+from zoo._lightning_cli import ZooCLI
+from zoo._paths import resolve_recipe
+
+
+class _Clock(L.Callback):
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.end, self.steps = warmup, None, None, 0
+
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.global_step == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, *args):
+        self.end, self.steps = time.perf_counter(), trainer.global_step - self.warmup
+
+
+def _cli(recipe: str, steps: int, lean: bool) -> ZooCLI:
+    args = ["--config", str(resolve_recipe(recipe)), f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
+            "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.enable_checkpointing=false",
+            "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
+    if lean:
+        args += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    else:
+        args += ["--trainer.default_root_dir=/tmp/zoo-bench-overhead"]
+    return ZooCLI(args=args, run=False, save_config_callback=None)
+
+
+def lightning_steps_per_s(recipe: str, steps: int, warmup: int, lean: bool) -> float:
+    cli = _cli(recipe, steps + warmup, lean)
+    clock = _Clock(warmup)
+    cli.trainer.callbacks.append(clock)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return clock.steps / (clock.end - clock.start)
+
+
+def plain_steps_per_s(recipe: str, steps: int, warmup: int) -> float:
+    cli = _cli(recipe, steps + warmup, True)  # only to build the same model and DataModule from the recipe
+    model, dm = cli.model, cli.datamodule
+    dm.prepare_data()
+    dm.setup("fit")
+    opt = model.configure_optimizers()
+    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    model.train()
+    done, start = 0, None
+    while done < steps + warmup:
+        for x, y in dm.train_dataloader():
+            if done == warmup:
+                start = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            loss, _ = model.local_losses(x, y)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps + warmup:
+                break
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipe", default="configs/forward_forward/fmnist.yaml")
+    p.add_argument("--steps", type=int, default=150)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=3)
+    a = p.parse_args()
+    torch.use_deterministic_algorithms(True)  # what the recipes' `deterministic: true` sets for the Lightning path
+    plain, lean, full = [], [], []
+    for _ in range(a.repeats):  # interleaved, so drift in machine load hits every path alike
+        plain.append(plain_steps_per_s(a.recipe, a.steps, a.warmup))
+        lean.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, lean=True))
+        full.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, lean=False))
+    m_plain, m_lean, m_full = (statistics.median(v) for v in (plain, lean, full))
+    print(f"recipe {a.recipe}, {a.steps} timed steps after {a.warmup} warm-up, median of {a.repeats}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"plain PyTorch loop                       {m_plain:8.2f} steps/s")
+    print(f"zoo fit, no logger/progress bar          {m_lean:8.2f} steps/s   ratio {m_lean / m_plain:.3f}")
+    print(f"zoo fit, recipe defaults (bar, CSV logs) {m_full:8.2f} steps/s   ratio {m_full / m_plain:.3f}")
+
+
+if __name__ == "__main__":
+    main()

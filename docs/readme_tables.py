@@ -1,0 +1,80 @@
+"""Regenerate README.md's generated tables (checkpoints and papers) from checkpoints.yaml and
+docs/papers.yaml, so they never drift. `python docs/readme_tables.py --check` exits 1 when stale."""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from zoo._catalog import load_catalog  # noqa: E402
+
+
+def _fmt(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+def checkpoints_table() -> str:
+    entries = load_catalog(ROOT / "checkpoints.yaml")
+    rows = ["| checkpoint | dataset | test accuracy (measured) | same-shape backprop | paper (its setting) | weights |",
+            "|---|---|---|---|---|---|"]
+    for name in sorted(entries):
+        e = entries[name]
+        if e.tags and "backprop-baseline" in e.tags:
+            continue
+        acc = e.metrics.get("test/acc")
+        base = entries[e.baseline].metrics.get("test/acc") if e.baseline else None
+        paper = e.paper.reported.get("test/acc")
+        rows.append(
+            f"| `{name}` | {e.dataset} | {_fmt(acc) if acc is not None else 'not yet measured'} | "
+            f"{_fmt(base) if base is not None else '–'} | "
+            f"{(_fmt(paper) + ' (' + e.paper.setting + ')') if paper is not None else '–'} | "
+            f"{'Hub @' + e.hub.revision[:7] if e.hub else '`zoo reproduce ' + name + '`'} |")
+    return "\n".join(rows)
+
+
+def papers_table() -> str:
+    papers = yaml.safe_load((ROOT / "docs" / "papers.yaml").read_text())["papers"]
+    by_arxiv: dict[str, list[str]] = {}
+    for name, e in load_catalog(ROOT / "checkpoints.yaml").items():
+        by_arxiv.setdefault(e.paper.arxiv, []).append(name)
+    rows = ["| # | paper | status | checkpoints |", "|---|---|---|---|"]
+    for p in papers:
+        link = f"[{p['title']}](https://arxiv.org/abs/{p['arxiv']})" if p.get("arxiv") else f"{p['title']} ({p['venue']})"
+        names = sorted(by_arxiv.get(p.get("arxiv", ""), []))
+        if names:
+            status = "implemented"
+        elif p["status"] == "not-trainable":
+            status = "not a trainable system"
+        else:
+            status = "planned" + (f" (issue {p['issue']})" if p.get("issue") else "")
+        rows.append(f"| {p['n']} | {link} | {status} | {', '.join(f'`{n}`' for n in names) or '–'} |")
+    return "\n".join(rows)
+
+
+def render(text: str) -> str:
+    for key, table in (("checkpoints", checkpoints_table()), ("papers", papers_table())):
+        text = re.sub(rf"(<!-- {key}:begin -->\n)(?:.*?\n)?(<!-- {key}:end -->)",
+                      lambda m: m[1] + table + "\n" + m[2], text, flags=re.S)
+    return text
+
+
+def main(argv: list[str]) -> int:
+    readme = ROOT / "README.md"
+    old = readme.read_text()
+    new = render(old)
+    if "--check" in argv:
+        if new != old:
+            print("README.md tables are stale: run python docs/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
