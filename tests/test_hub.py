@@ -187,6 +187,11 @@ def test_hf_hub_spec_must_be_pinned():
         zoo.load("hf-hub:org/repo")
 
 
+def test_missing_folder_is_not_mistaken_for_a_name(tmp_path):
+    with pytest.raises(zoo.CheckpointNotAvailable, match="no such release folder"):
+        zoo.load(str(tmp_path / "nothing-here"))
+
+
 def test_unknown_name_suggests_close_ones():
     with pytest.raises(zoo.UnknownCheckpointError) as err:
         zoo.load("forward-forward-digit")

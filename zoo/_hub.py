@@ -147,6 +147,8 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
     if spec.startswith(_HF_PREFIX):
         repo_id, rev = _parse_hf(spec)
         return _from_hub(repo_id, revision or rev, None, local_files_only, spec)
+    if "/" in spec or spec.startswith((".", "~")):
+        raise CheckpointNotAvailable(f"{spec}: no such release folder (for the Hub, write hf-hub:ORG/REPO@<commit>)")
     entry = _catalog.get(spec)
     if entry.hub is not None:
         pinned = revision in (None, entry.hub.revision)

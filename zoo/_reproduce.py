@@ -1,10 +1,12 @@
 """`zoo reproduce NAME`: train an entry's recipe, test it, compare, and save a release atomically."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import shlex
+import sys
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -47,6 +49,15 @@ def comparison_table(entry: _catalog.Entry, measured: dict[str, float]) -> tuple
     return "\n".join(lines), ok
 
 
+@contextlib.contextmanager
+def _argv_of(argv: list[str]):
+    saved, sys.argv = sys.argv, argv
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
 def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any]:
     """Run the recipe through ZooCLI (the same path as `zoo fit`), then test the final weights."""
     import lightning
@@ -57,7 +68,8 @@ def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any
     run_dir = zoo_home() / "runs" / entry.name / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     args = ["--config", str(resolve_recipe(entry.recipe)), f"--trainer.default_root_dir={run_dir}", *overrides]
     start = time.perf_counter()
-    cli = ZooCLI(args=args, run=False)
+    with _argv_of(["zoo"]):  # LightningCLI warns when both sys.argv and args carry options
+        cli = ZooCLI(args=args, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     wall = time.perf_counter() - start

@@ -75,7 +75,7 @@ def _list(args) -> int:
     for n in names:
         e = _catalog.get(n)
         m = ", ".join(f"{k}={v:.4f}" for k, v in e.metrics.items()) or "not yet measured"
-        rows.append((n, e.model, e.dataset, m, f"hub@{e.hub.revision[:7]}" if e.hub else "local (zoo reproduce)"))
+        rows.append((n, e.model, e.dataset, m, f"hub@{e.hub.revision[:7]}" if e.hub else "not published"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -83,12 +83,10 @@ def _list(args) -> int:
 
 
 def _info(args) -> int:
-    import yaml
-
     from zoo import _catalog
 
     d = {args.name: _catalog.get(args.name).to_dict()}
-    print(json.dumps(d, indent=2) if args.json else yaml.safe_dump(d, sort_keys=False), end="")
+    print(json.dumps(d, indent=2) if args.json else _catalog.dump_yaml(d), end="")
     return 0
 
 
