@@ -38,7 +38,9 @@ def comparison_table(entry: _catalog.Entry, measured: dict[str, float]) -> tuple
         m, c, tol = measured.get(k), entry.metrics.get(k), entry.tolerance.get(k)
         if c is None or m is None:
             status = "new" if m is not None else "not measured"
-        elif tol is not None and abs(m - c) > tol:
+        elif tol is None:
+            status = "no tolerance"
+        elif abs(m - c) > tol:
             status, ok = "OUTSIDE", False
         else:
             status = "ok"
@@ -127,6 +129,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
                                      num_params=sum(p.numel() for p in module.parameters()),
                                      reproduced=out["reproduced"])
         echo(f"catalogue updated: {path}")
+        ok = True
     elif not ok:
         echo("WARNING: a metric landed outside the catalogue's tolerance (see OUTSIDE above).")
     out.update(ok=ok, release=str(folder))
