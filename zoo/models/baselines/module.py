@@ -34,7 +34,7 @@ class MLPClassifier(ZooClassifier):
     def training_step(self, batch, batch_idx):
         x, y = batch
         loss = F.cross_entropy(self(x), y)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True)
+        self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 
     def evaluate(self, batch, stage: str) -> None:
