@@ -7,7 +7,7 @@ _SESSION = tempfile.mkdtemp(prefix="zoo-tests-")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_CACHE"] = os.path.join(_SESSION, "hf-cache")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ.setdefault("ZOO_HOME", os.path.join(_SESSION, "zoo-home"))
+os.environ["ZOO_HOME"] = os.path.join(_SESSION, "zoo-home")
 os.environ.pop("ZOO_CATALOG", None)
 
 import gzip  # noqa: E402
