@@ -27,7 +27,7 @@ def test_reproduce_release_catalogue_and_determinism(catalog_copy, zoo_home):
 
     rel = zoo_home / "releases" / NAME
     assert {"model.safetensors", "config.json", "config.yaml", "metrics.json", "README.md",
-            "receptive_fields.png"} <= {p.name for p in rel.iterdir()}
+            "receptive_fields.png", "goodness_by_label.png"} <= {p.name for p in rel.iterdir()}
     assert (zoo_home / "releases" / "forward-forward-digits-backprop" / "model.safetensors").is_file()
     measured = json.loads((rel / "metrics.json").read_text())
     entry = yaml.safe_load(catalog_copy.read_text())["checkpoints"][NAME]

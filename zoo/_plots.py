@@ -6,13 +6,18 @@ from pathlib import Path
 import torch
 
 
-def weight_grid(images: torch.Tensor, path: Path, title: str = "", cols: int = 8) -> Path:
-    """Save [N, H, W] tensors as a grid of images, each scaled symmetrically around zero."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def weight_grid(images: torch.Tensor, path: Path, title: str = "", cols: int = 8) -> Path:
+    """Save [N, H, W] tensors as a grid of images, each scaled symmetrically around zero."""
+    plt = _pyplot()
     n = images.shape[0]
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4))
@@ -21,6 +26,32 @@ def weight_grid(images: torch.Tensor, path: Path, title: str = "", cols: int = 8
         ax.imshow(img.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
     for ax in axes.flat:
         ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def score_table(images: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path,
+                title: str = "") -> Path:
+    """Each row: an input image [H, W] and its score for every class as a heat strip; the true class is
+    framed, and the row's winner is marked with a dot."""
+    plt = _pyplot()
+    n, c = scores.shape
+    fig, axes = plt.subplots(n, 2, figsize=(1.0 + 0.45 * c, 0.6 * n + 0.8),
+                             gridspec_kw={"width_ratios": [1, c / 1.6]}, squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i].numpy(), cmap="gray_r")
+        axes[i, 0].axis("off")
+        row = scores[i : i + 1]
+        axes[i, 1].imshow(((row - row.min()) / (row.max() - row.min() + 1e-12)).numpy(), cmap="viridis", aspect="auto")
+        axes[i, 1].add_patch(plt.Rectangle((int(labels[i]) - 0.5, -0.5), 1, 1, fill=False, edgecolor="red", lw=2))
+        axes[i, 1].plot(int(row.argmax()), 0, "o", color="white", markersize=4)
+        axes[i, 1].set_yticks([])
+        axes[i, 1].set_xticks(range(c))
+        axes[i, 1].set_xticklabels(classes if i == n - 1 else [], rotation=60, fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()

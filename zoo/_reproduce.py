@@ -51,6 +51,14 @@ def comparison_table(entry: _catalog.Entry, measured: dict[str, float]) -> tuple
     return "\n".join(lines), ok
 
 
+def _dump_all(cli) -> str:
+    """The resolved config, None values included (jsonargparse renamed skip_none to skip_unset in 4.49)."""
+    import inspect
+
+    keep = "skip_unset" if "skip_unset" in inspect.signature(cli.parser.dump).parameters else "skip_none"
+    return cli.parser.dump(cli.config, **{keep: False})
+
+
 @contextlib.contextmanager
 def _argv_of(argv: list[str]):
     saved, sys.argv = sys.argv, argv
@@ -80,7 +88,7 @@ def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any
         "cli": cli,
         "module": cli.model,
         "metrics": metrics,
-        "config_yaml": cli.parser.dump(cli.config, skip_none=False),
+        "config_yaml": _dump_all(cli),
         "reproduced": {
             "command": "zoo reproduce " + " ".join([entry.name, *map(shlex.quote, overrides)]),
             "wall_time_s": round(wall, 1),
@@ -119,7 +127,8 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
         b_metrics = base["metrics"] if base else _released_metrics(entry.baseline) or b_entry.metrics
         baseline_card = {"name": entry.baseline, "description": b_entry.description, "metrics": b_metrics}
     with tempfile.TemporaryDirectory() as figdir:
-        figures = module.release_figures(Path(figdir)) if hasattr(module, "release_figures") else {}
+        figures = (module.release_figures(Path(figdir), out["cli"].datamodule)
+                   if hasattr(module, "release_figures") else {})
         folder = write_release(module, releases_dir() / name, metrics=measured, name=name,
                                config_yaml=out["config_yaml"], extra_files=figures,
                                card_extra={"baseline": baseline_card, "reproduced": out["reproduced"]})

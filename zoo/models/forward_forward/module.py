@@ -130,14 +130,24 @@ class ForwardForward(ZooClassifier):
         return with_cooldown(opt, self.planned_epochs, hp.cooldown)
 
     # ---------------------------------------------------------------- pictures for the model card
-    def release_figures(self, folder: Path) -> dict[str, Path]:
-        """First-layer receptive fields (the label pixels included) as a PNG grid."""
-        from zoo._plots import weight_grid
+    def release_figures(self, folder: Path, datamodule=None) -> dict[str, Path]:
+        """PNGs for the model card: first-layer receptive fields (the label pixels included) and, given the
+        DataModule, the accumulated goodness of every label for a dozen test images."""
+        from zoo._plots import score_table, weight_grid
 
+        figures = {}
         w = self.net.layers[0].weight.detach().cpu()
         side = int(round(w.shape[1] ** 0.5))
-        if side * side != w.shape[1]:
-            return {}
-        path = folder / "receptive_fields.png"
-        weight_grid(w[:64].view(-1, side, side), path, title="Forward-Forward: first-layer weights of 64 units")
-        return {path.name: path}
+        if side * side == w.shape[1]:
+            path = weight_grid(w[:64].view(-1, side, side), folder / "receptive_fields.png",
+                               title="Forward-Forward: first-layer weights of 64 units (label pixels top left)")
+            figures[path.name] = path
+        if datamodule is not None and getattr(datamodule, "test_set", None) is not None:
+            x, y = datamodule.test_set.__getitems__(list(range(12)))
+            with torch.no_grad():
+                scores = self.eval()(x.to(self.device)).cpu()
+            classes = list(getattr(datamodule, "classes", ())) or [str(i) for i in range(scores.shape[1])]
+            path = score_table(x[:, 0], scores, y, classes, folder / "goodness_by_label.png",
+                               title="Accumulated goodness per label (red: true label, dot: prediction)")
+            figures[path.name] = path
+        return figures
