@@ -15,6 +15,15 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def weight_grid(images: torch.Tensor, path: Path, title: str = "", cols: int = 8) -> Path:
     """Save [N, H, W] tensors as a grid of images, each scaled symmetrically around zero."""
     plt = _pyplot()
@@ -26,12 +35,7 @@ def weight_grid(images: torch.Tensor, path: Path, title: str = "", cols: int = 8
         ax.imshow(img.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
     for ax in axes.flat:
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
 
 
 def score_table(images: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, classes: list[str], path: Path,
@@ -52,9 +56,4 @@ def score_table(images: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
         axes[i, 1].set_yticks([])
         axes[i, 1].set_xticks(range(c))
         axes[i, 1].set_xticklabels(classes if i == n - 1 else [], rotation=60, fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, title)
