@@ -93,6 +93,9 @@ def test_catalogue_name_loads_from_seeded_cache_offline(tmp_path, monkeypatch, r
     loaded = zoo.load("tiny-ff")
     assert states_equal(m, loaded) and loaded.zoo_entry.name == "tiny-ff"
     assert loaded.zoo_source == f"hf-hub:hinton-zoo/tiny-ff@{COMMIT}"
+    from zoo.cli import main
+
+    assert main(["download", "tiny-ff"]) == 0  # the `zoo download` command verifies the same file
 
 
 def test_tampered_or_truncated_cached_file_is_refused(tmp_path, monkeypatch, release):

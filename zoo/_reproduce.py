@@ -141,7 +141,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
         ok = True
     elif not ok:
         echo("WARNING: a metric landed outside the catalogue's tolerance (see OUTSIDE above).")
-    out.update(ok=ok, release=str(folder))
+    out.update(ok=ok and (base is None or base["ok"]), release=str(folder))
     return out
 
 
