@@ -1,0 +1,59 @@
+"""zoo.losses against values derived by hand."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from zoo.losses import confidence_penalty, distillation_loss, entropy, soft_nearest_neighbor_loss
+
+
+def test_distillation_loss_hand_value_and_t_squared_scaling():
+    s, t = torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[math.log(3.0), 0.0]])
+    # T=1: teacher probs (3/4, 1/4), student log-probs (log 1/4, log 3/4)
+    want = -(0.75 * math.log(0.25) + 0.25 * math.log(0.75))
+    assert distillation_loss(s, t, 1.0).item() == pytest.approx(want, rel=1e-6)
+    # T=2 halves the logits before the softmax and multiplies the loss by 4
+    p, q = 3 ** 0.5 / (1 + 3 ** 0.5), 1 / (1 + 3 ** 0.5)
+    want2 = -4 * (p * math.log(q) + q * math.log(p))
+    assert distillation_loss(s, t, 2.0).item() == pytest.approx(want2, rel=1e-6)
+
+
+def test_distillation_loss_is_batch_mean_and_teacher_is_constant():
+    s = torch.randn(4, 5, requires_grad=True)
+    t = torch.randn(4, 5, requires_grad=True)
+    per_row = torch.stack([distillation_loss(s[i:i + 1], t[i:i + 1], 3.0) for i in range(4)])
+    assert distillation_loss(s, t, 3.0).item() == pytest.approx(per_row.mean().item(), rel=1e-6)
+    distillation_loss(s, t, 3.0).backward()
+    assert t.grad is None and s.grad is not None
+
+
+def test_confidence_penalty_hand_values():
+    uniform = torch.zeros(2, 4)
+    assert entropy(uniform).tolist() == pytest.approx([math.log(4)] * 2)
+    assert confidence_penalty(uniform, beta=0.5).item() == pytest.approx(-0.5 * math.log(4))
+    confident = torch.tensor([[100.0, 0.0, 0.0, 0.0]])
+    assert confidence_penalty(confident, beta=0.5).item() == pytest.approx(0.0, abs=1e-6)
+    # hinge: only entropies below Γ cost anything
+    assert confidence_penalty(uniform, beta=2.0, hinge=1.0).item() == 0.0
+    assert confidence_penalty(confident, beta=2.0, hinge=1.0).item() == pytest.approx(2.0, abs=1e-5)
+
+
+def test_soft_nearest_neighbor_loss_hand_value():
+    # points 0, 1 (class a) and 3 (class b) on a line, T = 1, squared distances 1, 9, 4
+    x = torch.tensor([[0.0], [1.0], [3.0]])
+    y = torch.tensor([0, 0, 1])
+    e = math.exp
+    terms = [e(-1) / (e(-1) + e(-9)), e(-1) / (e(-1) + e(-4)), 0.0]  # the class-b point has no partner
+    want = -sum(math.log(1e-5 + v) for v in terms) / 3
+    assert soft_nearest_neighbor_loss(x, y, temperature=1.0).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_soft_nearest_neighbor_loss_orders_entanglement_and_has_gradients():
+    torch.manual_seed(0)
+    y = torch.arange(4).repeat_interleave(8)
+    separated = F.one_hot(y, 4).float() * 10 + 0.1 * torch.randn(32, 4)
+    mixed = torch.randn(32, 4, requires_grad=True)
+    assert soft_nearest_neighbor_loss(separated, y, 1.0) < 0.01 < soft_nearest_neighbor_loss(mixed, y, 1.0)
+    soft_nearest_neighbor_loss(mixed, y, 1.0, cosine=True).backward()
+    assert torch.isfinite(mixed.grad).all() and mixed.grad.abs().sum() > 0
