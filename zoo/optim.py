@@ -1,6 +1,10 @@
-"""Optimisation pieces shared by several papers."""
+"""Optimisation pieces shared by several papers: schedules, Lookahead, and its evaluation callback."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import lightning as L
 import torch
 
 
@@ -21,3 +25,103 @@ def with_cooldown(opt: torch.optim.Optimizer, max_epochs: int | None, enabled: b
         return opt
     sched = torch.optim.lr_scheduler.LambdaLR(opt, linear_cooldown(max_epochs))
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class Lookahead(torch.optim.Optimizer):
+    """Lookahead (Zhang, Lucas, Hinton & Ba 2019, Algorithm 1): the inner optimiser takes k fast steps, then
+    the slow weights move φ ← φ + α(θ − φ) and the fast weights restart from them, θ ← φ.
+
+    `Lookahead(torch.optim.SGD(model.parameters(), lr=0.1), k=5, alpha=0.5)` wraps any optimiser. From a
+    LightningCLI config, give the parameters' optimiser as `base`:
+    `--optimizer=zoo.optim.Lookahead --optimizer.base=torch.optim.Adam --optimizer.base.lr=1e-3`.
+
+    Unlike the reference code, `state_dict()` holds the slow weights and the step count, so a resumed run
+    continues exactly. The param groups are the inner optimiser's own, so LR schedulers act on it.
+    Evaluate with the slow weights through `swap_slow()` (the `LookaheadSlowWeights` callback does it).
+    """
+
+    def __init__(self, params: Any, base: Callable[[Iterable], torch.optim.Optimizer] | None = None, k: int = 5,
+                 alpha: float = 0.5):
+        if isinstance(params, torch.optim.Optimizer):
+            if base is not None:
+                raise ValueError("pass an optimizer, or parameters with base=, not both")
+            inner = params
+        elif base is None:
+            raise ValueError("Lookahead needs an optimizer to wrap, or base= (e.g. torch.optim.SGD) to build one")
+        else:
+            inner = base(params)
+        if k < 1 or not 0.0 < alpha <= 1.0:
+            raise ValueError(f"need k >= 1 and 0 < alpha <= 1, got k={k}, alpha={alpha}")
+        super().__init__([p for g in inner.param_groups for p in g["params"]], dict(inner.defaults))
+        self.optimizer, self.k, self.alpha = inner, k, alpha
+        self.param_groups = inner.param_groups
+        self.fast_steps = 0
+        self._swapped: list[torch.Tensor] | None = None
+        for p in self._params():
+            self.state[p]["slow"] = p.detach().clone()
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
+    def __repr__(self) -> str:
+        return f"Lookahead(k={self.k}, alpha={self.alpha}, {self.optimizer!r})"
+
+    def step(self, closure=None):
+        loss = self.optimizer.step(closure)
+        self.fast_steps += 1
+        if self.fast_steps % self.k == 0:
+            with torch.no_grad():
+                fast = self._params()
+                slow = [self.state[p]["slow"] for p in fast]
+                torch._foreach_lerp_(slow, fast, self.alpha)  # φ ← φ + α(θ − φ)
+                torch._foreach_copy_(fast, slow)  # θ ← φ
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"inner": self.optimizer.state_dict(), "slow": [self.state[p]["slow"] for p in self._params()],
+                "fast_steps": self.fast_steps, "k": self.k, "alpha": self.alpha}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.optimizer.load_state_dict(state_dict["inner"])
+        self.param_groups = self.optimizer.param_groups  # the inner optimiser rebuilt its groups
+        params = self._params()
+        if len(state_dict["slow"]) != len(params):
+            raise ValueError(f"state has {len(state_dict['slow'])} slow tensors for {len(params)} parameters")
+        for p, s in zip(params, state_dict["slow"]):
+            self.state[p]["slow"] = s.detach().to(device=p.device, dtype=p.dtype).clone()
+        self.fast_steps = int(state_dict["fast_steps"])
+        self.k, self.alpha = int(state_dict["k"]), float(state_dict["alpha"])
+
+    @torch.no_grad()
+    def swap_slow(self) -> None:
+        """Put the slow weights into the model (keeping the fast ones aside); call again to swap back."""
+        params = self._params()
+        if self._swapped is None:
+            self._swapped = [p.detach().clone() for p in params]
+            torch._foreach_copy_(params, [self.state[p]["slow"] for p in params])
+        else:
+            torch._foreach_copy_(params, self._swapped)
+            self._swapped = None
+
+
+class LookaheadSlowWeights(L.Callback):
+    """Validate and test with Lookahead's slow weights (the paper's evaluation), then restore the fast ones;
+    when training ends, the model keeps the slow weights, so saved releases hold them."""
+
+    @staticmethod
+    def _lookaheads(trainer: L.Trainer) -> list[Lookahead]:
+        return [o for o in trainer.optimizers if isinstance(o, Lookahead)]
+
+    def _swap(self, trainer: L.Trainer, *args) -> None:
+        for opt in self._lookaheads(trainer):
+            opt.swap_slow()
+
+    on_validation_start = on_validation_end = _swap
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for opt in self._lookaheads(trainer):
+            opt.swap_slow()
+            opt._swapped = None
