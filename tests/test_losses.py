@@ -57,3 +57,17 @@ def test_soft_nearest_neighbor_loss_orders_entanglement_and_has_gradients():
     assert soft_nearest_neighbor_loss(separated, y, 1.0) < 0.01 < soft_nearest_neighbor_loss(mixed, y, 1.0)
     soft_nearest_neighbor_loss(mixed, y, 1.0, cosine=True).backward()
     assert torch.isfinite(mixed.grad).all() and mixed.grad.abs().sum() > 0
+
+
+def test_soft_nearest_neighbor_loss_temperature_step():
+    torch.manual_seed(1)
+    x, y = torch.randn(24, 3), torch.arange(3).repeat(8)
+    T0, h = 2.0, 1e-4
+
+    def at(t: float) -> float:  # the loss as a function of t, with T = T0 / t
+        return soft_nearest_neighbor_loss(x.double(), y, T0 / t).item()
+
+    grad = (at(1 + h) - at(1 - h)) / (2 * h)  # dL/dt at t = 1 by central differences
+    optimized = soft_nearest_neighbor_loss(x.double(), y, T0, optimize_temperature=True).item()
+    assert optimized == pytest.approx(at(1 - 0.1 * grad), rel=1e-6)
+    assert optimized < at(1.0)  # a small descent step on t lowers this batch's loss

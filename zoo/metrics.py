@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+__all__ = ["CKA", "cka", "center_gram", "gram_linear", "gram_rbf", "linear_cka", "rbf_cka"]
+
 
 def _f64(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).to(torch.float64)

@@ -7,6 +7,8 @@ from typing import Any
 import lightning as L
 import torch
 
+__all__ = ["Lookahead", "LookaheadSlowWeights", "linear_cooldown", "with_cooldown"]
+
 
 def linear_cooldown(max_epochs: int):
     """LambdaLR factor: constant for the first half of training, then linear decay towards zero
