@@ -46,6 +46,20 @@ def digits_as_28x28(n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
     return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def repo_stays_clean():
+    """No test may leave files in the source tree (a run without default_root_dir writes config.yaml there)."""
+    def untracked() -> set[str]:
+        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                             capture_output=True, text=True)
+        return set(out.stdout.splitlines()) if out.returncode == 0 else set()
+
+    before = untracked()
+    yield
+    left = untracked() - before
+    assert not left, f"tests left files in the repository: {sorted(left)}"
+
+
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> Path:
     """A tiny dataset in the real Fashion-MNIST/MNIST file layout: 240 train and 40 test images."""

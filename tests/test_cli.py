@@ -36,7 +36,7 @@ def test_test_subcommand_starts_from_zoo_weights(tmp_path):
     module = zoo.create("forward_forward", **zoo.info("forward-forward-digits").init_args)
     folder = zoo.save_pretrained(module, tmp_path / "release")
     out = run_zoo("test", "--config", "configs/forward_forward/digits.yaml", f"--model.init_args.weights={folder}",
-                  "--trainer.logger=false", "--trainer.enable_progress_bar=false")
+                  "--trainer.logger=false", "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}")
     assert "test/acc" in out.stdout
 
 

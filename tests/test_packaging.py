@@ -8,7 +8,10 @@ from conftest import REPO
 
 
 def test_wheel_ships_catalogue_and_recipes(tmp_path):
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q",
+    src = tmp_path / "src"  # a copy of the tracked files, so the build leaves nothing in the source tree
+    src.mkdir()
+    subprocess.run(f"git ls-files -z | xargs -0 cp --parents -P -t {src}", shell=True, cwd=REPO, check=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(tmp_path / "dist")], check=True, capture_output=True, cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("hinton_zoo-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
