@@ -111,3 +111,19 @@ def test_overfits_one_batch():
     with torch.no_grad():
         assert (m(x).argmax(1) == y).float().mean() == 1.0
         assert (m.linear_logits(x).argmax(1) == y).float().mean() == 1.0
+
+
+def test_goodness_is_float32_under_bf16_autocast():
+    """bf16 cannot resolve G ≈ θ ≈ N for thousands of units (its spacing near 2000 is 16): goodness and the
+    length normalisation run in float32 under autocast. (Trained on digits for 20 epochs, bf16-mixed then
+    reaches the float32 run's validation accuracy; before this it stayed below chance.)"""
+    torch.manual_seed(0)
+    net = FFNet(784, [2000]).eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        h = net(torch.rand(8, 784))[0]
+        g = goodness(h)
+        z = length_normalise(h)
+    assert h.dtype == torch.bfloat16 and g.dtype == torch.float32
+    assert torch.equal(g, h.float().pow(2).sum(-1))  # accumulated in float32, not rounded to bf16 steps
+    assert z.dtype == torch.bfloat16
+    assert torch.allclose(z.float().pow(2).mean(-1), torch.ones(8), atol=2e-2)

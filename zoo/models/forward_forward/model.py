@@ -25,13 +25,15 @@ def overlay_neutral(x: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 
 def length_normalise(z: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Divide each vector by its root mean square, so the next layer sees only its direction."""
-    return z / (z.pow(2).mean(dim=-1, keepdim=True).sqrt() + eps)
+    """Divide each vector by its root mean square, so the next layer sees only its direction.
+    The norm is taken in float32 even under bf16/fp16 autocast."""
+    return z / (z.float().pow(2).mean(dim=-1, keepdim=True).sqrt() + eps).to(z.dtype)
 
 
 def goodness(h: torch.Tensor) -> torch.Tensor:
-    """G = Σ_j h_j² over the units of one layer: [..., N] -> [...]."""
-    return h.pow(2).sum(dim=-1)
+    """G = Σ_j h_j² over the units of one layer: [..., N] -> [...], in float32: with thousands of units,
+    G is compared with θ ≈ N and across labels, differences half precision cannot resolve."""
+    return h.float().pow(2).sum(dim=-1)
 
 
 def ff_loss(g_pos: torch.Tensor, g_neg: torch.Tensor, theta: float) -> torch.Tensor:
