@@ -87,15 +87,14 @@ def _read_config(path: Path, what: str) -> dict[str, Any]:
     return cfg
 
 
-def _from_folder(folder: Path, what: str, pinned_sha: str | None = None) -> _Source:
+def _from_folder(folder: Path, what: str) -> _Source:
     cfg = _read_config(folder / CONFIG, what)
     weights = folder / WEIGHTS
     if not weights.is_file():
         others = sorted(p.name for p in folder.glob("*") if p.suffix in {".bin", ".pt", ".pth", ".ckpt", ".pkl"})
         extra = f" It holds {others}: pickle formats are refused; only safetensors is loaded." if others else ""
         raise CheckpointNotAvailable(f"{what}: no {WEIGHTS} in {folder}.{extra}")
-    sha = pinned_sha or cfg.get("files", {}).get(WEIGHTS)
-    state = read_verified(weights, sha, what)
+    state = read_verified(weights, cfg.get("files", {}).get(WEIGHTS), what)
     return _Source(state, cfg["model"], cfg["init_args"], cfg.get("head", []), str(folder), None)
 
 
@@ -118,16 +117,20 @@ def _download(repo_id: str, filename: str, revision: str, local_files_only: bool
         raise CheckpointNotAvailable(f"{what}: downloading {repo_id}/{filename}@{revision[:12]} failed: {err}") from err
 
 
-def _from_hub(repo_id: str, revision: str, sha: str | None, local_files_only: bool | None, what: str) -> _Source:
+def _require_commit(repo_id: str, revision: str, what: str) -> None:
     if not _catalog.HEX40.match(revision):
         raise ValueError(
             f"{what}: revision {revision!r} is not a 40-hex commit id. zoo only downloads pinned commits; "
             f"find the commit on https://huggingface.co/{repo_id}/commits/main."
         )
-    cfg_path = _download(repo_id, CONFIG, revision, local_files_only, what)
-    cfg = _read_config(cfg_path, what)
+
+
+def _from_hub(repo_id: str, revision: str, local_files_only: bool | None, what: str) -> _Source:
+    """Any zoo release on the Hub: its config.json says how to build the model and pins the weights' sha256."""
+    _require_commit(repo_id, revision, what)
+    cfg = _read_config(_download(repo_id, CONFIG, revision, local_files_only, what), what)
     weights = _download(repo_id, WEIGHTS, revision, local_files_only, what)
-    state = read_verified(weights, sha or cfg.get("files", {}).get(WEIGHTS), what)
+    state = read_verified(weights, cfg.get("files", {}).get(WEIGHTS), what)
     return _Source(state, cfg["model"], cfg["init_args"], cfg.get("head", []), f"hf-hub:{repo_id}@{revision}", None)
 
 
@@ -146,14 +149,18 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
         return _from_folder(Path(spec), spec)
     if spec.startswith(_HF_PREFIX):
         repo_id, rev = _parse_hf(spec)
-        return _from_hub(repo_id, revision or rev, None, local_files_only, spec)
+        return _from_hub(repo_id, revision or rev, local_files_only, spec)
     if "/" in spec or spec.startswith((".", "~")):
         raise CheckpointNotAvailable(f"{spec}: no such release folder (for the Hub, write hf-hub:ORG/REPO@<commit>)")
     entry = _catalog.get(spec)
-    if entry.hub is not None:
-        pinned = revision in (None, entry.hub.revision)
-        src = _from_hub(entry.hub.repo_id, revision or entry.hub.revision,
-                        entry.hub.files[WEIGHTS] if pinned else None, local_files_only, spec)
+    if entry.hub is not None and revision not in (None, entry.hub.revision):
+        src = _from_hub(entry.hub.repo_id, revision, local_files_only, spec)  # another commit: its own hashes
+    elif entry.hub is not None:  # the pinned commit: only the weights, checked against the catalogue's sha256
+        hub = entry.hub
+        _require_commit(hub.repo_id, hub.revision, spec)
+        path = _download(hub.repo_id, WEIGHTS, hub.revision, local_files_only, spec)
+        src = _Source(read_verified(path, hub.files[WEIGHTS], spec), entry.model, entry.init_args, entry.head,
+                      f"hf-hub:{hub.repo_id}@{hub.revision}", entry)
     else:
         folder = releases_dir() / spec
         if not (folder / WEIGHTS).is_file():
