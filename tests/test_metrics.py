@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo.metrics import CKA, center_gram, cka, gram_linear, gram_rbf, linear_cka, rbf_cka
+from zoo.metrics import CKA, center_gram, cka, gram_linear, gram_rbf, linear_cka, mean_squared_cca, rbf_cka
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,7 @@ def test_matches_the_official_notebook_to_5_decimals(notebook_xy):
     assert round(rbf_cka(x, y, threshold=0.5).item(), 5) == 0.65483  # "RBF CKA"
     assert round(cka(gram_linear(x), gram_linear(y), debiased=True).item(), 5) == 0.51346  # "(Debiased)"
     assert round(linear_cka(x, y, debiased=True).item(), 5) == 0.51346
+    assert round(mean_squared_cca(x, y).item(), 5) == 0.54312  # "Mean Squared CCA Correlation"
 
 
 def test_cka_of_a_representation_with_itself_is_one(notebook_xy):

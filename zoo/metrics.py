@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-__all__ = ["CKA", "cka", "center_gram", "gram_linear", "gram_rbf", "linear_cka", "rbf_cka"]
+__all__ = ["CKA", "cka", "center_gram", "gram_linear", "gram_rbf", "linear_cka", "mean_squared_cca", "rbf_cka"]
 
 
 def _f64(x: torch.Tensor) -> torch.Tensor:
@@ -81,6 +81,14 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torc
 def rbf_cka(x: torch.Tensor, y: torch.Tensor, threshold: float = 0.5, debiased: bool = False) -> torch.Tensor:
     """RBF-kernel CKA; the bandwidth is `threshold` times the median pairwise distance of each representation."""
     return cka(gram_rbf(x, threshold), gram_rbf(y, threshold), debiased)
+
+
+def mean_squared_cca(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """R²_CCA, the mean squared canonical correlation the paper compares CKA with: ‖Q_xᵀ Q_y‖²_F / min(p, q)
+    with Q the orthonormal bases (reduced QR) of x [n, p] and y [n, q]. Like the official notebook, it does
+    not centre: centre the features first for the textbook definition."""
+    qx, qy = torch.linalg.qr(_f64(x))[0], torch.linalg.qr(_f64(y))[0]
+    return (qx.T @ qy).pow(2).sum() / min(qx.shape[1], qy.shape[1])
 
 
 class CKA(Metric):
