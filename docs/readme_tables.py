@@ -20,7 +20,7 @@ def _fmt(v: float) -> str:
 
 def checkpoints_table() -> str:
     entries = load_catalog(ROOT / "checkpoints.yaml")
-    rows = ["| checkpoint | dataset | test accuracy (measured) | same-shape backprop | paper (its setting) | weights |",
+    rows = ["| checkpoint | dataset | test accuracy (measured) | its baseline (measured) | paper (its setting) | weights |",
             "|---|---|---|---|---|---|"]
     for name in sorted(entries):
         e = entries[name]
@@ -31,7 +31,7 @@ def checkpoints_table() -> str:
         paper = e.paper.reported.get("test/acc")
         rows.append(
             f"| `{name}` | {e.dataset} | {_fmt(acc) if acc is not None else 'not yet measured'} | "
-            f"{_fmt(base) if base is not None else '–'} | "
+            f"{(_fmt(base) + ' `' + e.baseline + '`') if base is not None else '–'} | "
             f"{(_fmt(paper) + ' (' + e.paper.setting + ')') if paper is not None else '–'} | "
             f"{'Hub @' + e.hub.revision[:7] if e.hub else '`zoo reproduce ' + name + '`'} |")
     return "\n".join(rows)
@@ -46,7 +46,9 @@ def papers_table() -> str:
     for p in papers:
         link = f"[{p['title']}](https://arxiv.org/abs/{p['arxiv']})" if p.get("arxiv") else f"{p['title']} ({p['venue']})"
         names = sorted(by_arxiv.get(p.get("arxiv", ""), []))
-        if names:
+        if names and p["status"] == "partial":
+            status = f"in progress (issue {p['issue']})"
+        elif names:
             status = "implemented"
         elif p["status"] == "not-trainable":
             status = "not a trainable system"

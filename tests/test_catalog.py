@@ -78,6 +78,13 @@ def test_schema_errors_name_the_entry_and_field():
         _catalog.parse_entry("Bad_Name", _raw())
 
 
+def test_baseline_and_requires_must_name_entries(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {"mine-digits": _raw(baseline=None, requires=["nope"])}}))
+    with pytest.raises(CatalogError, match="'nope' \\(baseline or requires\\) is not in the catalogue"):
+        _catalog.load_catalog(p)
+
+
 def test_zoo_catalog_env_replaces_the_catalogue(tmp_path, monkeypatch):
     p = tmp_path / "private.yaml"
     p.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {"mine-digits": _raw(baseline=None)}}))
@@ -95,7 +102,7 @@ def test_list_filters():
 
 
 def test_models_registry():
-    assert zoo.models() == ["forward_forward", "mlp"]
+    assert zoo.models() == ["distilled_mlp", "forward_forward", "mlp"]
     assert zoo.models("forward*") == ["forward_forward"]
     with pytest.raises(KeyError, match="did you mean|Did you mean"):
         zoo.create("forward_forwrd")

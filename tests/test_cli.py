@@ -58,7 +58,7 @@ def test_config_with_unknown_key_is_refused(tmp_path):
 def test_list_and_info():
     out = run_zoo("list", "forward-forward-*")
     assert "forward-forward-digits" in out.stdout and "forward-forward-fmnist" in out.stdout
-    assert run_zoo("list", "--dataset", "fashion-mnist", "--names").stdout.split() == [
+    assert run_zoo("list", "forward-forward-*", "--dataset", "fashion-mnist", "--names").stdout.split() == [
         "forward-forward-fmnist", "forward-forward-fmnist-backprop"]
     info = run_zoo("info", "forward-forward-digits").stdout
     assert "recipe: configs/forward_forward/digits.yaml" in info and "arxiv: '2212.13345'" in info

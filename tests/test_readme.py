@@ -32,4 +32,4 @@ def test_generated_tables_are_fresh():
 def test_paper_list_has_all_38():
     papers = yaml.safe_load((REPO / "docs" / "papers.yaml").read_text())["papers"]
     assert [p["n"] for p in papers] == list(range(1, 39))
-    assert all(p["status"] in {"planned", "not-trainable"} for p in papers)
+    assert all(p["status"] in {"planned", "partial", "not-trainable"} for p in papers)

@@ -72,6 +72,7 @@ class Entry:
     tags: list[str] = field(default_factory=list)
     num_params: int | None = None
     baseline: str | None = None
+    requires: list[str] = field(default_factory=list)
     description: str = ""
     reproduced: dict[str, Any] | None = None
 
@@ -156,6 +157,7 @@ def parse_entry(name: str, raw: Any) -> Entry:
         tags=list(raw.get("tags") or []),
         num_params=raw.get("num_params"),
         baseline=raw.get("baseline"),
+        requires=list(raw.get("requires") or []),
         description=str(raw.get("description") or ""),
         reproduced=raw.get("reproduced"),
     )
@@ -177,8 +179,9 @@ def load_catalog(path: Path | None = None) -> dict[str, Entry]:
             raise CatalogError(f"{path}: schema_version must be {SCHEMA_VERSION}")
         entries = {n: parse_entry(n, raw) for n, raw in (doc.get("checkpoints") or {}).items()}
         for e in entries.values():
-            if e.baseline is not None and e.baseline not in entries:
-                _fail(e.name, f"baseline {e.baseline!r} is not in the catalogue")
+            for other in ([e.baseline] if e.baseline else []) + e.requires:
+                if other not in entries:
+                    _fail(e.name, f"{other!r} (baseline or requires) is not in the catalogue")
         _cache[key] = entries
     return _cache[key]
 

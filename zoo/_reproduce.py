@@ -108,6 +108,10 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
 
     entry = _catalog.get(name)
     overrides = list(overrides or [])
+    for needed in entry.requires:  # e.g. a distilled student's teacher: reproduced first when not at hand
+        if _catalog.get(needed).hub is None and not (releases_dir() / needed / "model.safetensors").is_file():
+            echo(f"== {name}: first {needed}, which it needs")
+            reproduce(needed, overrides, update_catalog=update_catalog, with_baseline=False, echo=echo)
     base = None
     if with_baseline and entry.baseline:
         echo(f"== {name}: first its baseline, {entry.baseline}")

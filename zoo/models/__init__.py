@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import types
 
-from zoo.models import baselines, forward_forward  # noqa: F401  (registers)
+from zoo.models import baselines, distillation, forward_forward  # noqa: F401  (registers)
 
 
 class _Models(types.ModuleType):
