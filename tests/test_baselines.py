@@ -25,3 +25,23 @@ def test_overfits_one_batch():
               enable_checkpointing=False).fit(m, DataLoader(TensorDataset(x, y), batch_size=32))
     with torch.no_grad():
         assert (m.eval()(x).argmax(1) == y).all()
+
+
+def test_cnn_shapes_features_and_overfit():
+    from zoo.data import DigitsDataModule
+    from zoo.models.baselines import CNNClassifier
+
+    m = CNNClassifier(image_size=28, channels=[4, 8], hidden=[16], num_classes=7)
+    feats = m.net.features(torch.rand(3, 1, 28, 28))
+    assert [tuple(f.shape) for f in feats] == [(3, 4, 14, 14), (3, 8, 7, 7), (3, 16)]
+    assert m(torch.rand(3, 1, 28, 28)).shape == (3, 7)
+    dm = DigitsDataModule(batch_size=32)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    x = torch.nn.functional.interpolate(x, size=28)
+    L.seed_everything(0)
+    m = CNNClassifier(channels=[8, 16], hidden=[32], optimizer="adam", lr=3e-3, weight_decay=0.0, cooldown=False)
+    L.Trainer(max_epochs=60, enable_progress_bar=False, enable_model_summary=False, logger=False,
+              enable_checkpointing=False).fit(m, DataLoader(TensorDataset(x, y), batch_size=32))
+    with torch.no_grad():
+        assert (m.eval()(x).argmax(1) == y).all()

@@ -79,3 +79,21 @@ def test_epoch_sampler_is_a_function_of_seed_and_epoch():
     t = EpochSampler(range(50), seed=7)
     t.set_epoch(1)
     assert list(t) == second
+
+
+def test_random_translate_moves_each_image_by_its_own_offset():
+    from zoo.data.augment import random_translate
+
+    x = torch.arange(2 * 16, dtype=torch.float32).view(2, 1, 4, 4)
+    g = torch.Generator().manual_seed(3)
+    shifts = torch.randint(-1, 2, (2, 2), generator=torch.Generator().manual_seed(3))  # rows: dy, dx per image
+    out = random_translate(x, 1, g)
+    for b in range(2):
+        dy, dx = int(shifts[0, b]), int(shifts[1, b])
+        want = torch.zeros(4, 4)
+        for i in range(4):
+            for j in range(4):
+                if 0 <= i - dy < 4 and 0 <= j - dx < 4:
+                    want[i, j] = x[b, 0, i - dy, j - dx]
+        assert torch.equal(out[b, 0], want)
+    assert torch.equal(random_translate(x, 0), x)

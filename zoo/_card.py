@@ -29,6 +29,11 @@ Every number under "this checkpoint" was measured by `zoo reproduce`, never type
 {% if baseline_text %}
 Baseline: {{ baseline_text }}
 {% endif %}
+{% for title, text in tables.items() %}
+### {{ title }}
+
+{{ text }}
+{% endfor %}
 {% for f in figures %}
 ![{{ f }}]({{ f }})
 {% endfor %}
@@ -89,6 +94,7 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         baseline_text=baseline.get("description", ""),
         rows=rows,
         figures=figures,
+        tables=extra.get("tables") or {},
         recipe=entry.recipe if entry else "(not from a zoo recipe)",
         reproduced=extra.get("reproduced") or (entry.reproduced if entry else None),
         num_params=num_params,

@@ -1,6 +1,7 @@
 """`ZooModule`: the base of every zoo LightningModule (what `--model=` lists in the CLI)."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, ClassVar
 
 import lightning as L
@@ -28,6 +29,15 @@ class ZooModule(L.LightningModule):
     def zoo_init_args(self) -> dict[str, Any]:
         """The plain-data arguments that rebuild this module (what config.json stores)."""
         return {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}
+
+    def analyse(self, folder: Path, datamodule: Any = None) -> dict[str, Any]:
+        """The paper's measurements beyond test metrics, run by `zoo reproduce` after testing.
+
+        Returns any of: "metrics" {key: float} (merged into the entry's measured metrics), "tables"
+        {title: markdown} (printed and put in the model card) and "figures" {file name: path of a PNG
+        written under `folder`}. The default measures nothing.
+        """
+        return {}
 
     @property
     def planned_epochs(self) -> int | None:

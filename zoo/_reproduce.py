@@ -133,9 +133,18 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
     with tempfile.TemporaryDirectory() as figdir:
         figures = (module.release_figures(Path(figdir), out["cli"].datamodule)
                    if hasattr(module, "release_figures") else {})
+        analysis = module.analyse(Path(figdir), out["cli"].datamodule) if hasattr(module, "analyse") else {}
+        figures.update(analysis.get("figures", {}))
+        measured.update({k: round(float(v), 6) for k, v in analysis.get("metrics", {}).items()})
+        for title, text in analysis.get("tables", {}).items():
+            echo(f"\n{title}\n{text}")
+        if analysis.get("metrics"):
+            table, ok = comparison_table(entry, measured)
+            echo(f"\n{name} with its analysis\n{table}")
         folder = write_release(module, releases_dir() / name, metrics=measured, name=name,
                                config_yaml=out["config_yaml"], extra_files=figures,
-                               card_extra={"baseline": baseline_card, "reproduced": out["reproduced"]})
+                               card_extra={"baseline": baseline_card, "reproduced": out["reproduced"],
+                                           "tables": analysis.get("tables", {})})
     echo(f"release saved: {folder}")
     if update_catalog:
         path = _catalog.update_entry(name, metrics=measured,

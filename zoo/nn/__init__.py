@@ -1,4 +1,5 @@
 """Building blocks shared by several papers."""
+from zoo.nn.cnn import ConvNet
 from zoo.nn.mlp import MLP
 
-__all__ = ["MLP"]
+__all__ = ["ConvNet", "MLP"]
