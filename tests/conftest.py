@@ -97,3 +97,67 @@ def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     if check and proc.returncode != 0:
         raise AssertionError(f"zoo {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def cli_fit(recipe: str, idx_dir: Path, root: Path, *extra: str, ddp: bool = False) -> dict | None:
+    """`zoo fit` on the fixture IDX files: `--trainer.fast_dev_run=2` in one process, or (ddp=True) two steps
+    of the DDP overlay on 2 CPU processes, returning that run's last checkpoint."""
+    args = ["fit", "--config", recipe, f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40",
+            "--trainer.enable_progress_bar=false", "--trainer.logger=false", f"--trainer.default_root_dir={root}",
+            *extra]
+    if not ddp:
+        run_zoo(*args, "--trainer.fast_dev_run=2")
+        return None
+    run_zoo(*args, "--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.max_steps=2")
+    import torch
+
+    ckpt = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] == 2
+    return ckpt
+
+
+@pytest.fixture(scope="session")
+def teacher_release(tmp_path_factory) -> Path:
+    """A tiny 784-32-10 MLP release to distil from."""
+    import torch
+
+    import zoo
+
+    torch.manual_seed(0)
+    teacher = zoo.create("mlp", in_features=784, hidden=[32], num_classes=10)
+    return zoo.save_pretrained(teacher, tmp_path_factory.mktemp("teacher") / "release")
+
+
+@pytest.fixture(scope="session")
+def fixture_data(idx_dir):
+    """The fixture IDX files as a set-up IDXDataModule (200 train, 40 val, 40 test images)."""
+    from zoo.data import IDXDataModule
+
+    dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40, batch_size=20)
+    dm.setup()
+    return dm
+
+
+def image_batch(n: int = 12):
+    """A seeded batch of n 28x28 inputs and labels 0..9 cycling: for checking loss formulas by hand."""
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(n, 1, 28, 28, generator=g), torch.arange(n) % 10
+
+
+def round_trip(module, tmp_path: Path, x):
+    """save_pretrained -> zoo.load: every tensor and the eval-mode output on `x` must be bit-identical."""
+    import torch
+
+    import zoo
+
+    back = zoo.load(zoo.save_pretrained(module, tmp_path / "release"))
+    assert type(back) is type(module)
+    assert module.state_dict().keys() == back.state_dict().keys()
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    with torch.no_grad():
+        assert torch.equal(module.eval()(x), back(x))
+    return back

@@ -102,7 +102,9 @@ def test_list_filters():
 
 
 def test_models_registry():
-    assert zoo.models() == ["distilled_mlp", "forward_forward", "mlp"]
+    keys = zoo.models()
+    assert keys == sorted(keys) and {"cnn", "distilled_mlp", "forward_forward", "mlp", "soft_tree"} <= set(keys)
+    assert {e.model for e in ENTRIES.values()} <= set(keys)
     assert zoo.models("forward*") == ["forward_forward"]
     with pytest.raises(KeyError, match="did you mean|Did you mean"):
         zoo.create("forward_forwrd")

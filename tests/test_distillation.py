@@ -1,19 +1,11 @@
 """Knowledge distillation: the student's loss by hand, the teacher kept out of the student's weights, and the
 recipe through `zoo fit` (one process and DDP on two) with a teacher release on fixture data."""
-import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_zoo
+from conftest import cli_fit, run_zoo
 
 import zoo
 from zoo.losses import distillation_loss
-
-
-@pytest.fixture(scope="module")
-def teacher_release(tmp_path_factory):
-    torch.manual_seed(0)
-    teacher = zoo.create("mlp", in_features=784, hidden=[32], num_classes=10)
-    return zoo.save_pretrained(teacher, tmp_path_factory.mktemp("teacher") / "release")
 
 
 def test_student_loss_and_weights(teacher_release):
@@ -31,11 +23,68 @@ def test_student_loss_and_weights(teacher_release):
 
 
 def test_fit_and_ddp_through_the_cli(teacher_release, idx_dir, tmp_path):
-    common = ["--config", "configs/distillation/fmnist_distilled.yaml", f"--model.init_args.teacher={teacher_release}",
-              f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40",
-              "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
-    run_zoo("fit", *common, "--trainer.fast_dev_run=2", f"--trainer.default_root_dir={tmp_path / 'one'}")
-    run_zoo("fit", *common, "--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu",
-            "--trainer.devices=2", "--trainer.max_steps=2", f"--trainer.default_root_dir={tmp_path / 'ddp'}")
-    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 2 and all(k.startswith("net.") for k in ckpt["state_dict"])
+    recipe, teacher = "configs/distillation/fmnist_distilled.yaml", f"--model.init_args.teacher={teacher_release}"
+    cli_fit(recipe, idx_dir, tmp_path / "one", teacher)
+    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", teacher, ddp=True)
+    assert all(k.startswith("net.") for k in ckpt["state_dict"])
+
+
+def test_omitted_class_never_reaches_the_student(teacher_release):
+    student = zoo.create("distilled_mlp", hidden=[16], teacher=str(teacher_release), omit_class=3)
+    x, y = torch.rand(6, 1, 28, 28), torch.tensor([3, 1, 3, 2, 3, 0])
+    seen = []
+    student.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()))
+    student.training_step((x, y), 0)
+    assert len(seen) == 1 and torch.equal(seen[0], x[y != 3])
+    assert student.training_step((x[y == 3], y[y == 3]), 0) is None  # nothing left: the step is skipped
+
+
+def test_bias_correction_is_chosen_on_validation_and_measured_on_test(teacher_release, idx_dir):
+    from zoo.data import IDXDataModule
+
+    dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=120, batch_size=32)  # enough 3s to choose by
+    dm.setup()
+    torch.manual_seed(0)
+    student = zoo.create("distilled_mlp", hidden=[32], teacher=str(teacher_release), omit_class=3)
+    xs, ys = dm.train_set.__getitems__(list(range(len(dm.train_set))))
+    opt = torch.optim.Adam(student.parameters(), lr=3e-3)
+    for _ in range(150):  # a student that knows every class of the fixture well
+        opt.zero_grad()
+        F.cross_entropy(student(xs), ys).backward()
+        opt.step()
+    with torch.no_grad():
+        student.net.head.bias[3] -= 8.0  # what a transfer set without class 3 does: its logit far too low
+    out = student.analyse(None, dm)
+    m = out["metrics"]
+    assert m["test/acc_omitted_class"] == 0.0
+    assert 0.0 < m["bias_shift"] <= 10.0 and m["test/acc_omitted_class_bias_corrected"] > 0.5
+    xt, yt = dm.test_set.__getitems__(list(range(len(dm.test_set))))
+    with torch.no_grad():
+        logits = student(xt)
+        logits[:, 3] += m["bias_shift"]
+    pred = logits.argmax(1)
+    assert abs((pred == yt).float().mean().item() - m["test/acc_bias_corrected"]) < 1e-6
+    assert abs((pred[yt == 3] == 3).float().mean().item() - m["test/acc_omitted_class_bias_corrected"]) < 1e-6
+    assert "Transfer set without class 3" in next(iter(out["tables"]))
+
+
+def test_reproduce_runs_the_analysis_into_release_and_catalogue(teacher_release, idx_dir, catalog_copy, zoo_home):
+    import json
+
+    import yaml
+
+    import shutil
+
+    name = "kd-fmnist-distilled-omit3"
+    shutil.copytree(teacher_release, zoo_home / "releases" / "kd-fmnist-teacher")  # so `requires` is satisfied
+    env = {"ZOO_CATALOG": str(catalog_copy), "ZOO_HOME": str(zoo_home)}
+    out = run_zoo("reproduce", name, "--update-catalog", "--no-baseline", "--trainer.max_epochs=1",
+                  "--trainer.enable_progress_bar=false", "--model.init_args.hidden=[16]",
+                  f"--model.init_args.teacher={teacher_release}", f"--data.init_args.data_dir={idx_dir}",
+                  "--data.init_args.val_size=40", env=env)
+    assert "Transfer set without class 3 (Dress)" in out.stdout
+    measured = json.loads((zoo_home / "releases" / name / "metrics.json").read_text())
+    assert {"test/acc", "bias_shift", "test/acc_omitted_class_bias_corrected"} <= set(measured)
+    assert yaml.safe_load(catalog_copy.read_text())["checkpoints"][name]["metrics"] == measured
+    card = (zoo_home / "releases" / name / "README.md").read_text()
+    assert "### Transfer set without class 3 (Dress)" in card and "chosen on validation" in card

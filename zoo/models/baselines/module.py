@@ -99,10 +99,12 @@ class CNNClassifier(CrossEntropyClassifier):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def configure_optimizers(self):
+    def base_optimizer(self) -> torch.optim.Optimizer:
+        """The optimiser the init args name, before any schedule (Lookahead wraps it)."""
         hp = self.hparams
         if hp.optimizer == "adam":
-            opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        else:
-            opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return with_cooldown(opt, self.planned_epochs, hp.cooldown)
+            return torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+
+    def configure_optimizers(self):
+        return with_cooldown(self.base_optimizer(), self.planned_epochs, self.hparams.cooldown)
