@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "linear_cooldown", "with_cooldown"]
+__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "with_cooldown"]
 
 
 def linear_cooldown(max_epochs: int):
@@ -127,3 +127,26 @@ class LookaheadSlowWeights(L.Callback):
         for opt in self._lookaheads(trainer):
             opt.swap_slow()
             opt._swapped = None
+
+
+def fit_in_memory(model: torch.nn.Module, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                  inputs: torch.Tensor, targets: torch.Tensor, epochs: int, batch_size: int = 100, lr: float = 0.01,
+                  momentum: float = 0.9, weight_decay: float = 0.0, cooldown: bool = True,
+                  seed: int = 0) -> torch.nn.Module:
+    """Minibatch SGD over tensors already in memory, without a Trainer: the short extra runs that some papers'
+    analyses make (several seeds, a student). `loss(x, target)` is the batch objective of `model`'s parameters.
+
+    Each epoch visits a permutation seeded by `seed + epoch` (as the zoo's DataModules shuffle), and with
+    `cooldown` the learning rate follows the zoo's linear cooldown over the second half of training. Batches
+    are taken on the inputs' device. Returns `model`, in eval mode."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, linear_cooldown(epochs) if cooldown else (lambda epoch: 1.0))
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed + epoch))
+        for idx in order.to(inputs.device).split(batch_size):
+            opt.zero_grad(set_to_none=True)
+            loss(inputs[idx], targets[idx]).backward()
+            opt.step()
+        schedule.step()
+    return model.eval()
