@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 import types
 
-from zoo.models import baselines, distillation, forward_forward  # noqa: F401  (registers)
+from zoo.models import (  # noqa: F401  (registers)
+    baselines, cka, confidence_penalty, distillation, forward_forward, label_smoothing, lookahead, snnl, soft_tree,
+    subclass_distillation,
+)
 
 
 class _Models(types.ModuleType):
