@@ -18,20 +18,29 @@ def _fmt(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
+def _headline(e) -> str:
+    """test/acc as a percentage; otherwise the first metric the entry's tolerance names (e.g. test/bpd)."""
+    key = "test/acc" if "test/acc" in e.metrics or not e.tolerance else next(iter(e.tolerance))
+    v = e.metrics.get(key)
+    if v is None:
+        return ""
+    return _fmt(v) if key == "test/acc" else f"{key} {v:.4g}"
+
+
 def checkpoints_table() -> str:
     entries = load_catalog(ROOT / "checkpoints.yaml")
-    rows = ["| checkpoint | dataset | test accuracy (measured) | its baseline (measured) | paper (its setting) | weights |",
+    rows = ["| checkpoint | dataset | headline metric (measured) | its baseline (measured) | paper (its setting) | weights |",
             "|---|---|---|---|---|---|"]
     for name in sorted(entries):
         e = entries[name]
         if e.tags and "backprop-baseline" in e.tags:
             continue
-        acc = e.metrics.get("test/acc")
-        base = entries[e.baseline].metrics.get("test/acc") if e.baseline else None
+        acc = _headline(e)
+        base = _headline(entries[e.baseline]) if e.baseline else ""
         paper = e.paper.reported.get("test/acc")
         rows.append(
-            f"| `{name}` | {e.dataset} | {_fmt(acc) if acc is not None else 'not yet measured'} | "
-            f"{(_fmt(base) + ' `' + e.baseline + '`') if base is not None else '–'} | "
+            f"| `{name}` | {e.dataset} | {acc or 'not yet measured'} | "
+            f"{(base + ' `' + e.baseline + '`') if base else '–'} | "
             f"{(_fmt(paper) + ' (' + e.paper.setting + ')') if paper is not None else '–'} | "
             f"{'Hub @' + e.hub.revision[:7] if e.hub else '`zoo reproduce ' + name + '`'} |")
     return "\n".join(rows)

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from zoo.nn.capsules import (PrimaryCapsules, RoutingCapsules, dynamic_routing, margin_loss, mask_capsules,
-                             squash)
+from zoo.nn.capsules import (PrimaryCapsules, RoutingCapsules, dynamic_routing, fused_routing, margin_loss,
+                             mask_capsules, squash)
 
 
 def test_squash_hand_values():
@@ -47,6 +47,10 @@ def test_margin_loss_hand_value():
     assert margin_loss(v, torch.tensor([0])).item() == pytest.approx(want)
     v[0, 0, 0], v[0, 1, 0] = 0.95, 0.05
     assert margin_loss(v, torch.tensor([0])).item() == 0.0
+    # per example: the second example's true class (1) is too short by 0.9, the others are 0
+    both = torch.cat([v, torch.zeros(1, 3, 2)])
+    assert margin_loss(both, torch.tensor([0, 1]), reduction="none").tolist() == pytest.approx([0.0, 0.81])
+    assert margin_loss(both, torch.tensor([0, 1])).item() == pytest.approx(0.405)
 
 
 def test_mask_capsules_true_class_or_longest():
@@ -64,3 +68,24 @@ def test_capsnet_shapes_on_mnist_sized_input():
     assert v.shape == (2, 10, 16) and c.shape == (2, 1152, 10)
     margin_loss(v, torch.tensor([3, 7])).backward()
     assert digits.W.grad.abs().sum() > 0 and primary.conv.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("iterations", [1, 2, 3])
+def test_fused_routing_equals_routing_on_the_predictions(iterations):
+    """The layer never builds û; it must give what Procedure 1 gives on û_j|i = W_ij u_i, outputs and
+    coupling coefficients, values and gradients."""
+    torch.manual_seed(0)
+    layer = RoutingCapsules(20, 8, 5, 4, iterations=iterations, init_std=0.3).double()
+    u = torch.randn(3, 20, 8, dtype=torch.float64, requires_grad=True)
+    v, c = layer(u)
+    W = layer.W.detach()
+    want_v, want_c = dynamic_routing(torch.einsum("jdki,bik->bijd", W, u), iterations)
+    hand = torch.stack([W[1, :, :, 7] @ u[2, 7].detach(), W[4, :, :, 0] @ u[0, 0].detach()])  # û_1|7, û_4|0
+    assert torch.allclose(layer.predictions(u)[[2, 0], [7, 0], [1, 4]], hand)
+    assert torch.allclose(v, want_v, atol=1e-12) and torch.allclose(c, want_c, atol=1e-12)
+    assert torch.allclose(c.sum(2), torch.ones(3, 20, dtype=torch.float64))  # each child's vote over the parents
+    g_fused = torch.autograd.grad(v.pow(3).sum(), u)[0]
+    g_plain = torch.autograd.grad(want_v.pow(3).sum(), u)[0]
+    assert torch.allclose(g_fused, g_plain, atol=1e-12)
+    with pytest.raises(ValueError):
+        fused_routing(u, layer.W, 0)

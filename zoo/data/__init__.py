@@ -1,5 +1,8 @@
 """DataModules for real dataset formats shared by several papers."""
+from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
+from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 
-__all__ = ["DigitsDataModule", "IDXDataModule", "read_idx"]
+__all__ = ["CIFAR10DataModule", "read_cifar_bin", "DigitsDataModule", "IDXDataModule", "read_idx", "SVHNDataModule",
+           "read_svhn_mat"]

@@ -6,8 +6,8 @@ import sys
 import types
 
 from zoo.models import (  # noqa: F401  (registers)
-    baselines, cka, confidence_penalty, distillation, forward_forward, label_smoothing, lookahead, snnl, soft_tree,
-    subclass_distillation,
+    baselines, capsnet, cka, confidence_penalty, distillation, dmfa, forward_forward, forward_gradient, grbm,
+    label_smoothing, lookahead, snnl, soft_tree, subclass_distillation,
 )
 
 

@@ -3,6 +3,8 @@ Diagnosing Adversarial Images" and "Deflecting Adversarial Attacks". Every opera
 examples, input capsules and output capsules: no Python loop except the r routing iterations.
 
 Shapes: u [B, N_in, D_in] input capsules; û [B, N_in, N_out, D_out] predictions; v [B, N_out, D_out].
+`dynamic_routing` routes given predictions û; `RoutingCapsules` (through `fused_routing`) never builds û: it
+folds the transformation matrices into the two routing contractions, so each is one batched matrix product.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["squash", "dynamic_routing", "margin_loss", "mask_capsules", "PrimaryCapsules", "RoutingCapsules"]
+__all__ = ["squash", "dynamic_routing", "fused_routing", "margin_loss", "mask_capsules", "PrimaryCapsules",
+           "RoutingCapsules"]
 
 
 def squash(s: torch.Tensor, dim: int = -1, eps: float = 1e-16) -> torch.Tensor:
@@ -36,13 +39,47 @@ def dynamic_routing(u_hat: torch.Tensor, iterations: int = 3) -> tuple[torch.Ten
     return v, c
 
 
+def fused_routing(u: torch.Tensor, W: torch.Tensor, iterations: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Procedure 1 on û_j|i = W_ij u_i without materialising û [B, N_in, N_out, D_out].
+
+    W is [N_out, D_out, D_in, N_in] (W[j, :, :, i] is W_ij). Both routing sums are contractions over (k, i):
+    s_j = Σ_i c_ij W_ij u_i = W_j · (c_·j ⊙ u) and û_j|i · v_j = u_i · (W_ijᵀ v_j), i.e. one batched matrix
+    product per step over the N_out parents, half the memory of û and no tiny matrix-vector products; the
+    input-capsule index runs fastest so the elementwise products vectorise. The first iteration's c is uniform
+    (1/N_out), so its s is a single matrix product. Returns (v [B, N_out, D_out], c [B, N_in, N_out]), the same
+    as `dynamic_routing(einsum("jdki,bik->bijd", W, u))`."""
+    if iterations < 1:
+        raise ValueError("dynamic routing needs at least one iteration")
+    J, D, K, I = W.shape
+    B = u.shape[0]
+    ut = u.transpose(1, 2).contiguous()  # [B, K, I]
+    Wf = W.reshape(J, D, K * I)
+    s = (ut.reshape(B, K * I) @ Wf.reshape(J * D, K * I).t()).view(B, J, D) / J
+    b = c = None
+    for r in range(iterations):
+        if r > 0:
+            c = b.softmax(dim=0)  # [J, B, I]: each child splits its vote over the parents
+            x = (c.unsqueeze(2) * ut).reshape(J, B, K * I)  # c_ij u_i
+            s = torch.bmm(x, Wf.transpose(1, 2)).transpose(0, 1)  # [B, J, D]
+        v = squash(s)
+        if r < iterations - 1:
+            pull = torch.bmm(v.transpose(0, 1), Wf).view(J, B, K, I)  # W_ijᵀ v_j
+            agreement = (pull * ut).sum(2)  # [J, B, I]
+            b = agreement if b is None else b + agreement
+    c = u.new_full((B, I, J), 1.0 / J) if c is None else c.permute(1, 2, 0)
+    return v, c
+
+
 def margin_loss(v: torch.Tensor, labels: torch.Tensor, m_plus: float = 0.9, m_minus: float = 0.1,
-                lam: float = 0.5) -> torch.Tensor:
-    """Eq. 4: Σ_k T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)², summed over classes, batch mean."""
+                lam: float = 0.5, reduction: str = "mean") -> torch.Tensor:
+    """Eq. 4: Σ_k T_k max(0, m⁺ − ‖v_k‖)² + λ (1 − T_k) max(0, ‖v_k‖ − m⁻)², summed over classes; the batch
+    mean, or one value per example with `reduction="none"`."""
+    if reduction not in ("mean", "none"):
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     length = v.norm(dim=-1)
     t = F.one_hot(labels, length.shape[1]).to(length.dtype)
-    loss = t * F.relu(m_plus - length).pow(2) + lam * (1 - t) * F.relu(length - m_minus).pow(2)
-    return loss.sum(1).mean()
+    loss = (t * F.relu(m_plus - length).pow(2) + lam * (1 - t) * F.relu(length - m_minus).pow(2)).sum(1)
+    return loss.mean() if reduction == "mean" else loss
 
 
 def mask_capsules(v: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -71,14 +108,18 @@ class PrimaryCapsules(nn.Module):
 
 class RoutingCapsules(nn.Module):
     """A layer of `out_capsules` capsules of size `out_dim` fed by `in_capsules` capsules of size `in_dim`
-    through one transformation matrix W_ij per pair (û_j|i = W_ij u_i) and dynamic routing."""
+    through one transformation matrix W_ij per pair (û_j|i = W_ij u_i) and dynamic routing (`fused_routing`).
+    W is stored [out_capsules, out_dim, in_dim, in_capsules], the layout the fused contractions read."""
 
     def __init__(self, in_capsules: int, in_dim: int, out_capsules: int, out_dim: int, iterations: int = 3,
                  init_std: float = 0.01):
         super().__init__()
         self.iterations = iterations
-        self.W = nn.Parameter(init_std * torch.randn(in_capsules, out_capsules, out_dim, in_dim))
+        self.W = nn.Parameter(init_std * torch.randn(out_capsules, out_dim, in_dim, in_capsules))
+
+    def predictions(self, u: torch.Tensor) -> torch.Tensor:
+        """û [B, N_in, N_out, D_out] (for inspection; `forward` never builds it)."""
+        return torch.einsum("jdki,bik->bijd", self.W, u)
 
     def forward(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        u_hat = torch.einsum("ijdk,bik->bijd", self.W, u)
-        return dynamic_routing(u_hat, self.iterations)
+        return fused_routing(u, self.W, self.iterations)

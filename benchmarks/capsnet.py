@@ -1,0 +1,134 @@
+"""CapsNet training throughput: ours (zoo "capsnet", fused dynamic routing) against gram-ai/capsule-networks, a
+widely used PyTorch port, on the same architecture (256-channel 9 x 9 conv, 32 x 8-D primary capsules, 10 x 16-D
+class capsules, 3 routing iterations, 512-1024-784 decoder), batch, data, optimiser (Adam) and device, in one
+process. The reference is imported at run time from a checkout of its repository; nothing of it is in the zoo.
+
+    git clone https://github.com/gram-ai/capsule-networks /tmp/ref-capsule-networks   # or any copy of it
+    python benchmarks/capsnet.py /tmp/ref-capsule-networks [--batch-size 100] [--steps 5] [--repeats 3]
+
+Prints training images/s (forward, margin + reconstruction loss, backward, Adam step) of each, interleaved so
+that drifting machine load hits both alike, and the ratio. Uses Fashion-MNIST training images (IDX files;
+`--data-dir` if they are not in a standard place). The port was written for torch 0.3 and CUDA: it calls
+`Variable(...).cuda()` inside `forward` without importing Variable; we give its module a `Variable` whose
+`.cuda()` moves the tensor to the benchmark device, and lay its class capsules out batch-major so that a
+`.view` that newer torch refuses on the transposed tensor works. (It also runs the routing softmax over the
+input capsules, not over the parents as the paper does; the amount of work is the same.)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import zoo
+from zoo.data import IDXDataModule
+
+
+def load_reference(checkout: Path, device: torch.device):
+    """gram-ai's capsule_network.py as a module (its `__main__` block, the training script, is not run)."""
+    path = checkout / "capsule_network.py"
+    if not path.is_file():
+        sys.exit(f"{path} not found: pass the folder of a gram-ai/capsule-networks checkout")
+    spec = importlib.util.spec_from_file_location("gram_ai_capsule_network", path)
+    module = importlib.util.module_from_spec(spec)
+    limit = sys.getrecursionlimit()
+    spec.loader.exec_module(module)
+    sys.setrecursionlimit(limit)  # the script raises it to 15000 for its own reasons
+
+    class OnDevice:  # torch 0.3's Variable(t).cuda(), moved to our device instead
+        def __init__(self, tensor: torch.Tensor):
+            self.tensor = tensor
+
+        def cuda(self) -> torch.Tensor:
+            return self.tensor.to(device)
+
+    module.Variable = OnDevice
+    return module
+
+
+def reference_step(model, loss_fn, opt):
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        onehot = F.one_hot(y, 10).float()
+        classes, recon = model(x, onehot)
+        loss = loss_fn(x, onehot, classes, recon)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def ours_step(model, opt):
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = model.loss(x, y)[0]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def images_per_s(step, batches: list[tuple[torch.Tensor, torch.Tensor]], warmup: int) -> float:
+    for x, y in batches[:warmup]:
+        step(x, y)
+    if batches[0][0].is_cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for x, y in batches[warmup:]:
+        step(x, y)
+    if batches[0][0].is_cuda:
+        torch.cuda.synchronize()
+    return sum(len(y) for _, y in batches[warmup:]) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("reference", type=Path, help="folder of a gram-ai/capsule-networks checkout")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per measurement")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--data-dir", default=None)
+    a = p.parse_args()
+    device = torch.device(a.device)
+    warnings.filterwarnings("ignore", message="size_average and reduce args will be deprecated")
+
+    dm = IDXDataModule("fashion-mnist", data_dir=a.data_dir, batch_size=a.batch_size, val_size=0)
+    dm.prepare_data()
+    dm.setup()
+    n = a.batch_size * (a.warmup + a.steps)
+    x, y = dm.train_set.__getitems__(list(range(n)))
+    batches = [(x[i:i + a.batch_size].to(device), y[i:i + a.batch_size].to(device)) for i in range(0, n, a.batch_size)]
+
+    ref = load_reference(a.reference, device)
+    torch.manual_seed(0)
+    theirs = ref.CapsuleNet().to(device)
+    # torch >= 0.4 keeps the class capsules' transposed strides through `x * y`, and the port's `.view` then
+    # fails; lay the layer's output out batch-major (a copy of B x 160 numbers) so its view works as it did
+    theirs.digit_capsules.register_forward_hook(lambda m, i, out: out.transpose(0, 1).contiguous().transpose(0, 1))
+    ours = zoo.create("capsnet", conv_channels=256, primary_capsules=32, judge=None).to(device)
+    n_theirs, n_ours = (sum(q.numel() for q in m.parameters()) for m in (theirs, ours))
+    ref_opt = torch.optim.Adam(theirs.parameters())  # the port's own optimiser: Adam, lr 1e-3
+    steps = {"gram-ai/capsule-networks": reference_step(theirs, ref.CapsuleLoss(), ref_opt),
+             "zoo capsnet": ours_step(ours, torch.optim.Adam(ours.parameters(), lr=1e-3))}
+    rates = {k: [] for k in steps}
+    for _ in range(a.repeats):
+        for name, step in steps.items():
+            rates[name].append(images_per_s(step, batches, a.warmup))
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"CapsNet training, batch {a.batch_size}, {a.steps} timed steps after {a.warmup} warm-up, median of "
+          f"{a.repeats}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"parameters: ours {n_ours:,}, gram-ai {n_theirs:,}")
+    for name, r in med.items():
+        print(f"{name:26s} {r:9.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in rates[name])})")
+    print(f"ratio ours / gram-ai: {med['zoo capsnet'] / med['gram-ai/capsule-networks']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
