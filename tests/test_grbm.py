@@ -1,12 +1,26 @@
-"""GRBM math against brute-force enumeration of the hidden states of a tiny model, and the samplers
-against the exact marginal distribution of h."""
+"""GRBM math against brute-force enumeration of the hidden states of a tiny model; the samplers against the exact
+marginal distribution of h; the Metropolis-Hastings ratio against its definition; the CD statistics against
+autograd; learning, the analysis, the CLI (one process and DDP) and the release round trip on fixture data."""
 import itertools
 import math
 
 import pytest
 import torch
+from conftest import cli_fit, round_trip, run_zoo
 
-from zoo.models.grbm.model import GRBM, cosine_steps
+import zoo
+from zoo.models.grbm import GMM2DDataModule, GRBMModule
+from zoo.models.grbm.analysis import mmd2, tv_to_density
+from zoo.models.grbm.model import GRBM, ChainStats, cosine_steps
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models here are tiny: BLAS threads only add synchronisation (which stalls on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -48,6 +62,17 @@ def test_v_given_h_is_the_stated_gaussian(tiny):
     assert torch.allclose(g, tiny.energy_grad_v(v, h), atol=1e-12)
 
 
+def test_log_partition_by_enumeration_and_by_quadrature(tiny):
+    # brute force: Z = Σ_h ∫ e^{−E(v,h)} dv on a fine grid, for each of the 8 hidden states
+    xs = torch.linspace(-14, 14, 561, dtype=torch.float64)
+    grid = torch.cartesian_prod(xs, xs)
+    e = torch.stack([tiny.energy(grid, h.expand(len(grid), 3)) for h in H_STATES], 1)
+    want = torch.logsumexp(-e.flatten(), 0) + 2 * math.log(xs[1] - xs[0])
+    with torch.no_grad():
+        assert abs(float(tiny.log_partition() - want)) < 1e-6
+        assert abs(float(tiny.log_partition_grid(limit=14.0, n=401) - want)) < 1e-4
+
+
 def _exact_p_h(m: GRBM) -> torch.Tensor:
     """p(h) ∝ ∫ e^{−E(v,h)} dv ∝ exp(bᵀh + ½‖(μ + W h)/σ‖² − ½‖μ/σ‖²)."""
     mean = m.mean_v_given_h(H_STATES)
@@ -60,40 +85,222 @@ def _empirical(h: torch.Tensor) -> torch.Tensor:
     return torch.bincount(index, minlength=8).double() / len(h)
 
 
+def _tv(h: torch.Tensor, m: GRBM) -> float:
+    return float(0.5 * (_empirical(h) - _exact_p_h(m)).abs().sum())
+
+
 def test_gibbs_sampler_reaches_the_exact_marginal(tiny):
     g = torch.Generator().manual_seed(0)
-    v0 = torch.randn(20000, 2, generator=g, dtype=torch.float64)
-    _, h = tiny.gibbs(v0, steps=30, generator=g)
-    tv = 0.5 * (_empirical(h) - _exact_p_h(tiny)).abs().sum()
-    assert tv < 0.02
+    v0 = torch.randn(10000, 2, generator=g, dtype=torch.float64)
+    _, h = tiny.gibbs(v0, steps=20, generator=g)
+    assert _tv(h, tiny) < 0.03
 
 
 def test_gibbs_langevin_reaches_the_exact_marginal(tiny):
     g = torch.Generator().manual_seed(1)
-    v0 = torch.randn(20000, 2, generator=g, dtype=torch.float64)
-    _, h = tiny.gibbs_langevin(v0, steps=20, langevin_steps=40, eta=0.05, anneal=False, drift_per_batch=False,
-                               generator=g)
-    tv = 0.5 * (_empirical(h) - _exact_p_h(tiny)).abs().sum()
-    assert tv < 0.03
+    v0 = torch.randn(10000, 2, generator=g, dtype=torch.float64)
+    _, h = tiny.gibbs_langevin(v0, steps=20, langevin_steps=40, eta=0.05, anneal=False, drift=1.0, generator=g)
+    assert _tv(h, tiny) < 0.03
 
 
-def test_langevin_inner_chain_has_the_gaussian_moments(tiny):
-    """Unadjusted Langevin with step η on N(m, σ²) is stationary at N(m, σ² / (1 − η / (2σ²)))."""
-    g = torch.Generator().manual_seed(2)
-    h = H_STATES[3].expand(40000, 3)
-    eta = 0.05
-    v = torch.zeros(40000, 2, dtype=torch.float64)
-    for _ in range(300):
-        v = v - eta * tiny.energy_grad_v(v, h) + math.sqrt(2 * eta) * torch.randn(v.shape, generator=g, dtype=v.dtype)
-    var = tiny.var.detach()
-    assert torch.allclose(v.mean(0), tiny.mean_v_given_h(h[:1])[0].detach(), atol=0.03)
-    assert torch.allclose(v.var(0), var / (1 - eta / (2 * var)), rtol=0.03)
+def _literal_langevin(m: GRBM, v, h, etas, d, noise):
+    """The K Langevin steps one by one, v ← v − η d ∇_v E(v, h) + √(2η) ξ."""
+    for eta, xi in zip(etas, noise):
+        v = v - eta * d * m.energy_grad_v(v, h) + math.sqrt(2 * eta) * xi
+    return v
 
 
-def test_cosine_schedule_and_reference_drift_scaling(tiny):
-    assert cosine_steps(2.0, 4) == pytest.approx([2.0, 2.0 * (1 + math.cos(math.pi / 4)) / 2, 1.0,
-                                                  2.0 * (1 + math.cos(3 * math.pi / 4)) / 2])
-    v = torch.zeros(4, 2, dtype=torch.float64)
-    a, _ = tiny.gibbs_langevin(v, 1, 3, eta=0.3, generator=torch.Generator().manual_seed(0))
-    b, _ = tiny.gibbs_langevin(v, 1, 3, eta=0.3, drift_per_batch=False, generator=torch.Generator().manual_seed(0))
-    assert a.shape == (4, 2) and not torch.allclose(a, b)  # the 1/B drift of the reference code is the default
+def test_langevin_kernel_is_the_composition_of_the_steps(tiny):
+    etas, d = cosine_steps(0.7, 6), 0.5
+    v, h = torch.randn(5, 2, dtype=torch.float64), H_STATES[[1, 3, 4, 6, 7]]
+    noise = torch.randn(6, 5, 2, dtype=torch.float64)
+    A, c, s = tiny.langevin_kernel(etas, d)
+    beta = torch.stack([torch.stack([1 - e * d / tiny.var for e in etas[k + 1:]]).prod(0) if k + 1 < 6
+                        else torch.ones(2, dtype=torch.float64) for k in range(6)])  # Π_{j>k} α_j
+    composed = A * v + c * tiny.mean_v_given_h(h) + (beta[:, None] * torch.tensor(etas)[:, None, None].mul(2).sqrt()
+                                                      * noise).sum(0)
+    assert torch.allclose(composed, _literal_langevin(tiny, v, h, etas, d, noise), atol=1e-12)
+    # and the spread of v_K given v_0: s² = Σ β_k² 2η_k
+    assert torch.allclose(s.pow(2), (beta.pow(2) * 2 * torch.tensor(etas, dtype=torch.float64)[:, None]).sum(0))
+
+
+def _log_q(m, v_from, h_from, v_to, h_to, etas, d):
+    """log q(v', h' | v, h) by brute force: the mean and variance of the K literal steps by recursion, and
+    log p(h' | v') from the enumerated posterior."""
+    mean, var, target = v_from, torch.zeros_like(v_from), m.mean_v_given_h(h_from)
+    for eta in etas:
+        a = 1 - eta * d / m.var
+        mean, var = a * mean + eta * d / m.var * target, a.pow(2) * var + 2 * eta
+    log_v = torch.distributions.Normal(mean, var.sqrt()).log_prob(v_to).sum(1)
+    e = torch.stack([m.energy(v_to, hh.expand(len(v_to), 3)) for hh in H_STATES], 1)
+    post = torch.log_softmax(-e, 1)
+    return log_v + post[torch.arange(len(v_to)), (h_to * torch.tensor([4.0, 2.0, 1.0], dtype=h_to.dtype)).sum(1).long()]
+
+
+def test_metropolis_hastings_ratio_is_its_definition(tiny):
+    etas, d = cosine_steps(0.9, 4), 0.3
+    g = torch.Generator().manual_seed(3)
+    v0, v1 = (torch.randn(6, 2, generator=g, dtype=torch.float64) * 2 for _ in range(2))
+    h0, h1 = H_STATES[torch.randint(0, 8, (6,), generator=g)], H_STATES[torch.randint(0, 8, (6,), generator=g)]
+    pack = lambda v, h: (v, h, tiny.mean_v_given_h(h), tiny.hidden_logits(v))  # noqa: E731
+    kernel = tiny.langevin_kernel(etas, d)
+    with torch.no_grad():
+        got = tiny.gibbs_langevin_log_ratio(pack(v0, h0), pack(v1, h1), kernel)
+        back = tiny.gibbs_langevin_log_ratio(pack(v1, h1), pack(v0, h0), kernel)
+        want = (-tiny.energy(v1, h1) + _log_q(tiny, v1, h1, v0, h0, etas, d)
+                + tiny.energy(v0, h0) - _log_q(tiny, v0, h0, v1, h1, etas, d))
+    assert torch.allclose(got, want, atol=1e-10)
+    assert torch.allclose(got, -back, atol=1e-10)  # detailed balance: r(x→x') r(x'→x) = 1
+
+
+def test_metropolis_adjustment_keeps_the_model_invariant_with_a_huge_step(tiny):
+    """η far too large for unadjusted Langevin (α = 1 − η/σ² = −0.8 on the first unit): without the adjustment
+    the chain samples a much wider distribution; with it, the exact marginal of h and the exact mean of v."""
+    g = torch.Generator().manual_seed(4)
+    v0 = torch.randn(10000, 2, generator=g, dtype=torch.float64)
+    kw = dict(steps=30, langevin_steps=5, eta=0.9, anneal=False, drift=1.0, generator=g)
+    v_raw, h_raw = tiny.gibbs_langevin(v0, **kw)
+    stats = ChainStats(tiny)
+    v_mh, h_mh = tiny.gibbs_langevin(v0, mh_from=0, stats=stats, **kw)
+    assert _tv(h_raw, tiny) > 0.08 and v_raw[:, 0].var() > 2.0  # the exact var of v_0 is below 1
+    assert _tv(h_mh, tiny) < 0.03
+    mean_v = _exact_p_h(tiny) @ tiny.mean_v_given_h(H_STATES).detach()
+    assert torch.allclose(v_mh.mean(0), mean_v, atol=0.05)
+    assert 0.05 < stats.acceptance < 0.95
+
+
+def test_chain_statistics_give_the_mean_energy_gradient():
+    torch.manual_seed(0)
+    m = GRBM(3, 4).double()
+    with torch.no_grad():
+        m.mu.normal_()
+        m.log_var.normal_(0, 0.3)
+        m.b.normal_()
+    v = torch.randn(7, 3, dtype=torch.float64)
+    h = torch.bernoulli(torch.full((7, 4), 0.5, dtype=torch.float64))
+    stats = ChainStats(m)
+    stats.add(v[:4], h[:4])
+    stats.add(v[4:], h[4:])  # rows of another count are folded in too
+    got = stats.grad(m)
+    m.energy(v, h).mean().backward()
+    for k, p in m.named_parameters():
+        assert torch.allclose(got[k], p.grad, atol=1e-12), k
+
+
+def test_cd_gradient_moves_the_model_towards_the_data():
+    """With W = 0 the GRBM is N(μ, σ²) and its chains sample it exactly: the CD gradient (positive minus
+    negative statistics) must point μ towards the data mean and σ² towards the data variance, W unchanged."""
+    torch.manual_seed(0)
+    module = GRBMModule(visible=3, hidden=4, image_shape=None, sampler="gibbs", cd_steps=5, fid_features=None)
+    with torch.no_grad():
+        module.grbm.W.zero_()
+    x = 3.0 + 0.5 * torch.randn(512, 3)
+    module.training_step((x, None), 0).backward()
+    grbm = module.grbm
+    assert (grbm.mu.grad < 0).all()  # SGD (θ ← θ − lr·grad) raises μ from 0 towards 3
+    assert (grbm.log_var.grad < 0).all()  # and raises σ²: the data's mean (x − μ)² is 9.25 > σ² = 1 at μ = 0 ...
+    with torch.no_grad():
+        grbm.mu.fill_(3.0)
+    grbm.zero_grad()
+    module.training_step((x, None), 1).backward()
+    assert (grbm.log_var.grad > 0).all()  # ... while at μ = 3 the data variance 0.25 < 1 lowers σ²
+    assert grbm.mu.grad.abs().max() < 0.2 and grbm.W.grad.abs().max() < 0.5
+
+
+def test_learning_a_mixture_raises_the_held_out_likelihood():
+    dm = GMM2DDataModule(num_samples=400, test_samples=400, batch_size=100)
+    dm.setup()
+    torch.manual_seed(0)
+    module = GRBMModule(visible=2, hidden=8, image_shape=None, cd_steps=20, langevin_eta=10.0, mh_from=0,
+                        lr=0.05, fid_features=None)
+
+    def nll():
+        with torch.no_grad():
+            return float((module.grbm.free_energy(dm.test_set.x) + module.grbm.log_partition()).mean())
+
+    before = nll()
+    opt = torch.optim.SGD(module.parameters(), lr=0.05)
+    for step in range(60):
+        x = dm.train_set.x[(step % 4) * 100:(step % 4 + 1) * 100]
+        opt.zero_grad()
+        module.training_step((x, None), step).backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
+        opt.step()
+    after = nll()
+    assert after < before - 1.0, (before, after)
+
+
+def test_mixture_data_are_the_papers_and_seeded():
+    a, b = GMM2DDataModule("aniso"), GMM2DDataModule("aniso")
+    a.setup(), b.setup()
+    assert torch.equal(a.train_set.x, b.train_set.x) and a.train_set.x.shape == (1000, 2)
+    assert not torch.equal(a.train_set.x, a.test_set.x)
+    k = a.train_set.component
+    for c, (mean, std) in enumerate(zip([(-5, -5), (5, -5), (0, 5)], [(1.25, 0.5), (1.25, 0.5), (0.5, 1.25)])):
+        pts = a.train_set.x[k == c]
+        assert torch.allclose(pts.mean(0), torch.tensor(mean, dtype=torch.float32), atol=0.25)
+        assert torch.allclose(pts.std(0), torch.tensor(std, dtype=torch.float32), rtol=0.15)
+    xs = torch.linspace(-12, 12, 481)
+    grid = torch.cartesian_prod(xs, xs)
+    assert abs(float(a.log_prob(grid).exp().sum() * (xs[1] - xs[0]) ** 2) - 1) < 1e-3
+
+
+def test_sample_measures():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(400, 2, generator=g), torch.randn(400, 2, generator=g)
+    assert abs(mmd2(x, y)) < 0.05 and mmd2(x, y + 3) > 0.5
+    normal = lambda p: -0.5 * p.pow(2).sum(1) - math.log(2 * math.pi)  # noqa: E731
+    tv, floor = tv_to_density(x, normal)
+    assert tv < 2.5 * floor and tv_to_density(x + 2, normal)[0] > 0.5
+
+
+def test_shapes_samples_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    module = GRBMModule(hidden=16, data_mean=0.286, data_std=0.353, cd_steps=3, sample_chains=7, sample_steps=4,
+                        fid_features=None)
+    x = torch.rand(5, 1, 28, 28)
+    assert module(x).shape == (5,)
+    for sampler in ("gibbs_langevin", "gibbs"):
+        s = module.sample(10, sampler)
+        assert s.shape == (10, 1, 28, 28) and s.min() >= 0 and s.max() <= 1
+    assert torch.equal(module.sample(10, seed=3), module.sample(10, seed=3))
+    round_trip(module, tmp_path, x)
+
+
+def test_analyse_images_with_a_tiny_classifier(fixture_data, tmp_path):
+    torch.manual_seed(0)
+    classifier = zoo.create("cnn", channels=[4], hidden=[8])
+    release = zoo.save_pretrained(classifier, tmp_path / "classifier")
+    module = GRBMModule(hidden=16, cd_steps=3, sample_chains=20, sample_steps=5, fid_features=str(release),
+                        fid_samples=40)
+    out = module.analyse(tmp_path, fixture_data)
+    m = out["metrics"]
+    assert set(m) == {"gibbs_langevin/fid_zoo_cnn", "gibbs_langevin_mh/fid_zoo_cnn", "gibbs/fid_zoo_cnn",
+                      "real_heldout/fid_zoo_cnn"}
+    assert m["real_heldout/fid_zoo_cnn"] < m["gibbs/fid_zoo_cnn"]  # untrained samples: further from test than real
+    assert (tmp_path / "samples_from_noise.png").stat().st_size > 1000
+    assert "FID" in next(iter(out["tables"])) and "not Inception" in next(iter(out["tables"]))
+
+
+def test_analyse_points(tmp_path):
+    dm = GMM2DDataModule(num_samples=200, val_samples=100, test_samples=300)
+    torch.manual_seed(0)
+    module = GRBMModule(visible=2, hidden=8, image_shape=None, sample_chains=100, sample_steps=10, fid_features=None,
+                        fid_samples=300, mh_from=0, langevin_eta=10.0)
+    out = module.analyse(tmp_path, dm)
+    m = out["metrics"]
+    assert {"gibbs_langevin/mmd2", "gibbs/mmd2", "gibbs_langevin/tv_to_model", "gibbs/tv_to_model",
+            "exact_draws/tv_to_model", "test/nll", "test/nll_true_mixture"} <= set(m)
+    assert m["test/nll"] > m["test/nll_true_mixture"]
+    assert (tmp_path / "density.png").stat().st_size > 1000
+
+
+def test_fit_through_the_cli_and_ddp(idx_dir, tmp_path):
+    """`zoo fit` on the 2-D mixture recipe (fast_dev_run), and two DDP steps of the Fashion-MNIST recipe on the
+    fixture IDX files on 2 CPU processes."""
+    run_zoo("fit", "--config", "configs/grbm/gmm2d.yaml", "--trainer.fast_dev_run=2", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'gmm'}",
+            "--model.init_args.cd_steps=5")
+    ckpt = cli_fit("configs/grbm/fmnist.yaml", idx_dir, tmp_path / "ddp", "--model.init_args.hidden=32",
+                   "--model.init_args.cd_steps=3", ddp=True)
+    assert set(ckpt["state_dict"]) == {"grbm.W", "grbm.b", "grbm.mu", "grbm.log_var"}

@@ -1,17 +1,30 @@
-"""The Forward-Forward algorithm (Hinton, 2022, arXiv 2212.13345): the supervised version of §3.3.
+"""The Forward-Forward algorithm (Hinton, 2022, arXiv 2212.13345): the supervised version of §3.3 and the
+unsupervised version of §3.2, with fully connected or locally connected layers.
 
 Each layer has its own objective: the goodness G = Σ_j h_j² of its ReLU activities should be high for
-positive data (an image with its correct label written into the first C pixels) and low for negative
-data (the same image with a wrong label), through p(positive) = σ(G − θ). A layer passes on only the
+positive data and low for negative data, through p(positive) = σ(G − θ). A layer passes on only the
 *direction* of its activity vector (length normalisation), detached, so no gradient flows between
-layers. At test time the label with the largest goodness, accumulated over all but the first hidden
-layer, wins; or a linear softmax reads the activities produced by a neutral label.
+layers.
+
+- Supervised (§3.3): positive data is an image with its correct label written into the first C pixels,
+  negative data the same image with a wrong label. At test time the label with the largest goodness,
+  accumulated over all but the first hidden layer, wins; or a linear softmax reads the activities produced
+  by a neutral label.
+- Unsupervised (§3.2): positive data is a real image, negative data a *hybrid* of two real images mixed
+  through a mask of large random regions (`hybrid_masks`), which keeps short-range correlations and breaks
+  the long-range ones that make up shapes. A linear softmax then reads the normalised activities of the
+  last three hidden layers.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from zoo.nn.local import LocallyConnected2d
+
+#: the blur filter of §3.2, applied along both image axes
+BLUR_1D = (0.25, 0.5, 0.25)
 
 
 def overlay_label(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -56,13 +69,13 @@ class _ReLUFullGrad(torch.autograd.Function):
         return grad
 
 
-class FFNet(nn.Module):
-    """A fully connected Forward-Forward network: `layers[l]` maps the normalised activity of layer l−1."""
+class FFStack(nn.Module):
+    """A Forward-Forward network: `layers[l]` maps the normalised, detached activity of layer l−1 (flat
+    vectors [B, N_{l−1}]) to layer l's pre-activations [B, N_l]."""
 
-    def __init__(self, in_features: int, hidden: list[int], relu_full_grad: bool = True):
+    def __init__(self, layers: list[nn.Module], relu_full_grad: bool = True):
         super().__init__()
-        sizes = [in_features, *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layers = nn.ModuleList(layers)
         self.relu_full_grad = relu_full_grad
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -81,6 +94,76 @@ class FFNet(nn.Module):
         hs = self(overlay_label(x.repeat(num_classes, 1), labels, num_classes))
         used = hs[1:] if skip_first and len(hs) > 1 else hs
         return torch.stack([goodness(h) for h in used]).sum(0).view(num_classes, B).T
+
+
+class FFNet(FFStack):
+    """A fully connected Forward-Forward network: in_features -> hidden[0] -> ... (nn.Linear layers)."""
+
+    def __init__(self, in_features: int, hidden: list[int], relu_full_grad: bool = True):
+        sizes = [in_features, *hidden]
+        super().__init__([nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:])], relu_full_grad)
+
+
+class FlatLocallyConnected(LocallyConnected2d):
+    """A locally connected layer on flat activity vectors: [B, C_in·H·W] -> [B, C_out·H_out·W_out]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.view(x.shape[0], self.in_channels, *self.in_size)).flatten(1)
+
+
+class LocalFFNet(FFStack):
+    """A Forward-Forward network of local receptive fields without weight sharing (§3.2, and the CIFAR-10
+    experiments): hidden layer l is a `channels[l]` x H x W topographic map whose units each see a
+    `kernel_size` x `kernel_size` patch of the layer below ("same" padding)."""
+
+    def __init__(self, in_channels: int, image_size: int, channels: list[int], kernel_size: int,
+                 relu_full_grad: bool = True):
+        ins = [in_channels, *channels[:-1]]
+        super().__init__([FlatLocallyConnected(a, b, image_size, kernel_size, padding=kernel_size // 2)
+                          for a, b in zip(ins, channels)], relu_full_grad)
+
+
+def blur_matrix(n: int, passes: int, dtype: torch.dtype = torch.float32,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """The n x n operator of `passes` rounds of the [1/4, 1/2, 1/4] filter along one image axis, edge pixels
+    replicated: B^passes, where B is tridiagonal with its corner entries 3/4 (the replicated neighbour)."""
+    b = torch.zeros(n, n, dtype=torch.float64)
+    idx = torch.arange(n)
+    b[idx, idx] = BLUR_1D[1]
+    b[idx[1:], idx[:-1]] = BLUR_1D[0]
+    b[idx[:-1], idx[1:]] = BLUR_1D[2]
+    b[0, 0] += BLUR_1D[0]
+    b[-1, -1] += BLUR_1D[2]
+    return torch.linalg.matrix_power(b, passes).to(dtype=dtype, device=device)
+
+
+def blur(masks: torch.Tensor, passes: int) -> torch.Tensor:
+    """`passes` rounds of the [1/4, 1/2, 1/4] filter along both axes of masks [..., H, W], borders replicated.
+    Blurring is linear and the rounds commute, so all of them are two matrix products over the whole batch:
+    B_H^passes · m · (B_W^passes)ᵀ (equal to `passes` 3x3 convolutions, and far faster on CPU)."""
+    h, w = masks.shape[-2:]
+    rows = blur_matrix(h, passes, masks.dtype, masks.device)
+    cols = blur_matrix(w, passes, masks.dtype, masks.device)
+    return rows @ masks @ cols.T
+
+
+def hybrid_masks(n: int, size: tuple[int, int], passes: int, generator: torch.Generator | None = None,
+                 device: torch.device | str | None = None) -> torch.Tensor:
+    """§3.2's masks [n, 1, H, W]: a random bit image, blurred `passes` times, thresholded at 0.5 — regions of
+    ones and zeros a few pixels across."""
+    bits = (torch.rand(n, 1, *size, generator=generator, device=device) < 0.5).float()
+    return (blur(bits, passes) > 0.5).float()
+
+
+def hybrid_images(x: torch.Tensor, masks: torch.Tensor, shift: int) -> torch.Tensor:
+    """Negative data of §3.2: x·m + x'·(1 − m), where x' is the image `shift` places further along the batch
+    (a different image for 0 < shift < B); masks [B, 1, H, W] are shared by all channels."""
+    return x * masks + x.roll(shift, dims=0) * (1 - masks)
+
+
+def readout(hs: list[torch.Tensor], last: int = 3) -> torch.Tensor:
+    """The linear classifier's input: the length-normalised activities of the `last` hidden layers, joined."""
+    return torch.cat([length_normalise(h) for h in hs[-last:]], dim=1)
 
 
 class PeerNorm(nn.Module):

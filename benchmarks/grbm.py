@@ -1,0 +1,113 @@
+"""GRBM sampler and CD-step speed: ours (zoo.models.grbm) against the official implementation
+(lrjconan/GRBM, mirrored as DSL-Lab/GRBM) on the same machine, weights, sizes and sampler settings, in one process.
+
+    git clone https://github.com/DSL-Lab/GRBM /tmp/ref-grbm     # or any checkout of it
+    python benchmarks/grbm.py /tmp/ref-grbm [--visible 784 --hidden 4096 --chains 100 --steps 20
+                                             --langevin-steps 10 --eta 20 --repeats 3 --device cpu --threads N]
+
+Prints chains·steps/s of Gibbs-Langevin sampling (without and with the Metropolis-Hastings adjustment, and plain
+Gibbs), and CD training steps/s (negatives from noise), for each implementation and the ratio ours/official.
+Nothing of the official code is copied: it is imported from the checkout given on the command line (its
+utils.py imports seaborn for plots only; a stub stands in when seaborn is not installed).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+import torch
+
+from zoo.models.grbm.model import GRBM, ChainStats, sample_bernoulli
+
+
+def official_class(checkout: str) -> type:
+    path = Path(checkout).resolve()
+    if not (path / "grbm.py").is_file():
+        raise SystemExit(f"{path} has no grbm.py: pass a checkout of DSL-Lab/GRBM")
+    if importlib.util.find_spec("seaborn") is None:
+        stub = types.ModuleType("seaborn")
+        stub.set_theme = lambda **kwargs: None
+        sys.modules["seaborn"] = stub
+    sys.path.insert(0, str(path))
+    from grbm import GRBM as Official  # the official module, from the checkout
+
+    return Official
+
+
+def timed(fn, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkout", help="path of a checkout of DSL-Lab/GRBM (lrjconan/GRBM)")
+    p.add_argument("--visible", type=int, default=784)
+    p.add_argument("--hidden", type=int, default=4096)
+    p.add_argument("--chains", type=int, default=100, help="chains sampled at once (and the CD batch size)")
+    p.add_argument("--steps", type=int, default=20, help="sampler steps (and CD steps)")
+    p.add_argument("--langevin-steps", type=int, default=10)
+    p.add_argument("--eta", type=float, default=20.0,
+                   help="Langevin_eta; η_max = eta · mean σ² as in the official code")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+
+    Official = official_class(a.checkout)
+    torch.manual_seed(0)
+    ours = GRBM(a.visible, a.hidden).to(a.device)
+    ref = Official(a.visible, a.hidden, CD_step=a.steps, inference_method="Gibbs-Langevin",
+                   Langevin_step=a.langevin_steps, Langevin_eta=a.eta, Langevin_adjust_step=a.steps).to(a.device)
+    ref.load_state_dict(ours.state_dict())  # the same W, b, μ, log σ²
+    v0 = torch.randn(a.chains, a.visible, device=a.device)
+    eta = a.eta * float(ours.var.detach().mean())
+    K, T = a.langevin_steps, a.steps
+
+    def our_cd():
+        pos, neg = ChainStats(ours), ChainStats(ours)
+        pos.add(v0, sample_bernoulli(ours.p_h_given_v(v0)))
+        ours.gibbs_langevin(torch.randn_like(v0), T, K, eta, stats=neg)
+        gp, gn = pos.grad(ours), neg.grad(ours)
+        for k, q in ours.named_parameters():
+            q.grad = gp[k] - gn[k]
+
+    cases = {
+        "Gibbs-Langevin": (lambda: ours.gibbs_langevin(v0, T, K, eta),
+                           lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=T)),
+        "Gibbs-Langevin + MH": (lambda: ours.gibbs_langevin(v0, T, K, eta, mh_from=0),
+                                lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=0)),
+        "Gibbs": (lambda: ours.gibbs(v0, T), lambda: ref.Gibbs_sampling_vh(v0, T)),
+        "CD step (Gibbs-Langevin)": (our_cd, lambda: ref.CD_grad(v0)),
+    }
+    print(f"V={a.visible} H={a.hidden} chains={a.chains} steps={T} Langevin steps={K} eta={a.eta} "
+          f"device={a.device} torch {torch.__version__} threads={torch.get_num_threads()} median of {a.repeats}")
+    for name, (fo, fr) in cases.items():
+        fo(), fr()  # warm-up
+        t_ours, t_ref = [], []
+        for _ in range(a.repeats):  # interleaved, so drift in machine load hits both alike
+            t_ours.append(timed(fo, a.device))
+            t_ref.append(timed(fr, a.device))
+        to, tr = statistics.median(t_ours), statistics.median(t_ref)
+        if name.startswith("CD"):
+            print(f"{name:26s} ours {1 / to:10.2f} steps/s   official {1 / tr:10.2f} steps/s   ratio {tr / to:6.2f}")
+        else:
+            n = a.chains * T
+            print(f"{name:26s} ours {n / to:10.0f} chain-steps/s   official {n / tr:10.0f} chain-steps/s   "
+                  f"ratio {tr / to:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
