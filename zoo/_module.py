@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 
 
 class ZooModule(L.LightningModule):
@@ -46,11 +47,16 @@ class ZooModule(L.LightningModule):
 
 
 class ZooClassifier(ZooModule):
-    """A classifier: `forward` returns class scores [B, C]; subclasses implement `evaluate(batch, stage)`,
-    which updates and logs their torchmetrics for "val" or "test"."""
+    """A classifier: `forward` returns class scores [B, C]; `evaluate(batch, stage)` updates and logs the metrics
+    for "val" or "test". The default logs accuracy (from `self.metrics[stage]`, a torchmetrics Accuracy) and the
+    cross-entropy of the scores; models scored otherwise override it."""
 
     def evaluate(self, batch: Any, stage: str) -> None:
-        raise NotImplementedError
+        x, y = batch
+        logits = self(x)
+        self.metrics[stage](logits.argmax(1), y)
+        self.log(f"{stage}/acc", self.metrics[stage], prog_bar=True)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self.evaluate(batch, "val")

@@ -33,13 +33,6 @@ class CrossEntropyClassifier(ZooClassifier):
         self.log("train/loss", loss.detach(), prog_bar=True)
         return loss
 
-    def evaluate(self, batch, stage: str) -> None:
-        x, y = batch
-        logits = self(x)
-        self.metrics[stage](logits.argmax(1), y)
-        self.log(f"{stage}/acc", self.metrics[stage], prog_bar=True)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
-
 
 @register_model("mlp")
 class MLPClassifier(CrossEntropyClassifier):
