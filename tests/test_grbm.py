@@ -216,12 +216,12 @@ def test_learning_a_mixture_raises_the_held_out_likelihood():
 
     def nll():
         with torch.no_grad():
-            return float((module.grbm.free_energy(dm.test_set.x) + module.grbm.log_partition()).mean())
+            return float((module.grbm.free_energy(dm.test_set.images) + module.grbm.log_partition()).mean())
 
     before = nll()
     opt = torch.optim.SGD(module.parameters(), lr=0.05)
     for step in range(60):
-        x = dm.train_set.x[(step % 4) * 100:(step % 4 + 1) * 100]
+        x = dm.train_set.images[(step % 4) * 100:(step % 4 + 1) * 100]
         opt.zero_grad()
         module.training_step((x, None), step).backward()
         torch.nn.utils.clip_grad_norm_(module.parameters(), 10.0)
@@ -233,11 +233,11 @@ def test_learning_a_mixture_raises_the_held_out_likelihood():
 def test_mixture_data_are_the_papers_and_seeded():
     a, b = GMM2DDataModule("aniso"), GMM2DDataModule("aniso")
     a.setup(), b.setup()
-    assert torch.equal(a.train_set.x, b.train_set.x) and a.train_set.x.shape == (1000, 2)
-    assert not torch.equal(a.train_set.x, a.test_set.x)
-    k = a.train_set.component
+    assert torch.equal(a.train_set.images, b.train_set.images) and a.train_set.images.shape == (1000, 2)
+    assert not torch.equal(a.train_set.images, a.test_set.images)
+    k = a.train_set.labels
     for c, (mean, std) in enumerate(zip([(-5, -5), (5, -5), (0, 5)], [(1.25, 0.5), (1.25, 0.5), (0.5, 1.25)])):
-        pts = a.train_set.x[k == c]
+        pts = a.train_set.images[k == c]
         assert torch.allclose(pts.mean(0), torch.tensor(mean, dtype=torch.float32), atol=0.25)
         assert torch.allclose(pts.std(0), torch.tensor(std, dtype=torch.float32), rtol=0.15)
     xs = torch.linspace(-12, 12, 481)

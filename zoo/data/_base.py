@@ -6,15 +6,21 @@ seeded the same way.
 """
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
+from zoo._paths import zoo_home
+
+T = TypeVar("T")
+
 
 class ImageArrays(Dataset):
-    """Images kept as integers in memory; `__getitems__` returns a whole float batch in one indexing op."""
+    """Images (integers, divided by `scale` when fetched; or any float arrays, scale 1) kept in memory with their
+    labels; `__getitems__` returns a whole float batch in one indexing op."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, scale: float):
         if len(images) != len(labels):
@@ -59,29 +65,38 @@ def split_off(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return perm[size:].sort().values, perm[:size].sort().values
 
 
-class ImageClassificationData(L.LightningDataModule):
-    """Base: subclasses implement `load_arrays()` -> (train_x, train_y, test_x, test_y) as integer tensors."""
+def data_folders(data_dir: str | None, name: str, *system: str, subfolder: str | None = None) -> list[Path]:
+    """Where a dataset's files are looked for, in order: `data_dir`, `$ZOO_HOME/data/<name>`, then system folders;
+    each followed by its `subfolder` (the folder an official archive unpacks to) when given."""
+    dirs = [Path(data_dir).expanduser()] if data_dir else []
+    dirs += [zoo_home() / "data" / name, *map(Path, system)]
+    return [d for base in dirs for d in ((base, base / subfolder) if subfolder else (base,))]
 
-    num_classes: int = 10
-    scale: float = 255.0
-    classes: tuple[str, ...] = ()
 
-    def __init__(self, batch_size: int = 100, val_size: int = 5000, seed: int = 0, num_workers: int = 0):
+def locate(folders: list[Path], find: Callable[[Path], T | None], what: str, how: str) -> T:
+    """The first non-None `find(folder)`, or a FileNotFoundError naming `what` was missing, every folder tried,
+    and `how` to get the data."""
+    for folder in folders:
+        found = find(folder)
+        if found is not None:
+            return found
+    tried = "\n  ".join(map(str, folders))
+    raise FileNotFoundError(f"{what} were not found in:\n  {tried}\n{how}")
+
+
+def folder_with(*files: str) -> Callable[[Path], Path | None]:
+    """A `find` for `locate`: the folder itself when it holds every one of `files`."""
+    return lambda folder: folder if all((folder / f).is_file() for f in files) else None
+
+
+class InMemoryData(L.LightningDataModule):
+    """Base of DataModules whose splits are in-memory Datasets (`train_set`, `val_set`, `test_set`, filled by
+    `setup`): batched loaders, with the training one shuffled by (seed, epoch)."""
+
+    def __init__(self, batch_size: int = 100, seed: int = 0, num_workers: int = 0):
         super().__init__()
-        self.batch_size, self.val_size, self.seed, self.num_workers = batch_size, val_size, seed, num_workers
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.train_set = self.val_set = self.test_set = None
-
-    def load_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        raise NotImplementedError
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_set is not None:
-            return
-        tx, ty, sx, sy = self.load_arrays()
-        rest, held = split_off(len(ty), self.val_size, self.seed)
-        self.train_set = ImageArrays(tx[rest], ty[rest], self.scale)
-        self.val_set = ImageArrays(tx[held], ty[held], self.scale)
-        self.test_set = ImageArrays(sx, sy, self.scale)
 
     def _loader(self, ds: Dataset, train: bool) -> DataLoader:
         return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(ds, self.seed) if train else None,
@@ -99,3 +114,27 @@ class ImageClassificationData(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.test_set, False)
+
+
+class ImageClassificationData(InMemoryData):
+    """Base: subclasses implement `load_arrays()` -> (train_x, train_y, test_x, test_y) as integer tensors."""
+
+    num_classes: int = 10
+    scale: float = 255.0
+    classes: tuple[str, ...] = ()
+
+    def __init__(self, batch_size: int = 100, val_size: int = 5000, seed: int = 0, num_workers: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self.val_size = val_size
+
+    def load_arrays(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        tx, ty, sx, sy = self.load_arrays()
+        rest, held = split_off(len(ty), self.val_size, self.seed)
+        self.train_set = ImageArrays(tx[rest], ty[rest], self.scale)
+        self.val_set = ImageArrays(tx[held], ty[held], self.scale)
+        self.test_set = ImageArrays(sx, sy, self.scale)

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo._paths import zoo_home
-from zoo.data._base import ImageClassificationData
+from zoo.data._base import ImageClassificationData, data_folders, folder_with, locate
 
 FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -49,19 +48,11 @@ class CIFAR10DataModule(ImageClassificationData):
         super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
         self.data_dir = data_dir
 
-    def _candidates(self) -> list[Path]:
-        dirs = [Path(self.data_dir).expanduser()] if self.data_dir else []
-        dirs.append(zoo_home() / "data" / "cifar10")
-        return [d for base in dirs for d in (base, base / FOLDER)]
-
     def locate(self) -> Path:
         """The folder holding all six batch files."""
-        for d in self._candidates():
-            if all((d / f).is_file() for f in (*TRAIN_FILES, TEST_FILE)):
-                return d
-        tried = "\n  ".join(str(d) for d in self._candidates())
-        raise FileNotFoundError(
-            f"CIFAR-10: the binary batch files ({', '.join(TRAIN_FILES)}, {TEST_FILE}) were not found in:\n  {tried}\n"
+        return locate(
+            data_folders(self.data_dir, "cifar10", subfolder=FOLDER), folder_with(*TRAIN_FILES, TEST_FILE),
+            f"CIFAR-10: the binary batch files ({', '.join(TRAIN_FILES)}, {TEST_FILE})",
             f"To get the data: download and unpack {URL} (the binary version, not the Python or Matlab one); "
             f"then pass --data.init_args.data_dir=DIR (the folder holding {FOLDER}).")
 

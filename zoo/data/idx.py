@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from zoo._paths import zoo_home
-from zoo.data._base import ImageClassificationData
+from zoo.data._base import ImageClassificationData, data_folders, locate
 
 _DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 FILES = {
@@ -80,25 +80,13 @@ class IDXDataModule(ImageClassificationData):
         self.dataset, self.data_dir, self.download = dataset, data_dir, download
         self.classes = DATASETS[dataset]["classes"]
 
-    def _candidates(self) -> list[Path]:
-        spec = DATASETS[self.dataset]
-        dirs = [Path(self.data_dir).expanduser()] if self.data_dir else []
-        dirs.append(zoo_home() / "data" / self.dataset)
-        dirs += [Path(p) for p in spec["system"]]
-        return [d for base in dirs for d in (base, base / spec["torchvision"] / "raw")]
-
     def locate(self) -> dict[str, Path]:
-        for d in self._candidates():
-            found = _find(d)
-            if found:
-                return found
         spec = DATASETS[self.dataset]
-        tried = "\n  ".join(str(d) for d in self._candidates())
-        raise FileNotFoundError(
-            f"{self.dataset}: the IDX files ({', '.join(FILES.values())}, optionally .gz) were not found in:\n  {tried}\n"
+        return locate(
+            data_folders(self.data_dir, self.dataset, *spec["system"], subfolder=f"{spec['torchvision']}/raw"), _find,
+            f"{self.dataset}: the IDX files ({', '.join(FILES.values())}, optionally .gz)",
             f"{'A download was tried and failed (no network?). ' if self.download else 'Downloading is off (download=False). '}"
-            f"To get the data: {spec['get']}; then pass --data.init_args.data_dir=DIR."
-        )
+            f"To get the data: {spec['get']}; then pass --data.init_args.data_dir=DIR.")
 
     def prepare_data(self) -> None:
         try:

@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo._paths import zoo_home
-from zoo.data._base import ImageClassificationData
+from zoo.data._base import ImageClassificationData, data_folders, folder_with, locate
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -47,18 +46,11 @@ class SVHNDataModule(ImageClassificationData):
         super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
         self.data_dir = data_dir
 
-    def _candidates(self) -> list[Path]:
-        dirs = [Path(self.data_dir).expanduser()] if self.data_dir else []
-        return dirs + [zoo_home() / "data" / "svhn"]
-
     def locate(self) -> Path:
         """The folder holding both .mat files."""
-        for d in self._candidates():
-            if all((d / f).is_file() for f in FILES.values()):
-                return d
-        tried = "\n  ".join(str(d) for d in self._candidates())
-        raise FileNotFoundError(
-            f"SVHN: {' and '.join(FILES.values())} were not found in:\n  {tried}\n"
+        return locate(
+            data_folders(self.data_dir, "svhn"), folder_with(*FILES.values()),
+            f"SVHN: {' and '.join(FILES.values())}",
             f"To get the data: download both files (format 2, cropped digits) from {URL}; "
             f"then pass --data.init_args.data_dir=DIR.")
 

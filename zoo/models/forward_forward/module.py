@@ -59,6 +59,14 @@ class _FFModule(ZooClassifier):
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
+    def _plus_readout(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], feats: torch.Tensor,
+                      y: torch.Tensor, with_stats: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The layers' loss plus the softmax read-out's cross-entropy on detached features `feats`."""
+        ce = F.cross_entropy(self.classifier(feats), y)
+        if with_stats:
+            stats["train/ce"] = ce.detach()
+        return loss + ce, stats
+
     def training_step(self, batch, batch_idx):
         # per-layer diagnostics only on logging steps: each self.log call costs about 1% of a step here
         detail = self.global_step % self.trainer.log_every_n_steps == 0
@@ -146,10 +154,7 @@ class ForwardForward(_FFModule):
         loss, stats = self.layer_losses(self.net(torch.cat([pos, neg])), x.shape[0], with_stats)
         with torch.no_grad():
             feats = self._readout(self.net(overlay_neutral(x, C)))
-        ce = F.cross_entropy(self.classifier(feats), y)
-        if with_stats:
-            stats["train/ce"] = ce.detach()
-        return loss + ce, stats
+        return self._plus_readout(loss, stats, feats, y, with_stats)
 
     def evaluate(self, batch, stage: str) -> None:
         x, y = batch
@@ -221,10 +226,7 @@ class _UnsupervisedFF(_FFModule):
         hs = self.net(torch.cat([x, neg]).flatten(1))
         loss, stats = self.layer_losses(hs, B, with_stats)
         feats = readout([h[:B].detach() for h in hs], self.hparams.readout_layers)
-        ce = F.cross_entropy(self.classifier(feats), y)
-        if with_stats:
-            stats["train/ce"] = ce.detach()
-        return loss + ce, stats
+        return self._plus_readout(loss, stats, feats, y, with_stats)
 
     def evaluate(self, batch, stage: str) -> None:
         x, y = batch

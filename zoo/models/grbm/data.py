@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from zoo.data._base import EpochSampler, _batch_as_is
+from zoo.data._base import ImageArrays, InMemoryData
 
 WEIGHTS = (0.33, 0.33, 0.34)
 MEANS = ((-5.0, -5.0), (5.0, -5.0), (0.0, 5.0))
@@ -17,24 +15,7 @@ STDS = {"iso": ((1.0, 1.0), (1.0, 1.0), (1.0, 1.0)),
         "aniso": ((1.25, 0.5), (1.25, 0.5), (0.5, 1.25))}
 
 
-class Points(Dataset):
-    """Points [N, 2] and their mixture component [N]; `__getitems__` returns a whole batch at once."""
-
-    def __init__(self, x: torch.Tensor, component: torch.Tensor):
-        self.x, self.component = x, component
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[i], self.component[i]
-
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i = torch.as_tensor(idx)
-        return self.x[i], self.component[i]
-
-
-class GMM2DDataModule(L.LightningDataModule):
+class GMM2DDataModule(InMemoryData):
     """The 2-D mixtures of the paper's first experiment: three diagonal Gaussians with weights (0.33, 0.33, 0.34)
     at (−5, −5), (5, −5), (0, 5), standard deviations 1 ("iso") or (1.25, 0.5), (1.25, 0.5), (0.5, 1.25)
     ("aniso"); the official configs train on `num_samples` = 1000 draws. Validation and test sets are further
@@ -43,16 +24,15 @@ class GMM2DDataModule(L.LightningDataModule):
 
     def __init__(self, kind: Literal["iso", "aniso"] = "iso", num_samples: int = 1000, val_samples: int = 1000,
                  test_samples: int = 1000, batch_size: int = 100, seed: int = 1234):
-        super().__init__()
+        super().__init__(batch_size=batch_size, seed=seed)
         if kind not in STDS:
             raise ValueError(f"kind must be one of {sorted(STDS)}, got {kind!r}")
-        self.kind, self.batch_size, self.seed = kind, batch_size, seed
+        self.kind = kind
         self.num_samples, self.val_samples, self.test_samples = num_samples, val_samples, test_samples
         self.sizes = {"train": num_samples, "val": val_samples, "test": test_samples}
         self.weights = torch.tensor(WEIGHTS, dtype=torch.float64)
         self.means = torch.tensor(MEANS, dtype=torch.float64)
         self.stds = torch.tensor(STDS[kind], dtype=torch.float64)
-        self.train_set = self.val_set = self.test_set = None
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """n draws: a component k ~ Categorical(w), then x = mean_k + std_k ⊙ ε."""
@@ -71,17 +51,4 @@ class GMM2DDataModule(L.LightningDataModule):
             return
         for i, split in enumerate(("train", "val", "test")):
             g = torch.Generator().manual_seed(self.seed * 3 + i)
-            setattr(self, f"{split}_set", Points(*self.sample(self.sizes[split], g)))
-
-    def _loader(self, ds: Dataset, train: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochSampler(ds, self.seed) if train else None,
-                          collate_fn=_batch_as_is)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, False)
+            setattr(self, f"{split}_set", ImageArrays(*self.sample(self.sizes[split], g), scale=1.0))

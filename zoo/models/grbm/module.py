@@ -289,7 +289,7 @@ class GRBMModule(ZooModule):
 
         hp = self.hparams
         samples = self._compared_samples(hp.fid_samples)
-        test = datamodule.test_set.x
+        test = datamodule.test_set.images
         log_z = self.log_partition()
 
         @torch.no_grad()
