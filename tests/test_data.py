@@ -97,3 +97,54 @@ def test_random_translate_moves_each_image_by_its_own_offset():
                     want[i, j] = x[b, 0, i - dy, j - dx]
         assert torch.equal(out[b, 0], want)
     assert torch.equal(random_translate(x, 0), x)
+
+
+def _write_celeba(root, colours, splits):
+    """A CelebA folder in the official layout: 178 x 218 JPEGs whose central 140 x 140 square is one colour and
+    whose border is another, and list_eval_partition.txt."""
+    from PIL import Image
+
+    (root / "img_align_celeba").mkdir(parents=True)
+    lines = []
+    for i, (colour, split) in enumerate(zip(colours, splits), 1):
+        im = np.full((218, 178, 3), 255 - np.array(colour), np.uint8)
+        im[39:179, 19:159] = colour  # the central crop: rows (218-140)/2 = 39.., columns (178-140)/2 = 19..
+        Image.fromarray(im).save(root / "img_align_celeba" / f"{i:06d}.jpg", quality=100, subsampling=0)
+        lines.append(f"{i:06d}.jpg {split}")
+    (root / "list_eval_partition.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_celeba_reads_the_official_layout_crops_and_caches(tmp_path, zoo_home):
+    from zoo.data import CelebADataModule
+
+    colours = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120), (10, 240, 90)]
+    _write_celeba(tmp_path / "celeba", colours, [0, 0, 1, 2, 0])
+    dm = CelebADataModule(data_dir=str(tmp_path), batch_size=2)  # torchvision's layout: DIR/celeba/...
+    dm.setup()
+    assert [len(s) for s in (dm.train_set, dm.val_set, dm.test_set)] == [3, 1, 1]
+    x, y = dm.train_set.__getitems__([0, 1, 2])
+    assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32 and y.tolist() == [0, 0, 0]
+    # the crop keeps only the central square: every pixel has its colour (JPEG rounding aside), no border
+    expected = torch.tensor([colours[i] for i in (0, 1, 4)], dtype=torch.float32)[:, :, None, None] / 255
+    assert (x - expected).abs().max() < 6 / 255
+    assert (dm.val_set.images.float() / 255 - torch.tensor(colours[2])[:, None, None] / 255).abs().max() < 6 / 255
+    cache = tmp_path / "celeba" / "celeba32_crop140.safetensors"
+    assert cache.is_file()
+    (tmp_path / "celeba" / "img_align_celeba" / "000001.jpg").unlink()  # the cache alone now serves the images
+    again = CelebADataModule(data_dir=str(tmp_path))
+    again.setup()
+    assert torch.equal(again.train_set.images, dm.train_set.images)
+    with pytest.raises(FileNotFoundError, match="1 images listed"):  # without the cache, the gap is named
+        CelebADataModule(data_dir=str(tmp_path), cache=False).setup()
+
+
+def test_celeba_errors_say_what_is_wrong(tmp_path, zoo_home):
+    from zoo.data import CelebADataModule, read_partition
+
+    with pytest.raises(FileNotFoundError) as err:
+        CelebADataModule(data_dir=str(tmp_path / "nowhere")).prepare_data()
+    assert str(tmp_path / "nowhere") in str(err.value) and "img_align_celeba" in str(err.value)
+    bad = tmp_path / "list_eval_partition.txt"
+    bad.write_text("000001.jpg 0\n000002.jpg train\n")
+    with pytest.raises(ValueError, match=":2: expected"):
+        read_partition(bad)

@@ -267,6 +267,23 @@ def test_shapes_samples_and_round_trip(tmp_path):
     round_trip(module, tmp_path, x)
 
 
+def test_per_channel_standardisation():
+    """CelebA's recipe standardises each colour channel with its own mean and std: unit i of channel c is
+    (x_i − m_c)/s_c, to_data inverts it, and the density's Jacobian term is Σ_i log s_c(i) = 16 Σ_c log s_c."""
+    m, s = [0.5, 0.4, 0.3], [0.25, 0.2, 0.1]
+    module = GRBMModule(visible=48, hidden=4, image_shape=[3, 4, 4], data_mean=m, data_std=s, fid_features=None)
+    x = torch.rand(2, 3, 4, 4)
+    v = module.standardise(x)
+    for c in range(3):
+        assert torch.allclose(v[:, 16 * c:16 * (c + 1)], ((x[:, c] - m[c]) / s[c]).flatten(1))
+    assert torch.allclose(module.to_data(v), x, atol=1e-6)
+    assert math.isclose(float(module.log_jacobian()), 16 * sum(map(math.log, s)), rel_tol=1e-6)
+    scalar = GRBMModule(visible=48, hidden=4, image_shape=[3, 4, 4], data_mean=0.5, data_std=0.25, fid_features=None)
+    assert math.isclose(float(scalar.log_jacobian()), 48 * math.log(0.25), rel_tol=1e-6)
+    with pytest.raises(ValueError, match="one per channel"):
+        GRBMModule(visible=48, hidden=4, image_shape=[3, 4, 4], data_mean=[0.5, 0.4], fid_features=None)
+
+
 def test_analyse_images_with_a_tiny_classifier(fixture_data, tmp_path):
     torch.manual_seed(0)
     classifier = zoo.create("cnn", channels=[4], hidden=[8])

@@ -53,7 +53,8 @@ class GRBMModule(ZooModule):
         visible, hidden, init_var: the GRBM (init: W ~ N(0, init_var/√(V+H)), σ² = init_var).
         image_shape: [C, H, W] of image data (None for points); used to draw samples and compute FID.
         data_mean, data_std: inputs are standardised as (x − mean)/std before the GRBM sees them, as the
-            official code does (Fashion-MNIST: 0.286, 0.353; MNIST: 0.1307, 0.3081; 2-D mixtures: 0, 1).
+            official code does (Fashion-MNIST: 0.286, 0.353; MNIST: 0.1307, 0.3081; 2-D mixtures: 0, 1); one
+            value, or one per image channel (CelebA).
         sampler: "gibbs_langevin" (the paper's) or "gibbs", for the negative chains.
         cd_steps, cd_burnin: chain length from noise and the steps left out of the statistics.
         langevin_steps, langevin_eta, langevin_anneal: K inner steps with η_max = langevin_eta · mean σ² on a
@@ -72,7 +73,8 @@ class GRBMModule(ZooModule):
     """
 
     def __init__(self, visible: int = 784, hidden: int = 4096, init_var: float = 1.0,
-                 image_shape: list[int] | None = [1, 28, 28], data_mean: float = 0.0, data_std: float = 1.0,
+                 image_shape: list[int] | None = [1, 28, 28], data_mean: float | list[float] = 0.0,
+                 data_std: float | list[float] = 1.0,
                  sampler: Literal["gibbs_langevin", "gibbs"] = "gibbs_langevin", cd_steps: int = 100,
                  cd_burnin: int = 0, langevin_steps: int = 10, langevin_eta: float = 20.0,
                  langevin_anneal: bool = True, langevin_drift: float | None = None, mh_from: int | None = None,
@@ -88,16 +90,33 @@ class GRBMModule(ZooModule):
             raise ValueError(f"cd_burnin={cd_burnin} must be in [0, cd_steps={cd_steps})")
         self.save_hyperparameters(ignore=["weights"])
         self.grbm = GRBM(visible, hidden, init_var)
+        self.register_buffer("mu", self._per_unit(data_mean, "data_mean"), persistent=False)
+        self.register_buffer("sd", self._per_unit(data_std, "data_std"), persistent=False)
         self._log_z: torch.Tensor | None = None
         self.init_weights_from(weights)
 
     # ---------------------------------------------------------------- data space
+    def _per_unit(self, value: float | list[float], name: str) -> torch.Tensor:
+        """A standardisation constant per visible unit [V], from one value or one per image channel."""
+        hp = self.hparams
+        t = torch.as_tensor(value, dtype=torch.float32)
+        if t.dim() == 0:
+            return t.expand(hp.visible).clone()
+        if hp.image_shape is None or t.shape != (hp.image_shape[0],):
+            raise ValueError(f"{name} has {t.numel()} values; give one, or one per channel of image_shape "
+                             f"{hp.image_shape}")
+        return t.repeat_interleave(hp.visible // hp.image_shape[0])
+
     def standardise(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x - self.hparams.data_mean) / self.hparams.data_std).flatten(1)
+        return (x.flatten(1) - self.mu) / self.sd
+
+    def log_jacobian(self) -> torch.Tensor:
+        """log |det| of the standardisation's inverse, Σ_i log sd_i: turns densities of v into densities of x."""
+        return self.sd.log().sum()
 
     def to_data(self, v: torch.Tensor) -> torch.Tensor:
         """GRBM space back to data space (images: [N, C, H, W] clamped to [0, 1])."""
-        x = v * self.hparams.data_std + self.hparams.data_mean
+        x = v * self.sd + self.mu
         shape = self.hparams.image_shape
         return x if shape is None else x.view(-1, *shape).clamp(0, 1)
 
@@ -208,7 +227,7 @@ class GRBMModule(ZooModule):
         v = self.standardise(batch[0])
         self.log(f"{stage}/recon_mse", self.grbm.reconstruction_error(v), sync_dist=True)
         if self._log_z is not None:  # −log p(x) of the data, with the standardisation's Jacobian
-            nll = self.grbm.free_energy(v) + self._log_z + v.shape[1] * math.log(self.hparams.data_std)
+            nll = self.grbm.free_energy(v) + self._log_z + self.log_jacobian()
             self.log(f"{stage}/nll", nll.mean(), sync_dist=True, prog_bar=True)
 
     def validation_step(self, batch, batch_idx):
@@ -294,7 +313,7 @@ class GRBMModule(ZooModule):
 
         @torch.no_grad()
         def log_density(x: torch.Tensor) -> torch.Tensor:
-            return -self.grbm.free_energy(self.standardise(x)) - log_z - 2 * math.log(hp.data_std)
+            return -self.grbm.free_energy(self.standardise(x)) - log_z - self.log_jacobian()
 
         metrics = {}
         for s, x in samples.items():
