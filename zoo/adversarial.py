@@ -332,7 +332,8 @@ def _batched(n: int, size: int) -> list[slice]:
 
 
 def detection_report(model: nn.Module, datamodule: Any, folder: str | Path, *, judge: str | nn.Module | None = None,
-                     attacks: Iterable[str] = ("fgsm", "bim", "pgd", "reconstructive"), eps: float = 0.1,
+                     attacks: Iterable[str] = ("fgsm", "bim", "pgd", "reconstructive", "defence_aware"),
+                     eps: float = 0.1,
                      steps: int = 10, step_size: float | None = None, num_examples: int = 500, targeted: bool = True,
                      patch: int = 4, fpr: float = 0.05, batch_size: int = 250, seed: int = 0,
                      name: str | None = None) -> dict[str, Any]:
