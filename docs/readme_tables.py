@@ -50,7 +50,8 @@ def papers_table() -> str:
     papers = yaml.safe_load((ROOT / "docs" / "papers.yaml").read_text())["papers"]
     by_arxiv: dict[str, list[str]] = {}
     for name, e in load_catalog(ROOT / "checkpoints.yaml").items():
-        by_arxiv.setdefault(e.paper.arxiv, []).append(name)
+        for arxiv in (e.paper.arxiv, *e.paper.also):
+            by_arxiv.setdefault(arxiv, []).append(name)
     rows = ["| # | paper | status | checkpoints |", "|---|---|---|---|"]
     for p in papers:
         link = f"[{p['title']}](https://arxiv.org/abs/{p['arxiv']})" if p.get("arxiv") else f"{p['title']} ({p['venue']})"

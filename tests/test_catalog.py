@@ -5,6 +5,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
 
 import zoo
 from zoo import _catalog
@@ -76,6 +77,18 @@ def test_schema_errors_name_the_entry_and_field():
         _catalog.parse_entry("x-y", {k: v for k, v in _raw().items() if k != "recipe"})
     with pytest.raises(CatalogError, match="kebab case"):
         _catalog.parse_entry("Bad_Name", _raw())
+    paper = _raw()["paper"]
+    with pytest.raises(CatalogError, match="unknown field\\(s\\) in `paper`: 'arxive'"):
+        _catalog.parse_entry("x-y", _raw(paper={**paper, "arxive": "1811.06969"}))
+    with pytest.raises(CatalogError, match="`paper.also` must be a list of arXiv ids"):
+        _catalog.parse_entry("x-y", _raw(paper={**paper, "also": "1811.06969"}))
+    assert _catalog.parse_entry("x-y", _raw(paper={**paper, "also": ["1811.06969"]})).paper.also == ("1811.06969",)
+
+
+def test_papers_named_by_entries_are_in_the_paper_list():
+    papers = {p.get("arxiv") for p in yaml.safe_load((REPO / "docs" / "papers.yaml").read_text())["papers"]}
+    for name, e in ENTRIES.items():
+        assert {e.paper.arxiv, *e.paper.also} <= papers, name
 
 
 def test_baseline_and_requires_must_name_entries(tmp_path):
@@ -94,9 +107,13 @@ def test_zoo_catalog_env_replaces_the_catalogue(tmp_path, monkeypatch):
 
 
 def test_list_filters():
-    assert zoo.list("forward-forward-*", dataset="fashion-mnist") == ["forward-forward-fmnist",
-                                                                      "forward-forward-fmnist-backprop"]
-    assert zoo.list(tag="backprop-baseline") == ["forward-forward-digits-backprop", "forward-forward-fmnist-backprop"]
+    assert zoo.list("forward-forward-*", dataset="fashion-mnist") == [
+        "forward-forward-fmnist", "forward-forward-fmnist-backprop", "forward-forward-fmnist-localrf",
+        "forward-forward-fmnist-localrf-backprop", "forward-forward-fmnist-unsupervised",
+        "forward-forward-fmnist-unsupervised-backprop"]
+    assert zoo.list(tag="backprop-baseline") == [
+        "forward-forward-digits-backprop", "forward-forward-fmnist-backprop", "forward-forward-fmnist-localrf-backprop",
+        "forward-forward-fmnist-unsupervised-backprop", "localmixer-bp-fmnist"]
     assert zoo.list(task="image-classification") == sorted(n for n, e in ENTRIES.items()
                                                            if e.task == "image-classification")
     assert zoo.list("nothing-*") == []

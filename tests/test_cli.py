@@ -58,8 +58,9 @@ def test_config_with_unknown_key_is_refused(tmp_path):
 def test_list_and_info():
     out = run_zoo("list", "forward-forward-*")
     assert "forward-forward-digits" in out.stdout and "forward-forward-fmnist" in out.stdout
-    assert run_zoo("list", "forward-forward-*", "--dataset", "fashion-mnist", "--names").stdout.split() == [
-        "forward-forward-fmnist", "forward-forward-fmnist-backprop"]
+    assert run_zoo("list", "forward-forward-fmnist*", "--dataset", "fashion-mnist", "--tag", "backprop-baseline",
+                   "--names").stdout.split() == ["forward-forward-fmnist-backprop", "forward-forward-fmnist-localrf-backprop",
+                                                 "forward-forward-fmnist-unsupervised-backprop"]
     info = run_zoo("info", "forward-forward-digits").stdout
     assert "recipe: configs/forward_forward/digits.yaml" in info and "arxiv: '2212.13345'" in info
 
@@ -75,6 +76,8 @@ def test_help_lists_every_command():
     out = run_zoo("--help").stdout
     for cmd in ("fit", "validate", "test", "predict", "list", "info", "download", "reproduce", "publish"):
         assert f"  {cmd} " in out
+    sub = run_zoo("reproduce", "--help").stdout
+    assert sub.startswith("usage: zoo reproduce [-h]") and "Catalogue and weights" not in sub
 
 
 def test_list_and_info_do_not_import_torch_or_lightning():

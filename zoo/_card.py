@@ -17,7 +17,8 @@ _TEMPLATE = """---
 
 {% if paper %}Paper: [{{ paper.title }}]({{ paper.url }}) (arXiv {{ paper.arxiv }}).
 The paper's setting: {{ paper.setting }}.
-{% endif %}
+{% if paper.also %}This checkpoint also runs the experiments of {% for a in paper.also %}[arXiv {{ a }}](https://arxiv.org/abs/{{ a }}){{ ", " if not loop.last }}{% endfor %}.
+{% endif %}{% endif %}
 ## Results
 
 Every number under "this checkpoint" was measured by `zoo reproduce`, never typed in.

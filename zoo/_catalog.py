@@ -46,6 +46,7 @@ class PaperRef:
     title: str
     setting: str
     reported: dict[str, float] = field(default_factory=dict)
+    also: tuple[str, ...] = ()  # arXiv ids of further papers whose experiments this entry runs
 
     @property
     def url(self) -> str:
@@ -79,6 +80,10 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
+        if d["paper"]["also"]:
+            d["paper"]["also"] = list(d["paper"]["also"])
+        else:
+            d["paper"].pop("also")
         return d
 
 
@@ -120,7 +125,14 @@ def parse_entry(name: str, raw: Any) -> Entry:
     p = raw["paper"]
     if not isinstance(p, dict) or not {"arxiv", "title", "setting"} <= set(p):
         _fail(name, "`paper` needs arxiv, title and setting")
-    paper = PaperRef(str(p["arxiv"]), p["title"], p["setting"], _float_map(name, "paper.reported", p.get("reported")))
+    unknown = set(p) - {"arxiv", "title", "setting", "reported", "also"}
+    if unknown:
+        _fail(name, f"unknown field(s) in `paper`: {', '.join(map(repr, sorted(unknown)))}")
+    also = p.get("also", [])
+    if not isinstance(also, list) or not all(isinstance(a, str) and re.fullmatch(r"\d{4}\.\d{4,5}", a) for a in also):
+        _fail(name, "`paper.also` must be a list of arXiv ids such as '1811.06969'")
+    paper = PaperRef(str(p["arxiv"]), p["title"], p["setting"], _float_map(name, "paper.reported", p.get("reported")),
+                     tuple(also))
     hub = None
     if raw.get("hub") is not None:
         h = raw["hub"]

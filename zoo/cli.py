@@ -32,7 +32,7 @@ Catalogue and weights:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zoo", usage=USAGE, add_help=False)
-    sub = p.add_subparsers(dest="command")
+    sub = p.add_subparsers(dest="command", prog="zoo")  # sub-commands say "usage: zoo list ...", not the overview
     ls = sub.add_parser("list", help="list catalogue names", description="List catalogue entries (offline).")
     ls.add_argument("pattern", nargs="?", default="*", help="glob over names, e.g. 'forward-forward-*'")
     ls.add_argument("--task")
