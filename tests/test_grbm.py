@@ -267,6 +267,16 @@ def test_shapes_samples_and_round_trip(tmp_path):
     round_trip(module, tmp_path, x)
 
 
+def test_diverging_chains_stop_training_with_advice():
+    """Unadjusted Langevin with a huge step blows up: training stops at once with what to change, instead of
+    carrying NaN weights to the end; the Metropolis-Hastings adjustment rejects those steps and trains on."""
+    x = torch.randn(16, 2, generator=torch.Generator().manual_seed(0)) * 5
+    kw = dict(visible=2, hidden=8, image_shape=None, cd_steps=5, langevin_eta=1e8, fid_features=None)
+    with pytest.raises(FloatingPointError, match="diverged.*mh_from=0"):
+        GRBMModule(mh_from=None, **kw).training_step((x, torch.zeros(16)), 0)
+    assert torch.isfinite(GRBMModule(mh_from=0, **kw).training_step((x, torch.zeros(16)), 0))
+
+
 def test_per_channel_standardisation():
     """CelebA's recipe standardises each colour channel with its own mean and std: unit i of channel c is
     (x_i − m_c)/s_c, to_data inverts it, and the density's Jacobian term is Σ_i log s_c(i) = 16 Σ_c log s_c."""

@@ -183,6 +183,11 @@ class GRBMModule(ZooModule):
             recon = (v - self.grbm.mean_v_given_h(torch.sigmoid(logits))).pow(2).mean()
         # a surrogate whose gradient is exactly the CD gradient, so backward (and DDP's all-reduce) carry it
         loss = sum((p * (g_pos[k] - g_neg[k])).sum() for k, p in self.grbm.named_parameters())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"GRBM step {self.global_step}: the negative chains diverged (non-finite statistics; mean variance "
+                f"{float(self.grbm.var.detach().mean()):.3g}). Lower langevin_eta or lr, or keep the Metropolis-Hastings "
+                f"adjustment on (mh_from=0), which rejects the steps that blow up.")
         if self._trainer is not None:
             self.log("train/recon_mse", recon, prog_bar=True)
             self.log("train/var_mean", self.grbm.var.mean().detach())
