@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from zoo.models.dmfa.model import MFA
-from zoo.models.dmfa.module import dequantise
+from zoo.data.dequantise import dequantise
 
 
 def images(name: str, n: int) -> torch.Tensor:

@@ -11,7 +11,7 @@ from conftest import REPO, cli_fit, round_trip, run_zoo
 
 import zoo
 from zoo.models.dmfa.model import MFA, collapse, dmfa_log_prob, dmfa_sample
-from zoo.models.dmfa.module import dequantise
+from zoo.data.dequantise import dequantise
 
 f64 = torch.float64
 
@@ -213,7 +213,7 @@ def test_analyse_against_a_baseline_release_and_refits(trained_dmfa, tmp_path):
     assert out["metrics"]["test/loglik_gain_vs_baseline"] == pytest.approx(gain, abs=1e-9)
     assert 0 <= out["metrics"]["seeds/dmfa_better_fraction"] <= 1
     table = out["tables"]["DMFA vs the same-budget MFA over 2 seeds"]
-    assert f"| 0 (this run) |" in table and f"{gain:+.2f} |" in table and "\n| 1 |" in table
+    assert "| 0 (this run) |" in table and f"{gain:+.2f} |" in table and "\n| 1 |" in table
     assert "same-budget shallow MFA" in next(iter(out["tables"].values()))
 
 

@@ -15,18 +15,8 @@ from torchmetrics import MeanMetric
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
+from zoo.data.dequantise import bits_per_dim, dequantise
 from zoo.models.dmfa.model import MFA, Stats, collapse, dmfa_log_prob, dmfa_sample, num_parameters
-
-
-def dequantise(x: torch.Tensor, levels: int | None, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Images in [0, 1] with `levels` grey levels -> (v + u) / levels with v the integer level and u ~ U[0, 1):
-    E_u log p((v + u) / levels) − D log levels is a lower bound on log P(v) (Theis et al. 2016), float64 [B, D].
-    levels=None: the data are continuous already and pass unchanged (flattened, float64)."""
-    if levels is None:
-        return x.flatten(1).double()
-    v = (x.flatten(1).double() * (levels - 1)).round()
-    u = torch.rand(v.shape, generator=generator, dtype=v.dtype, device="cpu" if generator is not None else v.device)
-    return (v + u.to(v.device)) / levels
 
 
 def _add(a: Stats | None, b: Stats) -> Stats:
@@ -86,8 +76,7 @@ class MFAModule(ZooModule):
         """Bits per dimension of the discrete data (an upper bound, from the dequantised density); NaN without levels."""
         if self.hparams.levels is None:
             return torch.full_like(torch.as_tensor(loglik, dtype=torch.float64), math.nan)
-        D = self.hparams.in_features
-        return (math.log(self.hparams.levels) - loglik / D) / math.log(2)
+        return bits_per_dim(loglik, self.hparams.in_features, self.hparams.levels)
 
     def _generator(self, *salt: int) -> torch.Generator:
         g = torch.Generator()

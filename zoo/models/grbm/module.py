@@ -13,6 +13,7 @@ from torch import nn
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
+from zoo.data.dequantise import bits_per_dim, dequantise
 from zoo.models.grbm.model import GRBM, ChainStats, sample_bernoulli
 
 SAMPLERS = ("gibbs_langevin", "gibbs")
@@ -68,6 +69,11 @@ class GRBMModule(ZooModule):
         fid_features: the zoo classifier whose penultimate features FID uses (catalogue name or release
             folder; None: no FID); it is loaded in `analyse` only and is not part of the weights.
         fid_samples: generated images per sampler for FID (and points per sampler for the 2-D metrics).
+        levels: grey levels of integer image data (17 for sklearn's digits): training and evaluation then see
+            it dequantised, (v + u)/levels with u ~ U[0, 1), and val/test also log bits per dimension of the
+            discrete images, comparable with the DMFA entries'. None: the data are used as they are.
+        ais_chains, ais_steps: annealed importance sampling for log Z when it cannot be computed exactly (more
+            than 20 hidden units and more than 2 visible ones); 0 steps: no likelihood for such models.
         seed: seeds the chains of each step (with rank and step) and of the analysis.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
@@ -80,7 +86,8 @@ class GRBMModule(ZooModule):
                  langevin_anneal: bool = True, langevin_drift: float | None = None, mh_from: int | None = None,
                  mh_warmup_epochs: int = 0, lr: float = 0.01, clip_norm: float = 10.0, weight_decay: float = 0.0,
                  sample_chains: int = 100, sample_steps: int = 100, fid_features: str | None = "kd-fmnist-teacher",
-                 fid_samples: int = 1000, seed: int = 0, weights: str | None = None):
+                 fid_samples: int = 1000, levels: int | None = None, ais_chains: int = 100, ais_steps: int = 10000,
+                 seed: int = 0, weights: str | None = None):
         super().__init__()
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
@@ -170,8 +177,10 @@ class GRBMModule(ZooModule):
     # ---------------------------------------------------------------- training: modified CD
     def training_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        v = self.standardise(x)
         g = self._generator(self.global_rank, self.global_step)
+        if self.hparams.levels is not None:
+            x = dequantise(x, self.hparams.levels, g).to(self.device, x.dtype)
+        v = self.standardise(x)
         with torch.no_grad():
             logits = self.grbm.hidden_logits(v)
             pos = ChainStats(self.grbm)
@@ -215,11 +224,16 @@ class GRBMModule(ZooModule):
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
     def log_partition(self) -> torch.Tensor | None:
-        """log Z when it is computable: by enumeration (H ≤ 20) or by 2-D quadrature; else None."""
-        if self.hparams.hidden <= 20:
+        """log Z: exactly by enumeration (H ≤ 20) or by 2-D quadrature; else estimated by AIS (the same seed on
+        every rank, so ranks agree), or None when ais_steps is 0."""
+        hp = self.hparams
+        if hp.hidden <= 20:
             return self.grbm.log_partition()
-        if self.hparams.visible == 2:
+        if hp.visible == 2:
             return self.grbm.log_partition_grid()
+        if hp.ais_steps > 0:
+            g = torch.Generator(device=self.device).manual_seed(hp.seed)
+            return self.grbm.log_partition_ais(hp.ais_chains, hp.ais_steps, g)[0]
         return None
 
     def on_validation_epoch_start(self) -> None:
@@ -228,18 +242,24 @@ class GRBMModule(ZooModule):
     def on_test_epoch_start(self) -> None:
         self._log_z = self.log_partition()
 
-    def _evaluate(self, batch, stage: str) -> None:
-        v = self.standardise(batch[0])
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
+        hp = self.hparams
+        x = batch[0]
+        if hp.levels is not None:  # one fixed noise draw per batch and rank, so evaluations repeat exactly
+            x = dequantise(x, hp.levels, self._generator(1, self.global_rank, batch_idx)).to(self.device, x.dtype)
+        v = self.standardise(x)
         self.log(f"{stage}/recon_mse", self.grbm.reconstruction_error(v), sync_dist=True)
         if self._log_z is not None:  # −log p(x) of the data, with the standardisation's Jacobian
             nll = self.grbm.free_energy(v) + self._log_z + self.log_jacobian()
             self.log(f"{stage}/nll", nll.mean(), sync_dist=True, prog_bar=True)
+            if hp.levels is not None:
+                self.log(f"{stage}/bpd", bits_per_dim(-nll.mean(), hp.visible, hp.levels), sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx):
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "test")
 
     # ---------------------------------------------------------------- the paper's measurements
     def analyse(self, folder: Path | None, datamodule=None) -> dict[str, Any]:
