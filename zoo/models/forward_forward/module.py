@@ -243,7 +243,7 @@ class _UnsupervisedFF(_FFModule):
         """Two measurements on the test set. (1) Per layer, how well goodness tells real images from hybrids
         (the FF objective itself, on unseen data). (2) The read-out comparison of §3.2: softmax classifiers
         fitted on frozen, normalised activities of the last three layers (the paper's read-out), of all
-        layers (adding the first, which the paper found worse), of each layer alone, and of the last three
+        layers (adding the first, which the paper's read-out leaves out), of each layer alone, and of the last three
         layers of the same network before training (what FF learning added), each trained the same way on
         `analysis_train_size` training images."""
         if datamodule is None:
@@ -376,8 +376,8 @@ class ForwardForwardUnsupervised(_UnsupervisedFF):
 
     The layers never see a label: positive data is the real image, negative data a hybrid of two real images
     of the batch mixed through a blurred, thresholded random mask. A linear softmax reads the length-normalised
-    activities of the last `readout_layers` hidden layers (the paper: the last three; adding the first layer
-    made its test error worse). It trains alongside the layers on detached activities, so it never changes
+    activities of the last `readout_layers` hidden layers (the paper: the last three, leaving the first
+    out). It trains alongside the layers on detached activities, so it never changes
     them; with the cooldown it settles on the final features (the paper trains it after the layers).
 
     Args:
