@@ -73,7 +73,8 @@ class GRBMModule(ZooModule):
             it dequantised, (v + u)/levels with u ~ U[0, 1), and val/test also log bits per dimension of the
             discrete images, comparable with the DMFA entries'. None: the data are used as they are.
         ais_chains, ais_steps: annealed importance sampling for log Z when it cannot be computed exactly (more
-            than 20 hidden units and more than 2 visible ones); 0 steps: no likelihood for such models.
+            than 20 hidden units and more than 2 visible ones), at every validation and test; 0 steps (the
+            default: its cost grows with V x H x steps): no likelihood for such models.
         seed: seeds the chains of each step (with rank and step) and of the analysis.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
@@ -86,7 +87,7 @@ class GRBMModule(ZooModule):
                  langevin_anneal: bool = True, langevin_drift: float | None = None, mh_from: int | None = None,
                  mh_warmup_epochs: int = 0, lr: float = 0.01, clip_norm: float = 10.0, weight_decay: float = 0.0,
                  sample_chains: int = 100, sample_steps: int = 100, fid_features: str | None = "kd-fmnist-teacher",
-                 fid_samples: int = 1000, levels: int | None = None, ais_chains: int = 100, ais_steps: int = 10000,
+                 fid_samples: int = 1000, levels: int | None = None, ais_chains: int = 100, ais_steps: int = 0,
                  seed: int = 0, weights: str | None = None):
         super().__init__()
         if sampler not in SAMPLERS:
