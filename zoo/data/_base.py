@@ -138,3 +138,20 @@ class ImageClassificationData(InMemoryData):
         self.train_set = ImageArrays(tx[rest], ty[rest], self.scale)
         self.val_set = ImageArrays(tx[held], ty[held], self.scale)
         self.test_set = ImageArrays(sx, sy, self.scale)
+
+
+class LocalImageData(ImageClassificationData):
+    """Base of the datasets that are never downloaded (their official files publish no checksum to pin): they
+    are read from `data_dir` or `$ZOO_HOME/data/<name>`, and `prepare_data` only checks, with `locate()`, that
+    the files are there, failing with where it looked and how to get them."""
+
+    def __init__(self, data_dir: str | None = None, batch_size: int = 100, val_size: int = 5000, seed: int = 0,
+                 num_workers: int = 0):
+        super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
+        self.data_dir = data_dir
+
+    def locate(self) -> Any:
+        raise NotImplementedError
+
+    def prepare_data(self) -> None:
+        self.locate()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data._base import ImageArrays, ImageClassificationData, data_folders, locate
+from zoo.data._base import ImageArrays, LocalImageData, data_folders, locate
 
 IMAGES = "img_align_celeba"
 PARTITION = "list_eval_partition.txt"
@@ -50,7 +50,7 @@ def load_celeba_image(path: str | Path, crop: int, size: int) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im, dtype=np.uint8).transpose(2, 0, 1))
 
 
-class CelebADataModule(ImageClassificationData):
+class CelebADataModule(LocalImageData):
     """CelebA images as float [B, 3, size, size] in [0, 1], with the official train/validation/test partition
     (162,770 / 19,867 / 19,962). CelebA has no classes: the label of every image is 0.
 
@@ -65,8 +65,8 @@ class CelebADataModule(ImageClassificationData):
 
     def __init__(self, data_dir: str | None = None, crop: int = 140, size: int = 32, batch_size: int = 100,
                  seed: int = 0, num_workers: int = 0, cache: bool = True):
-        super().__init__(batch_size=batch_size, val_size=0, seed=seed, num_workers=num_workers)
-        self.data_dir, self.crop, self.size, self.cache = data_dir, crop, size, cache
+        super().__init__(data_dir, batch_size=batch_size, val_size=0, seed=seed, num_workers=num_workers)
+        self.crop, self.size, self.cache = crop, size, cache
 
     def locate(self) -> Path:
         """The folder holding img_align_celeba/ and list_eval_partition.txt."""
@@ -75,9 +75,6 @@ class CelebADataModule(ImageClassificationData):
             f"CelebA: {IMAGES}/ and {PARTITION}",
             f"To get the data: download the aligned-and-cropped images (img_align_celeba.zip) and the evaluation "
             f"partition from {URL}, unpack them into one folder, then pass --data.init_args.data_dir=DIR.")
-
-    def prepare_data(self) -> None:
-        self.locate()
 
     def load_images(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All images as uint8 [N, 3, size, size] and their split [N], from the cache when it matches."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data._base import ImageClassificationData, data_folders, folder_with, locate
+from zoo.data._base import LocalImageData, data_folders, folder_with, locate
 
 FOLDER = "cifar-10-batches-bin"
 TRAIN_FILES = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
@@ -32,7 +32,7 @@ def read_cifar_bin(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(labels)
 
 
-class CIFAR10DataModule(ImageClassificationData):
+class CIFAR10DataModule(LocalImageData):
     """CIFAR-10: the official 10,000-image test split, and a validation set carved from the 50,000 training
     images with a fixed seed; images are float [B, 3, 32, 32] in [0, 1].
 
@@ -43,11 +43,6 @@ class CIFAR10DataModule(ImageClassificationData):
 
     classes = CLASSES
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 100,
-                 val_size: int = 5000, seed: int = 0, num_workers: int = 0):
-        super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
-        self.data_dir = data_dir
-
     def locate(self) -> Path:
         """The folder holding all six batch files."""
         return locate(
@@ -55,9 +50,6 @@ class CIFAR10DataModule(ImageClassificationData):
             f"CIFAR-10: the binary batch files ({', '.join(TRAIN_FILES)}, {TEST_FILE})",
             f"To get the data: download and unpack {URL} (the binary version, not the Python or Matlab one); "
             f"then pass --data.init_args.data_dir=DIR (the folder holding {FOLDER}).")
-
-    def prepare_data(self) -> None:
-        self.locate()
 
     def load_arrays(self):
         folder = self.locate()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zoo.data._base import ImageClassificationData, data_folders, folder_with, locate
+from zoo.data._base import LocalImageData, data_folders, folder_with, locate
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 URL = "http://ufldl.stanford.edu/housenumbers/"
@@ -31,7 +31,7 @@ def read_svhn_mat(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(images), torch.from_numpy(y % 10)
 
 
-class SVHNDataModule(ImageClassificationData):
+class SVHNDataModule(LocalImageData):
     """SVHN cropped digits: the official test split, and a validation set carved from the training file with a
     fixed seed (the `extra` file is not used); images are float [B, 3, 32, 32] in [0, 1].
 
@@ -41,11 +41,6 @@ class SVHNDataModule(ImageClassificationData):
 
     classes = CLASSES
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 100,
-                 val_size: int = 5000, seed: int = 0, num_workers: int = 0):
-        super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
-        self.data_dir = data_dir
-
     def locate(self) -> Path:
         """The folder holding both .mat files."""
         return locate(
@@ -53,9 +48,6 @@ class SVHNDataModule(ImageClassificationData):
             f"SVHN: {' and '.join(FILES.values())}",
             f"To get the data: download both files (format 2, cropped digits) from {URL}; "
             f"then pass --data.init_args.data_dir=DIR.")
-
-    def prepare_data(self) -> None:
-        self.locate()
 
     def load_arrays(self):
         folder = self.locate()
