@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from _plain import plain_parts
 from zoo._lightning_cli import ZooCLI
 from zoo._paths import resolve_recipe
 from zoo.nn.local import LocallyConnected2d
@@ -63,12 +64,7 @@ def recipe_steps_per_s(recipe: str, steps: int) -> float:
                            "--trainer.logger=false"], run=False, save_config_callback=None)
     finally:
         sys.argv = argv
-    model, dm = cli.model, cli.datamodule
-    dm.prepare_data()
-    dm.setup("fit")
-    opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    model.train()
+    model, dm, opt = plain_parts(cli)
     batches = iter(dm.train_dataloader())
 
     def step():

@@ -16,6 +16,7 @@ import time
 import lightning as L
 import torch
 
+from _plain import plain_parts
 from zoo._lightning_cli import ZooCLI
 from zoo._paths import resolve_recipe
 
@@ -53,12 +54,7 @@ def lightning_steps_per_s(recipe: str, steps: int, warmup: int, lean: bool) -> f
 
 def plain_steps_per_s(recipe: str, steps: int, warmup: int) -> float:
     cli = _cli(recipe, steps + warmup, True)  # only to build the same model and DataModule from the recipe
-    model, dm = cli.model, cli.datamodule
-    dm.prepare_data()
-    dm.setup("fit")
-    opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    model.train()
+    model, dm, opt = plain_parts(cli)
     done, start = 0, None
     while done < steps + warmup:
         for x, y in dm.train_dataloader():
