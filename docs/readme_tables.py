@@ -1,5 +1,5 @@
-"""Regenerate README.md's generated tables (checkpoints and papers) from checkpoints.yaml and
-docs/papers.yaml, so they never drift. `python docs/readme_tables.py --check` exits 1 when stale."""
+"""Regenerate README.md's generated tables (checkpoints, and papers with their claims held) from checkpoints.yaml
+and docs/papers.yaml, so they never drift. `python docs/readme_tables.py --check` exits 1 when stale."""
 from __future__ import annotations
 
 import re
@@ -11,7 +11,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from zoo._catalog import load_catalog  # noqa: E402
+from zoo._catalog import load_catalog, load_claims  # noqa: E402
+from zoo._claims import summary, verdict  # noqa: E402
 
 
 def _fmt(v: float) -> str:
@@ -29,30 +30,30 @@ def _headline(e) -> str:
 
 def checkpoints_table() -> str:
     entries = load_catalog(ROOT / "checkpoints.yaml")
-    rows = ["| checkpoint | dataset | headline metric (measured) | its baseline (measured) | paper (its setting) | weights |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| checkpoint | dataset | headline metric (measured) | its baseline (measured) | weights |",
+            "|---|---|---|---|---|"]
     for name in sorted(entries):
         e = entries[name]
         if e.tags and "backprop-baseline" in e.tags:
             continue
         acc = _headline(e)
         base = _headline(entries[e.baseline]) if e.baseline else ""
-        paper = e.paper.reported.get("test/acc")
         rows.append(
             f"| `{name}` | {e.dataset} | {acc or 'not yet measured'} | "
             f"{(base + ' `' + e.baseline + '`') if base else '–'} | "
-            f"{(_fmt(paper) + ' (' + e.paper.setting + ')') if paper is not None else '–'} | "
             f"{'Hub @' + e.hub.revision[:7] if e.hub else '`zoo reproduce ' + name + '`'} |")
     return "\n".join(rows)
 
 
 def papers_table() -> str:
     papers = yaml.safe_load((ROOT / "docs" / "papers.yaml").read_text())["papers"]
+    entries = load_catalog(ROOT / "checkpoints.yaml")
+    ledger = load_claims(ROOT / "checkpoints.yaml")
     by_arxiv: dict[str, list[str]] = {}
-    for name, e in load_catalog(ROOT / "checkpoints.yaml").items():
+    for name, e in entries.items():
         for arxiv in (e.paper.arxiv, *e.paper.also):
             by_arxiv.setdefault(arxiv, []).append(name)
-    rows = ["| # | paper | status | checkpoints |", "|---|---|---|---|"]
+    rows = ["| # | paper | status | claims held (measured here) | checkpoints |", "|---|---|---|---|---|"]
     for p in papers:
         link = f"[{p['title']}](https://arxiv.org/abs/{p['arxiv']})" if p.get("arxiv") else f"{p['title']} ({p['venue']})"
         names = sorted(by_arxiv.get(p.get("arxiv", ""), []))
@@ -64,7 +65,9 @@ def papers_table() -> str:
             status = "not a trainable system"
         else:
             status = "planned" + (f" (issue {p['issue']})" if p.get("issue") else "")
-        rows.append(f"| {p['n']} | {link} | {status} | {', '.join(f'`{n}`' for n in names) or '–'} |")
+        claims = ledger.get(p.get("arxiv", ""), [])
+        held = summary([verdict(c, lambda n: entries[n].metrics) for c in claims]) if claims else "–"
+        rows.append(f"| {p['n']} | {link} | {status} | {held} | {', '.join(f'`{n}`' for n in names) or '–'} |")
     return "\n".join(rows)
 
 

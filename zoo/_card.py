@@ -6,6 +6,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from zoo._catalog import Entry
+from zoo._claims import markdown_table
 
 _TEMPLATE = """---
 {{ card_data }}
@@ -16,19 +17,29 @@ _TEMPLATE = """---
 {{ description }}
 
 {% if paper %}Paper: [{{ paper.title }}]({{ paper.url }}) (arXiv {{ paper.arxiv }}).
-The paper's setting: {{ paper.setting }}.
+The paper's setting: {{ paper.setting }}.{% if reported %} Its numbers in that setting, not comparable with ours
+unless the setting is the same: {{ reported }}.{% endif %}
 {% if paper.also %}This checkpoint also runs the experiments of {% for a in paper.also %}[arXiv {{ a }}](https://arxiv.org/abs/{{ a }}){{ ", " if not loop.last }}{% endfor %}.
 {% endif %}{% endif %}
 ## Results
 
 Every number under "this checkpoint" was measured by `zoo reproduce`, never typed in.
 
-| metric | this checkpoint | {{ baseline_title }} | paper ({{ paper_setting }}) |
-|---|---|---|---|
-{% for row in rows %}| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} | {{ row[3] }} |
+| metric | this checkpoint | {{ baseline_title }} |
+|---|---|---|
+{% for row in rows %}| {{ row[0] }} | {{ row[1] }} | {{ row[2] }} |
 {% endfor %}
 {% if baseline_text %}
 Baseline: {{ baseline_text }}
+{% endif %}
+{% if claims %}
+## Paper's claims
+
+Each claim of the paper that our data can test, with the check over measured metrics that decides it
+(the claims ledger in the zoo's `checkpoints.yaml`). Verdicts are computed by `zoo reproduce`; a claim that
+fails here stays listed, with the most likely reason.
+
+{{ claims }}
 {% endif %}
 {% for title, text in tables.items() %}
 ### {{ title }}
@@ -54,7 +65,7 @@ zoo reproduce {{ name }}
 ```
 
 Recipe: `{{ recipe }}` (the resolved config that trained these weights is `config.yaml` in this repository).
-{% if reproduced %}Trained by `{{ reproduced.command }}` in {{ "%.0f"|format(reproduced.wall_time_s) }} s on {{ reproduced.hardware }} (torch {{ reproduced.torch }}, lightning {{ reproduced.lightning }}, {{ reproduced.date }}).
+{% if reproduced %}Trained by `{{ reproduced.command }}` on {{ reproduced.hardware }} (torch {{ reproduced.torch }}, lightning {{ reproduced.lightning }}, {{ reproduced.date }}): the main fit took {{ "%.0f"|format(reproduced.wall_time_s) }} s{% if reproduced.total_time_s %}, the whole command {{ "%.0f"|format(reproduced.total_time_s) }} s (with what it trains first and the analysis){% endif %}.
 {% endif %}
 Parameters: {{ "{:,}".format(num_params) }}. Architecture key: `{{ model_key }}`. Library: [hinton-zoo](https://github.com/hinton-zoo/hinton-zoo).
 """
@@ -66,11 +77,14 @@ def _fmt(v: Any) -> str:
 
 def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float], num_params: int,
                figures: list[str], extra: dict[str, Any]) -> ModelCard:
+    """`extra`: "baseline" {name, description, metrics}, "reproduced" (provenance), "tables" {title: markdown},
+    "claims" (verdicts on the paper's claims, `zoo._claims.Verdict`)."""
     name = entry.name if entry else model_key
     baseline = extra.get("baseline") or {}
-    reported = entry.paper.reported if entry else {}
-    keys = list(dict.fromkeys([*metrics, *baseline.get("metrics", {}), *reported]))
-    rows = [(k, _fmt(metrics.get(k)), _fmt(baseline.get("metrics", {}).get(k)), _fmt(reported.get(k))) for k in keys]
+    keys = list(dict.fromkeys([*metrics, *baseline.get("metrics", {})]))
+    rows = [(k, _fmt(metrics.get(k)), _fmt(baseline.get("metrics", {}).get(k))) for k in keys]
+    reported = ", ".join(f"{k} {v:.4g}" for k, v in entry.paper.reported.items()) if entry else ""
+    verdicts = extra.get("claims") or []
     dataset = entry.dataset if entry else "unknown"
     evals = [EvalResult(task_type=entry.task if entry else "other", dataset_type=dataset, dataset_name=dataset,
                         metric_type=k.split("/")[-1], metric_name=k, metric_value=float(v))
@@ -90,7 +104,8 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         name=name,
         description=entry.description if entry else "",
         paper=entry.paper if entry else None,
-        paper_setting=entry.paper.setting if entry else "–",
+        reported=reported,
+        claims=markdown_table(verdicts) if verdicts else "",
         baseline_title=f"baseline: {baseline['name']}" if baseline else "baseline",
         baseline_text=baseline.get("description", ""),
         rows=rows,

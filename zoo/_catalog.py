@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from zoo._claims import Claim, Verdict, parse_claims, verdict
 from zoo._errors import CatalogError, UnknownCheckpointError
 from zoo._paths import catalog_path
 
@@ -26,6 +27,8 @@ HEADER = (
     "# The hinton-zoo catalogue: one entry per released (or releasable) checkpoint.\n"
     "# `metrics`, `num_params` and `reproduced` are written by `zoo reproduce NAME --update-catalog`,\n"
     "# `hub` by `zoo publish`; never type them by hand. Schema: zoo/_catalog.py, checked by tests.\n"
+    "# `claims:` is the claims ledger (schema: zoo/_claims.py): each paper's testable claims with a check over\n"
+    "# measured metrics; verdicts are computed from `metrics`, never written here.\n"
 )
 
 
@@ -176,10 +179,20 @@ def parse_entry(name: str, raw: Any) -> Entry:
 
 
 _cache: dict[tuple[str, float], dict[str, Entry]] = {}
+_claims_cache: dict[tuple[str, float], dict[str, list[Claim]]] = {}
 
 
 def load_catalog(path: Path | None = None) -> dict[str, Entry]:
     """All entries of the catalogue at `path` (default: `ZOO_CATALOG` or the packaged one), validated."""
+    return _load(path)[0]
+
+
+def load_claims(path: Path | None = None) -> dict[str, list[Claim]]:
+    """The claims ledger (the catalogue's `claims:` section): arXiv id -> that paper's claims, validated."""
+    return _load(path)[1]
+
+
+def _load(path: Path | None) -> tuple[dict[str, Entry], dict[str, list[Claim]]]:
     path = Path(path) if path else catalog_path()
     try:
         key = (str(path), path.stat().st_mtime)
@@ -194,8 +207,24 @@ def load_catalog(path: Path | None = None) -> dict[str, Entry]:
             for other in ([e.baseline] if e.baseline else []) + e.requires:
                 if other not in entries:
                     _fail(e.name, f"{other!r} (baseline or requires) is not in the catalogue")
+        _claims_cache[key] = parse_claims(doc.get("claims"), entries)
         _cache[key] = entries
-    return _cache[key]
+    return _cache[key], _claims_cache[key]
+
+
+def claims_of(entry: Entry) -> list[Claim]:
+    """The ledger's claims for the papers an entry runs (its paper, then `paper.also`)."""
+    ledger = load_claims()
+    return [c for arxiv in (entry.paper.arxiv, *entry.paper.also) for c in ledger.get(arxiv, [])]
+
+
+def verdicts_of(entry: Entry, fresh: dict[str, dict[str, float]] | None = None) -> list[Verdict]:
+    """Verdicts on the claims of an entry's papers: metrics just measured (`fresh`, by entry name) where given,
+    else those the catalogue records."""
+    fresh = fresh or {}
+    entries = load_catalog()
+    return [verdict(c, lambda e: fresh.get(e) or (entries[e].metrics if e in entries else {}))
+            for c in claims_of(entry)]
 
 
 def get(name: str) -> Entry:

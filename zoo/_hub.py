@@ -281,8 +281,15 @@ def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics
         for fname, src in (extra_files or {}).items():
             shutil.copyfile(src, tmp / fname)
             figures.append(fname)
+        card_extra = dict(card_extra or {})
+        if entry is not None:
+            if "claims" not in card_extra:
+                card_extra["claims"] = release_verdicts(entry, metrics, card_extra.get("baseline"))
+            (tmp / "claims.json").write_text(json.dumps(
+                [{"id": v.claim.id, "paper": v.claim.paper, "check": v.claim.check, "verdict": v.status,
+                  "values": v.values, "reason": v.reason} for v in card_extra["claims"]], indent=2) + "\n")
         model_card(entry=entry, model_key=key, metrics=metrics, num_params=sum(p.numel() for p in module.parameters()),
-                   figures=figures, extra=card_extra or {}).save(tmp / "README.md")
+                   figures=figures, extra=card_extra).save(tmp / "README.md")
         old = None
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
@@ -294,6 +301,15 @@ def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
+
+
+def release_verdicts(entry: _catalog.Entry, metrics: dict[str, float], baseline: dict[str, Any] | None):
+    """Verdicts on the claims of a release's papers: its own metrics and its baseline's as just measured, the
+    catalogue's for every other entry a check names."""
+    fresh = {entry.name: metrics}
+    if baseline and baseline.get("metrics"):
+        fresh[baseline["name"]] = baseline["metrics"]
+    return _catalog.verdicts_of(entry, fresh)
 
 
 def verify_release(folder: Path) -> dict[str, str]:

@@ -22,6 +22,7 @@ Lightning (LightningCLI; `zoo fit --help` for every option):
 Catalogue and weights:
   list       catalogue names, with filters:        zoo list 'forward-forward-*' --dataset fashion-mnist
   info       one entry: metrics, paper, recipe, hub  zoo info forward-forward-digits
+  claims     the papers' claims, held or not here    zoo claims 'capsnet-*'   (or an arXiv id)
   download   fetch and verify an entry's weights     zoo download forward-forward-fmnist
   reproduce  train the recipe, test, compare, save a release   zoo reproduce forward-forward-digits
   publish    upload a release in one Hub commit      zoo publish NAME --repo-id ORG/REPO
@@ -42,6 +43,11 @@ def _parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", description="Show one catalogue entry.")
     inf.add_argument("name")
     inf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    cl = sub.add_parser("claims", description=(
+        "The claims ledger: each paper's testable claims and whether our measured metrics bear them out (holds, "
+        "fails, not testable here). Verdicts are computed from the catalogue's measured metrics."))
+    cl.add_argument("what", nargs="?", default="*",
+                    help="an entry name or glob ('capsnet-*') for the claims of its papers, or an arXiv id")
     dl = sub.add_parser("download", description="Download (or find in the cache) an entry's weights and verify them.")
     dl.add_argument("name")
     dl.add_argument("--revision", help="a 40-hex commit; default: the catalogue's pin")
@@ -82,6 +88,26 @@ def _list(args) -> int:
     return 0
 
 
+def _claims(args) -> int:
+    from zoo import _catalog
+    from zoo._claims import summary, text_table, verdict
+
+    ledger, entries = _catalog.load_claims(), _catalog.load_catalog()
+    if args.what in ledger:
+        papers = [args.what]
+    else:
+        names = _catalog.names(args.what)
+        if not names:
+            _catalog.get(args.what)  # raises with close-match suggestions
+        papers = list(dict.fromkeys(a for n in names for a in (entries[n].paper.arxiv, *entries[n].paper.also)))
+    titles = {e.paper.arxiv: e.paper.title for e in entries.values()}
+    for arxiv in (p for p in papers if p in ledger):
+        verdicts = [verdict(c, lambda n: entries[n].metrics) for c in ledger[arxiv]]
+        title = f"{titles[arxiv]} (arXiv {arxiv})" if arxiv in titles else f"arXiv {arxiv}"
+        print(f"{title}: {summary(verdicts)}\n{text_table(verdicts)}\n")
+    return 0
+
+
 def _info(args) -> int:
     from zoo import _catalog
 
@@ -114,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(args)
         if args.command == "info":
             return _info(args)
+        if args.command == "claims":
+            return _claims(args)
         if args.command == "download":
             from zoo._hub import resolve
 
