@@ -69,11 +69,49 @@ def test_label_goodness_matches_one_pass_per_label():
         assert torch.allclose(batched[:, c], goodness(hs[1]) + goodness(hs[2]), atol=1e-5)  # all but the first
 
 
-def test_peer_norm_hand_value():
-    p = PeerNorm(2, momentum=0.5)
-    loss = p(torch.tensor([[2.0, 0.0], [2.0, 0.0]]))  # running mean = 0.5*0 + 0.5*[2, 0] = [1, 0]
-    assert p.running_mean.tolist() == [1.0, 0.0]
-    assert loss.item() == pytest.approx(0.25)  # ((0.5-1)^2 + (0.5-0)^2)/2
+def test_peer_norm_injects_the_matlab_gradient():
+    """Forward is the identity; backward adds λ·(m_j − m̄)/B to dL/dh of every example (descent sign of the
+    Matlab code's dC/dh += λ·(m̄ − m_j), divided by the batch size like the goodness gradient)."""
+    lam, B = 0.03, 2
+    p = PeerNorm(3, strength=lam, momentum=0.5)
+    p.running_mean.copy_(torch.tensor([2.0, 0.0, 0.0]))
+    h = torch.tensor([[2.0, 0.0, 1.0], [2.0, 4.0, 1.0]], requires_grad=True)
+    out = p(h)
+    assert torch.equal(out, h)
+    # running mean = 0.5*[2, 0, 0] + 0.5*[2, 2, 1] = [2, 1, 0.5]; layer mean m̄ = 7/6
+    assert p.running_mean.tolist() == [2.0, 1.0, 0.5]
+    out.pow(2).sum().backward()
+    m, mbar = torch.tensor([2.0, 1.0, 0.5]), 7 / 6
+    want = 2 * h.detach() + lam * (m - mbar) / B
+    assert torch.allclose(h.grad, want, atol=1e-7)
+    # the unit below its peers gets pushed up (negative loss gradient), the busiest one down
+    assert (h.grad - 2 * h.detach())[0].tolist() == pytest.approx([lam * 5 / 12, -lam / 12, -lam / 3], abs=1e-6)
+
+
+def test_peer_norm_is_off_in_eval_and_at_zero_strength():
+    h = torch.ones(4, 3, requires_grad=True)
+    for p in (PeerNorm(3, strength=0.0), PeerNorm(3, strength=0.03).eval()):
+        p(h * torch.tensor([1.0, 2.0, 3.0])).sum().backward()
+        assert p.running_mean.abs().sum() == 0
+    assert torch.equal(h.grad, 2 * torch.tensor([1.0, 2.0, 3.0]).expand(4, 3))
+
+
+def test_peer_norm_gradient_reaches_the_weights_of_a_layer_step():
+    """Through a whole training step's objective: with λ > 0 the first layer's bias gradient differs from
+    λ = 0 by exactly λ·(m_j − m̄) (the sum over the batch of λ·(m_j − m̄)/B), the Matlab code's bias term."""
+    torch.manual_seed(0)
+    x, y = torch.rand(16, 64), torch.randint(0, 10, (16,))
+    grads, means = [], []
+    for lam in (0.0, 0.5):
+        torch.manual_seed(1)
+        m = ForwardForward(in_features=64, hidden=[12, 12], num_classes=10, peer_norm=lam).train()
+        m.log = lambda *a, **k: None
+        loss, _ = m.local_losses(x, y)
+        loss.backward()
+        grads.append(m.net.layers[0].bias.grad.clone())
+        means.append(m.peer[0].running_mean.clone())
+    mean = means[1]
+    assert torch.allclose(grads[1] - grads[0], 0.5 * (mean - mean.mean()), atol=1e-6)
 
 
 def test_forward_shapes_and_classifiers():
@@ -84,12 +122,41 @@ def test_forward_shapes_and_classifiers():
     assert m.classifier.in_features == 70  # all but the first hidden layer
 
 
-def test_negative_labels_are_wrong_and_reproducible():
-    m = ForwardForward(in_features=64, hidden=[8], num_classes=10, seed=3)
+def test_uniform_negative_labels_are_wrong_and_reproducible():
+    m = ForwardForward(in_features=64, hidden=[8], num_classes=10, seed=3, negatives="uniform")
     y = torch.arange(10).repeat(50)
-    a, b = m._negative_labels(y), m._negative_labels(y)
+    logits = torch.randn(500, 10)
+    a, b = m._negative_labels(y, logits), m._negative_labels(y, logits)
     assert (a != y).all() and torch.equal(a, b)
     assert len(set(a.tolist())) == 10
+
+
+def test_hard_negative_labels_follow_the_masked_prediction():
+    """Hard negatives (the default): never the true label, the same draw for the same (seed, step), and
+    label frequencies that match the predicted distribution with the true label removed (chi-square)."""
+    m = ForwardForward(in_features=64, hidden=[8], num_classes=4, seed=3)
+    assert m.hparams.negatives == "hard"
+    n = 20000
+    y = torch.tensor([0, 2]).repeat(n // 2)
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.1, 0.2, 0.6, 0.1]]).repeat(n // 2, 1)
+    a, b = m._negative_labels(y, probs.log()), m._negative_labels(y, probs.log())
+    assert torch.equal(a, b) and (a != y).all()
+    for true, p in ((0, probs[0]), (2, probs[1])):
+        drawn = a[y == true]
+        want = p.clone()
+        want[true] = 0
+        expected = want / want.sum() * len(drawn)
+        counts = torch.bincount(drawn, minlength=4).float()
+        keep = expected > 0
+        chi2 = float(((counts[keep] - expected[keep]) ** 2 / expected[keep]).sum())
+        assert chi2 < 13.8  # 2 degrees of freedom: exceeded with probability 0.001
+    skewed = torch.tensor([[0.0, 0.0, 9.0, 0.0]]).repeat(1000, 1)  # label 2 is the confusable one
+    assert (m._negative_labels(torch.zeros(1000, dtype=torch.long), skewed) == 2).float().mean() > 0.99
+
+
+def test_negatives_option_is_checked():
+    with pytest.raises(ValueError, match="negatives"):
+        ForwardForward(in_features=64, hidden=[8], negatives="random")
 
 
 def test_overfits_one_batch():
@@ -113,6 +180,23 @@ def test_overfits_one_batch():
         assert (m.linear_logits(x).argmax(1) == y).float().mean() == 1.0
 
 
+def test_label_template_figure(tmp_path, monkeypatch):
+    """The supervised card's first-layer figure draws T_c = Σ_j w_jc · w_j, label pixels blank."""
+    import zoo._plots
+
+    m = ForwardForward(in_features=16, hidden=[2], num_classes=2)
+    w = torch.tensor([[1.0, 0.0, *[2.0] * 14], [0.5, 1.0, *[-1.0] * 14]])
+    with torch.no_grad():
+        m.net.layers[0].weight.copy_(w)
+    drawn = []
+    monkeypatch.setattr(zoo._plots, "_save", lambda fig, path, title: drawn.append(fig) or path)
+    assert m._label_templates(tmp_path / "t.png", ["a", "b"]) == tmp_path / "t.png"
+    images = [np.ma.getdata(ax.images[0].get_array()) for ax in drawn[0].axes if ax.images]
+    # label a: 1·w_0 + 0.5·w_1 -> image pixels 2 - 0.5 = 1.5; label b: 0·w_0 + 1·w_1 -> -1
+    assert np.allclose(images[0].ravel()[2:], 1.5) and np.allclose(images[1].ravel()[2:], -1.0)
+    assert np.isnan(images[0].ravel()[:2]).all()
+
+
 def test_goodness_is_float32_under_bf16_autocast():
     """bf16 cannot resolve G ≈ θ ≈ N for thousands of units (its spacing near 2000 is 16): goodness and the
     length normalisation run in float32 under autocast. (Trained on digits for 20 epochs, bf16-mixed then
@@ -132,7 +216,7 @@ def test_goodness_is_float32_under_bf16_autocast():
 # ==================================================================== the rest of the paper: §3.2 and local fields
 import numpy as np  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from conftest import cli_fit, round_trip, run_zoo  # noqa: E402
+from conftest import round_trip, zoo_in_process  # noqa: E402
 
 import zoo  # noqa: E402
 from zoo.data import CIFAR10DataModule, read_cifar_bin  # noqa: E402
@@ -342,7 +426,8 @@ def test_analyse_on_fixture_data(fixture_data, tmp_path):
     out = m.analyse(tmp_path, fixture_data)
     metrics = out["metrics"]
     want = {"test/acc_readout_last", "test/acc_readout_all", "test/acc_readout_last_untrained",
-            *(f"test/{k}_layer{i}" for k in ("real_vs_hybrid", "real_above_hybrid", "acc_readout") for i in (1, 2, 3))}
+            *(f"test/{k}_layer{i}" for k in ("real_vs_hybrid", "real_above_hybrid", "acc_readout", "dead_units")
+              for i in (1, 2, 3))}
     assert set(metrics) == want and all(0.0 <= v <= 1.0 for v in metrics.values())
     # the same network untrained is this one (seeded alike, not trained): the same read-out accuracy
     assert metrics["test/acc_readout_last_untrained"] == metrics["test/acc_readout_last"]
@@ -353,19 +438,18 @@ def test_analyse_on_fixture_data(fixture_data, tmp_path):
     with torch.no_grad():
         ranked = (goodness(m.net(x.flatten(1))[0]) > goodness(m.net(neg.flatten(1))[0])).float().mean()
     assert metrics["test/real_above_hybrid_layer1"] == pytest.approx(float(ranked))
+    # dead units: never active on any real test image
+    x_all, _ = fixture_data.test_set.__getitems__(list(range(len(fixture_data.test_set))))
+    with torch.no_grad():
+        hs = m.net(x_all.flatten(1))
+    for i, h in enumerate(hs):
+        assert metrics[f"test/dead_units_layer{i + 1}"] == pytest.approx(float((h.amax(0) == 0).float().mean()))
     assert len(out["tables"]) == 2 and "the paper's read-out" in "".join(out["tables"].values())
     figures = {**out["figures"], **m.release_figures(tmp_path, fixture_data)}
     assert set(figures) == {"goodness_real_vs_hybrid.png", "receptive_fields.png", "hybrid_negatives.png"}
     assert all(p.is_file() and p.stat().st_size > 1000 for p in figures.values())
     assert m.analyse(tmp_path, None) == {}
 
-
-def test_localrf_ddp_through_the_cli(idx_dir, tmp_path):
-    """Two steps on 2 CPU processes (the one-process CLI run is the CIFAR-10 recipe's, below)."""
-    ckpt = cli_fit("configs/forward_forward/fmnist_localrf.yaml", idx_dir, tmp_path / "ddp",
-                   "--model.init_args.channels=[1, 1]", "--model.init_args.readout_layers=1", ddp=True)
-    assert ckpt["state_dict"]["net.layers.0.weight"].shape == (28, 28, 1, 1, 11, 11)
-    assert "net.layers.0.dense_index" not in ckpt["state_dict"]  # rebuilt from the shape, never saved
 
 
 # ---------------------------------------------------------------------------------------- CIFAR-10 (binary)
@@ -419,7 +503,10 @@ def test_cifar_datamodule_split_and_errors(cifar_dir, tmp_path):
 
 
 def test_cifar_localrf_recipe_through_the_cli(cifar_dir, tmp_path):
-    run_zoo("fit", "--config", "configs/forward_forward/cifar10_localrf.yaml", "--trainer.fast_dev_run=2",
-            f"--data.init_args.data_dir={cifar_dir}", "--data.init_args.val_size=10",
-            "--data.init_args.batch_size=8", "--model.init_args.channels=[1, 1]", "--model.init_args.readout_layers=1",
-            "--trainer.enable_progress_bar=false", "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}")
+    """`zoo fit --trainer.fast_dev_run` of the CIFAR-10 recipe on the fixture binary records, in process."""
+    cli = zoo_in_process("fit", "--config", "configs/forward_forward/cifar10_localrf.yaml", "--trainer.fast_dev_run=2",
+                         f"--data.init_args.data_dir={cifar_dir}", "--data.init_args.val_size=10",
+                         "--data.init_args.batch_size=8", "--model.init_args.channels=[1, 1]",
+                         "--model.init_args.readout_layers=1", "--trainer.enable_progress_bar=false",
+                         "--trainer.logger=false", f"--trainer.default_root_dir={tmp_path}")
+    assert cli.trainer.state.finished and cli.trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2

@@ -166,17 +166,46 @@ def readout(hs: list[torch.Tensor], last: int = 3) -> torch.Tensor:
     return torch.cat([length_normalise(h) for h in hs[-last:]], dim=1)
 
 
-class PeerNorm(nn.Module):
-    """Peer normalisation (the reference code's regulariser): a running mean of each unit's activity on
-    positive data, pulled towards the layer's average so no unit stays always on or always off."""
+class _AddGrad(torch.autograd.Function):
+    """Identity forward; backward adds a fixed tensor `extra` (broadcast over the batch) to the gradient."""
 
-    def __init__(self, units: int, momentum: float = 0.9):
+    @staticmethod
+    def forward(ctx, h: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(extra)
+        return h.view_as(h)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (extra,) = ctx.saved_tensors
+        return grad + extra.to(grad.dtype), None
+
+
+class PeerNorm(nn.Module):
+    """Peer normalisation as in Hinton's Matlab code (ffnew.m): each unit's mean activity on positive data
+    is tracked, m_j ← 0.9·m_j + 0.1·mean_batch(h_j), and λ·(m̄ − m_j), with m̄ the layer's average of the m_j,
+    is added to the ascent gradient of every positive example's activity h_j, so units less active than
+    their peers are pushed up and busier ones down. It is a gradient term, not the gradient of a loss: the
+    Matlab code adds it straight to dC/d(total input), ungated by the ReLU, and divides by the batch size
+    like the goodness gradient. Here the forward pass is the identity and the backward pass adds
+    λ·(m_j − m̄)/B (the descent sign) to dL/dh_j of each of the B examples; with the identity-gradient ReLU
+    that reaches the total input unchanged, as in the Matlab code. Our goodness loss (a mean over 2B
+    examples of −log σ(±(G − θ))) has the Matlab code's per-example scale, (1 − p)·h_j/B, so λ = 0.03 means
+    what it means there. The running means start equal (the Matlab code uses 0.5, here 0): only their
+    differences enter, and those do not depend on the common start value."""
+
+    def __init__(self, units: int, strength: float = 0.03, momentum: float = 0.9):
         super().__init__()
+        self.strength = strength
         self.momentum = momentum
         self.register_buffer("running_mean", torch.zeros(units))
 
     def forward(self, h_pos: torch.Tensor) -> torch.Tensor:
-        mean = self.running_mean * self.momentum + h_pos.mean(0) * (1 - self.momentum)
-        if self.training:
-            self.running_mean.copy_(mean.detach())
-        return (mean.mean() - mean).pow(2).mean()
+        """Returns h_pos [B, N] unchanged; in training, updates the running means and attaches the term to
+        its gradient."""
+        if not self.training or self.strength == 0:
+            return h_pos
+        with torch.no_grad():
+            mean = self.running_mean * self.momentum + h_pos.float().mean(0) * (1 - self.momentum)
+            self.running_mean.copy_(mean)
+            extra = self.strength * (mean - mean.mean()) / h_pos.shape[0]
+        return _AddGrad.apply(h_pos, extra)

@@ -41,15 +41,14 @@ class _FFModule(ZooClassifier):
 
     def layer_losses(self, hs: list[torch.Tensor], B: int, with_stats: bool = False
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Σ_l the goodness loss of layer l on its positive half hs[l][:B] and negative half hs[l][B:], plus
-        the weighted peer-normalisation loss of its positive activities."""
+        """Σ_l the goodness loss of layer l on its positive half hs[l][:B] and negative half hs[l][B:]; peer
+        normalisation (`PeerNorm`) adds its term to the gradient of the positive activities."""
         loss, stats = hs[0].new_zeros((), dtype=torch.float32), {}
         for i, h in enumerate(hs):
-            g, theta = goodness(h), self._theta(h)
+            g = torch.cat([goodness(self.peer[i](h[:B])), goodness(h[B:])])
+            theta = self._theta(h)
             layer_loss = ff_loss(g[:B], g[B:], theta)
             loss = loss + layer_loss
-            if self.hparams.peer_norm > 0:
-                loss = loss + self.hparams.peer_norm * self.peer[i](h[:B])
             if with_stats:
                 stats[f"train/ff_loss_{i}"] = layer_loss.detach()
                 stats[f"train/ff_sep_{i}"] = torch.cat([g[:B] > theta, g[B:] <= theta]).float().mean()
@@ -59,10 +58,10 @@ class _FFModule(ZooClassifier):
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
-    def _plus_readout(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], feats: torch.Tensor,
+    def _plus_readout(self, loss: torch.Tensor, stats: dict[str, torch.Tensor], logits: torch.Tensor,
                       y: torch.Tensor, with_stats: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The layers' loss plus the softmax read-out's cross-entropy on detached features `feats`."""
-        ce = F.cross_entropy(self.classifier(feats), y)
+        """The layers' loss plus the softmax read-out's cross-entropy on its logits (of detached features)."""
+        ce = F.cross_entropy(logits, y)
         if with_stats:
             stats["train/ce"] = ce.detach()
         return loss + ce, stats
@@ -95,7 +94,11 @@ class ForwardForward(_FFModule):
         hidden: units per hidden layer (the paper: 4 x 2000).
         num_classes: labels written into the image.
         threshold: θ in p = σ(G − θ); None means the number of units in the layer (the reference code).
-        peer_norm: weight of the peer-normalisation loss (0 turns it off).
+        negatives: how each wrong label is drawn: `hard` from the softmax read-out's predictions with the
+            true label excluded (Hinton's Matlab code; §3.3 reports it takes about a third as many epochs),
+            or `uniform` among the wrong labels.
+        peer_norm: λ of peer normalisation, the term λ·(m̄ − m_j) added to each unit's gradient (0 turns
+            it off; see `PeerNorm`); peer_momentum: the running mean's decay.
         relu_full_grad: pass gradients through the ReLU unchanged, as the Matlab code does.
         lr, momentum, weight_decay: SGD for the Forward-Forward layers.
         classifier_lr, classifier_weight_decay: SGD for the linear softmax on the activities.
@@ -105,16 +108,18 @@ class ForwardForward(_FFModule):
     """
 
     def __init__(self, in_features: int = 784, hidden: list[int] = [1000, 1000, 1000], num_classes: int = 10,
-                 threshold: float | None = None, peer_norm: float = 0.03, peer_momentum: float = 0.9,
-                 relu_full_grad: bool = True, lr: float = 1e-3, momentum: float = 0.9, weight_decay: float = 3e-4,
-                 classifier_lr: float = 1e-2, classifier_weight_decay: float = 3e-3, cooldown: bool = True,
-                 seed: int = 0, weights: str | None = None):
+                 threshold: float | None = None, negatives: str = "hard", peer_norm: float = 0.03,
+                 peer_momentum: float = 0.9, relu_full_grad: bool = True, lr: float = 1e-3, momentum: float = 0.9,
+                 weight_decay: float = 3e-4, classifier_lr: float = 1e-2, classifier_weight_decay: float = 3e-3,
+                 cooldown: bool = True, seed: int = 0, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
+        if negatives not in ("hard", "uniform"):
+            raise ValueError(f"negatives={negatives!r}: choose 'hard' or 'uniform'")
         if num_classes >= in_features:
             raise ValueError(f"num_classes={num_classes} label pixels do not fit in in_features={in_features}")
         self.net = FFNet(in_features, list(hidden), relu_full_grad)
-        self.peer = nn.ModuleList(PeerNorm(n, peer_momentum) for n in hidden)
+        self.peer = nn.ModuleList(PeerNorm(n, peer_norm, peer_momentum) for n in hidden)
         read = hidden[1:] if len(hidden) > 1 else hidden
         self.classifier = nn.Linear(sum(read), num_classes)
         self.metrics = nn.ModuleDict({
@@ -138,10 +143,17 @@ class ForwardForward(_FFModule):
         return self.net.label_goodness(x.flatten(1), self.hparams.num_classes)
 
     # ---------------------------------------------------------------- training
-    def _negative_labels(self, y: torch.Tensor) -> torch.Tensor:
+    def _negative_labels(self, y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """One wrong label per example. `hard` (Hinton's Matlab code, ffnew.m): drawn from the softmax
+        read-out's predicted distribution `logits` [B, C] with the true label's probability set to zero and
+        the rest renormalised, so labels the network confuses with the true one come up most. `uniform`:
+        any wrong label with probability 1/(C − 1)."""
         g = self._step_generator(y.device)
-        shift = torch.randint(1, self.hparams.num_classes, y.shape, generator=g, device=y.device)
-        return (y + shift) % self.hparams.num_classes
+        if self.hparams.negatives == "uniform":
+            shift = torch.randint(1, self.hparams.num_classes, y.shape, generator=g, device=y.device)
+            return (y + shift) % self.hparams.num_classes
+        wrong = logits.detach().float().scatter(1, y[:, None], float("-inf"))
+        return torch.multinomial(wrong.softmax(1), 1, generator=g).squeeze(1)
 
     def local_losses(self, x: torch.Tensor, y: torch.Tensor, with_stats: bool = False
                      ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -149,12 +161,13 @@ class ForwardForward(_FFModule):
         cross-entropy, summed. They share no gradient (each layer's input is detached), so one backward
         pass gives each layer exactly the gradient of its own loss. `with_stats` adds per-layer diagnostics."""
         x, C = x.flatten(1), self.hparams.num_classes
-        pos = overlay_label(x, y, C)
-        neg = overlay_label(x, self._negative_labels(y), C)
-        loss, stats = self.layer_losses(self.net(torch.cat([pos, neg])), x.shape[0], with_stats)
         with torch.no_grad():
             feats = self._readout(self.net(overlay_neutral(x, C)))
-        return self._plus_readout(loss, stats, feats, y, with_stats)
+        logits = self.classifier(feats)
+        pos = overlay_label(x, y, C)
+        neg = overlay_label(x, self._negative_labels(y, logits), C)
+        loss, stats = self.layer_losses(self.net(torch.cat([pos, neg])), x.shape[0], with_stats)
+        return self._plus_readout(loss, stats, logits, y, with_stats)
 
     def evaluate(self, batch, stage: str) -> None:
         x, y = batch
@@ -165,26 +178,52 @@ class ForwardForward(_FFModule):
 
     # ---------------------------------------------------------------- pictures for the model card
     def release_figures(self, folder: Path, datamodule=None) -> dict[str, Path]:
-        """PNGs for the model card: first-layer receptive fields (the label pixels included) and, given the
-        DataModule, the accumulated goodness of every label for a dozen test images."""
-        from zoo._plots import score_table, weight_grid
+        """PNGs for the model card: the first layer's weights seen through each label (`_label_templates`)
+        and, given the DataModule, the accumulated goodness of every label for the first 12 test images."""
+        from zoo._plots import score_table
 
+        classes = list(getattr(datamodule, "classes", ())) or [str(c) for c in range(self.hparams.num_classes)]
         figures = {}
-        w = self.net.layers[0].weight.detach().cpu()
-        side = int(round(w.shape[1] ** 0.5))
-        if side * side == w.shape[1]:
-            path = weight_grid(w[:64].view(-1, side, side), folder / "receptive_fields.png",
-                               title="Forward-Forward: first-layer weights of 64 units (label pixels top left)")
+        path = self._label_templates(folder / "receptive_fields.png", classes)
+        if path is not None:
             figures[path.name] = path
         if datamodule is not None and getattr(datamodule, "test_set", None) is not None:
             x, y = datamodule.test_set.__getitems__(list(range(12)))
             with torch.no_grad():
                 scores = self.eval()(x.to(self.device)).cpu()
-            classes = list(getattr(datamodule, "classes", ())) or [str(i) for i in range(scores.shape[1])]
             path = score_table(x[:, 0], scores, y, classes, folder / "goodness_by_label.png",
-                               title="Accumulated goodness per label (red: true label, dot: prediction)")
+                               title="Accumulated goodness per label, the first 12 test images (red: true label, dot: prediction)")
             figures[path.name] = path
         return figures
+
+
+    def _label_templates(self, path: Path, classes: list[str]) -> Path | None:
+        """For each label c, T_c = Σ_j w_jc · w_j over the first layer's units j: their incoming weight
+        vectors w_j weighted by their weight w_jc from label pixel c, i.e. the image pattern that drives the
+        units label c excites. Single units' weights look like noise (digits, issue 11); this sum over all
+        units keeps what label and image weights learned together, and is unstructured at random
+        initialisation. Drawn on one colour scale with a colour bar, the label pixels left blank."""
+        from zoo._plots import _pyplot, _save
+
+        w = self.net.layers[0].weight.detach().float().cpu()
+        C, D = self.hparams.num_classes, w.shape[1]
+        side = int(round(D ** 0.5))
+        if side * side != D:
+            return None
+        t = w[:, :C].T @ w
+        t[:, :C] = float("nan")
+        lim = float(t.nan_to_num().abs().max()) or 1.0
+        plt = _pyplot()
+        fig, axes = plt.subplots(1, C + 1, figsize=(1.1 * C + 0.8, 1.9), squeeze=False,
+                                 gridspec_kw={"width_ratios": [1] * C + [0.08]})
+        for c, ax in enumerate(axes[0, :C]):
+            im = ax.imshow(t[c].view(side, side).numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+            ax.set_title(classes[c], fontsize=7)
+            ax.axis("off")
+        fig.colorbar(im, cax=axes[0, C])
+        axes[0, C].tick_params(labelsize=6)
+        return _save(fig, path, "What the first layer ties to each label c: Σ_j w_jc · (incoming weights of unit j) "
+                                "over all units, one colour scale, label pixels blank")
 
 
 class _UnsupervisedFF(_FFModule):
@@ -196,7 +235,7 @@ class _UnsupervisedFF(_FFModule):
         if not 1 <= hp.readout_layers <= len(units):
             raise ValueError(f"readout_layers={hp.readout_layers} must be between 1 and the {len(units)} layers")
         self.net = net
-        self.peer = nn.ModuleList(PeerNorm(n, hp.peer_momentum) for n in units)
+        self.peer = nn.ModuleList(PeerNorm(n, hp.peer_norm, hp.peer_momentum) for n in units)
         self.classifier = nn.Linear(sum(units[-hp.readout_layers:]), hp.num_classes)
         self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=hp.num_classes)
                                       for s in ("val", "test")})
@@ -226,7 +265,7 @@ class _UnsupervisedFF(_FFModule):
         hs = self.net(torch.cat([x, neg]).flatten(1))
         loss, stats = self.layer_losses(hs, B, with_stats)
         feats = readout([h[:B].detach() for h in hs], self.hparams.readout_layers)
-        return self._plus_readout(loss, stats, feats, y, with_stats)
+        return self._plus_readout(loss, stats, self.classifier(feats), y, with_stats)
 
     def evaluate(self, batch, stage: str) -> None:
         x, y = batch
@@ -241,7 +280,8 @@ class _UnsupervisedFF(_FFModule):
 
     def analyse(self, folder: Path | None, datamodule=None) -> dict[str, Any]:
         """Two measurements on the test set. (1) Per layer, how well goodness tells real images from hybrids
-        (the FF objective itself, on unseen data). (2) The read-out comparison of §3.2: softmax classifiers
+        (the FF objective itself, on unseen data), and the fraction of dead units (never active on a real
+        test image: what peer normalisation is there to prevent). (2) The read-out comparison of §3.2: softmax classifiers
         fitted on frozen, normalised activities of the last three layers (the paper's read-out), of all
         layers (adding the first, which the paper's read-out leaves out), of each layer alone, and of the last three
         layers of the same network before training (what FF learning added), each trained the same way on
@@ -258,8 +298,8 @@ class _UnsupervisedFF(_FFModule):
         pos, neg = self._activities(test_x), self._activities(hybrid_images(test_x, masks, shift))
         n_layers = len(pos)
         metrics: dict[str, float] = {}
-        sep_rows = ["| layer | units | θ | mean G real / θ | mean G hybrid / θ | classified right at θ "
-                    "| G(real) > G(its hybrid) |", "|---|---|---|---|---|---|---|"]
+        sep_rows = ["| layer | units | dead units | θ | mean G real / θ | mean G hybrid / θ | classified right at θ "
+                    "| G(real) > G(its hybrid) |", "|---|---|---|---|---|---|---|---|"]
         goods = []
         for i, (h_real, h_hybrid) in enumerate(zip(pos, neg)):
             theta = self._theta(h_real)
@@ -269,7 +309,9 @@ class _UnsupervisedFF(_FFModule):
             ranked = float((gp > gn).float().mean())
             metrics[f"test/real_vs_hybrid_layer{i + 1}"] = acc
             metrics[f"test/real_above_hybrid_layer{i + 1}"] = ranked
-            sep_rows.append(f"| {i + 1} | {h_real.shape[1]} | {theta:g} | {float(gp.mean()) / theta:.3f} "
+            dead = float((h_real.amax(0) <= 0).float().mean())
+            metrics[f"test/dead_units_layer{i + 1}"] = dead
+            sep_rows.append(f"| {i + 1} | {h_real.shape[1]} | {dead:.4f} | {theta:g} | {float(gp.mean()) / theta:.3f} "
                             f"| {float(gn.mean()) / theta:.3f} | {acc:.4f} | {ranked:.4f} |")
         del neg  # the analysis holds several [N, units] activity sets: keep the peak low at paper scale
 
@@ -339,8 +381,8 @@ class _UnsupervisedFF(_FFModule):
 
     # ---------------------------------------------------------------- pictures for the model card
     def release_figures(self, folder: Path, datamodule=None) -> dict[str, Path]:
-        """PNGs for the model card: hybrid negative examples made from test images (two images, the mask,
-        the hybrid) and the first layer's receptive fields."""
+        """PNGs for the model card: hybrid negative examples made from the first 8 test images (each image, the
+        next one, the mask, the hybrid) and the first layer's receptive fields."""
         from zoo._plots import _pyplot, _save
 
         figures = {}
@@ -362,7 +404,8 @@ class _UnsupervisedFF(_FFModule):
                     axes[r, c].axis("off")
                 axes[r, 0].set_title(name, fontsize=7, loc="left")
             path = _save(fig, Path(folder) / "hybrid_negatives.png",
-                         "Negative data of unsupervised Forward-Forward (§3.2): hybrids of two test images")
+                         "Negative data of unsupervised Forward-Forward (§3.2): hybrids of the first 8 test images, "
+                         "each with the next")
             figures[path.name] = path
         return figures
 
@@ -414,7 +457,8 @@ class ForwardForwardUnsupervised(_UnsupervisedFF):
         w = self.net.layers[0].weight.detach().float().cpu()[:64]
         w = w.view(-1, hp.in_channels, hp.image_size, hp.image_size).mean(1)
         return weight_grid(w, Path(folder) / "receptive_fields.png",
-                           title="Unsupervised Forward-Forward: first-layer weights of 64 units")
+                           title="Unsupervised Forward-Forward: first-layer weights of units 0-63 (by index, "
+                                 "not selected), each on its own scale (red +, blue −)")
 
 
 @register_model("forward_forward_localrf")
@@ -455,8 +499,8 @@ class ForwardForwardLocalRF(_UnsupervisedFF):
             fields = layer.dense_weight()[:, units].T.float().cpu()
         fields = fields.view(-1, hp.in_channels, side, side).sum(1)
         return weight_grid(fields, Path(folder) / "receptive_fields.png", cols=5,
-                           title=f"Local receptive fields ({hp.kernel_size} x {hp.kernel_size}) of 25 first-layer "
-                                 "units, in place on the image")
+                           title=f"Local receptive fields ({hp.kernel_size} x {hp.kernel_size}) of the first-layer "
+                                 "units at a 5 x 5 grid of evenly spaced map positions, in place on the image")
 
 
 @register_model("locally_connected")
