@@ -95,8 +95,7 @@ class ForwardForward(_FFModule):
         num_classes: labels written into the image.
         threshold: θ in p = σ(G − θ); None means the number of units in the layer (the reference code).
         negatives: how each wrong label is drawn: `hard` from the softmax read-out's predictions with the
-            true label excluded (Hinton's Matlab code; §3.3 reports it takes about a third as many epochs),
-            or `uniform` among the wrong labels.
+            true label excluded (Hinton's Matlab code), or `uniform` among the wrong labels.
         peer_norm: λ of peer normalisation, the term λ·(m̄ − m_j) added to each unit's gradient (0 turns
             it off; see `PeerNorm`); peer_momentum: the running mean's decay.
         relu_full_grad: pass gradients through the ReLU unchanged, as the Matlab code does.
