@@ -58,7 +58,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20, help="sampler steps (and CD steps)")
     p.add_argument("--langevin-steps", type=int, default=10)
     p.add_argument("--eta", type=float, default=20.0,
-                   help="Langevin_eta; η_max = eta · mean σ² as in the official code")
+                   help="the official Langevin_eta, η_max = eta · mean σ² (ours: η_max / chains at T = chains)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads for both (default: torch's)")
@@ -74,20 +74,22 @@ def main() -> None:
     ref.load_state_dict(ours.state_dict())  # the same W, b, μ, log σ²
     v0 = torch.randn(a.chains, a.visible, device=a.device)
     eta = a.eta * float(ours.var.detach().mean())
+    # the official step with B chains (batch-mean energy gradient, unscaled noise) is ours at η / B and T = B
+    glkw = dict(eta=eta / a.chains, temperature=a.chains)
     K, T = a.langevin_steps, a.steps
 
     def our_cd():
         pos, neg = ChainStats(ours), ChainStats(ours)
         pos.add(v0, sample_bernoulli(ours.p_h_given_v(v0)))
-        ours.gibbs_langevin(torch.randn_like(v0), T, K, eta, stats=neg)
+        ours.gibbs_langevin(torch.randn_like(v0), T, K, stats=neg, **glkw)
         gp, gn = pos.grad(ours), neg.grad(ours)
         for k, q in ours.named_parameters():
             q.grad = gp[k] - gn[k]
 
     cases = {
-        "Gibbs-Langevin": (lambda: ours.gibbs_langevin(v0, T, K, eta),
+        "Gibbs-Langevin": (lambda: ours.gibbs_langevin(v0, T, K, **glkw),
                            lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=T)),
-        "Gibbs-Langevin + MH": (lambda: ours.gibbs_langevin(v0, T, K, eta, mh_from=0),
+        "Gibbs-Langevin + MH": (lambda: ours.gibbs_langevin(v0, T, K, mh_from=0, **glkw),
                                 lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=0)),
         "Gibbs": (lambda: ours.gibbs(v0, T), lambda: ref.Gibbs_sampling_vh(v0, T)),
         "CD step (Gibbs-Langevin)": (our_cd, lambda: ref.CD_grad(v0)),

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, round_trip, run_zoo
+from conftest import round_trip
 
 import zoo
 from zoo.models.grbm import GMM2DDataModule, GRBMModule
@@ -136,38 +136,103 @@ def test_gibbs_sampler_reaches_the_exact_marginal(tiny):
 def test_gibbs_langevin_reaches_the_exact_marginal(tiny):
     g = torch.Generator().manual_seed(1)
     v0 = torch.randn(10000, 2, generator=g, dtype=torch.float64)
-    _, h = tiny.gibbs_langevin(v0, steps=20, langevin_steps=40, eta=0.05, anneal=False, drift=1.0, generator=g)
+    _, h = tiny.gibbs_langevin(v0, steps=20, langevin_steps=40, eta=0.05, anneal=False, generator=g)
     assert _tv(h, tiny) < 0.03
 
 
-def _literal_langevin(m: GRBM, v, h, etas, d, noise):
-    """The K Langevin steps one by one, v ← v − η d ∇_v E(v, h) + √(2η) ξ."""
+class _PerChainDraws:
+    """Stands in for torch.rand / torch.randn: call j draws a table of `rows` rows from seed `seed` + j and returns
+    its first n, so chain i gets the same random numbers whether n or more chains run beside it."""
+
+    def __init__(self, draw, rows: int, seed: int):
+        self.draw, self.rows, self.seed, self.calls = draw, rows, seed, 0
+
+    def __call__(self, shape, generator=None, device=None, dtype=None):
+        self.calls += 1
+        g = torch.Generator().manual_seed(self.seed + self.calls)
+        return self.draw((self.rows, *shape[1:]), generator=g, dtype=dtype)[: shape[0]]
+
+
+def _h_draws(m: GRBM, chains: int, seed: int, draws: int = 20480, **kw) -> torch.Tensor:
+    """`draws` hidden states from `chains` chains: 20 steps from noise, then every 5th step."""
+    g = torch.Generator().manual_seed(seed)
+    v, _ = m.gibbs_langevin(torch.randn(chains, 2, generator=g, dtype=torch.float64), 20, generator=g, **kw)
+    out = []
+    for _ in range(draws // chains):
+        v, h = m.gibbs_langevin(v, 5, generator=g, **kw)
+        out.append(h)
+    return torch.cat(out)
+
+
+def test_gibbs_langevin_does_not_depend_on_the_number_of_chains(tiny, monkeypatch):
+    """What a chain does depends on its own state and random numbers only: (a) with the same draws per chain, the
+    first 64 of 2,048 chains follow exactly the trajectories of 64 chains alone (the reference code's gradient of
+    the batch-mean energy would move them 32x less); (b) with 64 chains or with 2,048, the unadjusted sampler at the
+    paper's T = 1 reaches the exact marginal p(h) of the 2-D model (with the reference code's 1/B drift, the noise
+    would swamp the drift and the chains wander off: TV ≈ 0.4)."""
+    kw = dict(langevin_steps=40, eta=0.05, anneal=False)
+    v0 = torch.randn(2048, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64) * 3
+    runs, randn, rand = {}, torch.randn, torch.rand
+    with monkeypatch.context() as patch:
+        for n in (64, 2048):
+            patch.setattr(torch, "randn", _PerChainDraws(randn, 2048, 0))
+            patch.setattr(torch, "rand", _PerChainDraws(rand, 2048, 10**6))
+            runs[n] = tiny.gibbs_langevin(v0[:n], steps=30, **kw)
+    (v_few, h_few), (v_many, h_many) = runs[64], runs[2048]
+    assert torch.equal(h_few, h_many[:64])
+    assert torch.allclose(v_few, v_many[:64], rtol=0, atol=1e-12)
+    assert not torch.allclose(v_many[:64], v0[:64], atol=0.5)  # and the chains did move
+    for n, seed in ((64, 5), (2048, 6)):
+        assert _tv(_h_draws(tiny, n, seed, **kw), tiny) < 0.03, n
+
+
+def _literal_langevin(m: GRBM, v, h, etas, temperature, noise):
+    """The K Langevin steps one by one, v ← v − η ∇_v E(v, h) + √(2ηT) ξ."""
     for eta, xi in zip(etas, noise):
-        v = v - eta * d * m.energy_grad_v(v, h) + math.sqrt(2 * eta) * xi
+        v = v - eta * m.energy_grad_v(v, h) + math.sqrt(2 * eta * temperature) * xi
+    return v
+
+
+def _official_langevin(m: GRBM, v, h, etas, noise):
+    """The reference code's K steps: the gradient of the energy averaged over the B rows, the noise √(2η) ξ."""
+    for eta, xi in zip(etas, noise):
+        v = v - eta * m.energy_grad_v(v, h) / len(v) + math.sqrt(2 * eta) * xi
     return v
 
 
 def test_langevin_kernel_is_the_composition_of_the_steps(tiny):
-    etas, d = cosine_steps(0.7, 6), 0.5
+    etas, temp = cosine_steps(0.7, 6), 2.0
     v, h = torch.randn(5, 2, dtype=torch.float64), H_STATES[[1, 3, 4, 6, 7]]
     noise = torch.randn(6, 5, 2, dtype=torch.float64)
-    A, c, s = tiny.langevin_kernel(etas, d)
-    beta = torch.stack([torch.stack([1 - e * d / tiny.var for e in etas[k + 1:]]).prod(0) if k + 1 < 6
+    A, c, s = tiny.langevin_kernel(etas, temp)
+    beta = torch.stack([torch.stack([1 - e / tiny.var for e in etas[k + 1:]]).prod(0) if k + 1 < 6
                         else torch.ones(2, dtype=torch.float64) for k in range(6)])  # Π_{j>k} α_j
-    composed = A * v + c * tiny.mean_v_given_h(h) + (beta[:, None] * torch.tensor(etas)[:, None, None].mul(2).sqrt()
-                                                      * noise).sum(0)
-    assert torch.allclose(composed, _literal_langevin(tiny, v, h, etas, d, noise), atol=1e-12)
-    # and the spread of v_K given v_0: s² = Σ β_k² 2η_k
-    assert torch.allclose(s.pow(2), (beta.pow(2) * 2 * torch.tensor(etas, dtype=torch.float64)[:, None]).sum(0))
+    scale = torch.tensor(etas, dtype=torch.float64)[:, None, None].mul(2 * temp).sqrt()
+    composed = A * v + c * tiny.mean_v_given_h(h) + (beta[:, None] * scale * noise).sum(0)
+    assert torch.allclose(composed, _literal_langevin(tiny, v, h, etas, temp, noise), atol=1e-12)
+    # and the spread of v_K given v_0: s² = Σ β_k² 2η_k T
+    assert torch.allclose(s.pow(2), (beta.pow(2) * 2 * temp * torch.tensor(etas, dtype=torch.float64)[:, None]).sum(0))
 
 
-def _log_q(m, v_from, h_from, v_to, h_to, etas, d):
+def test_official_step_is_eta_over_batch_at_temperature_batch(tiny):
+    """The reference code's step η_ref with B chains (gradient averaged over the batch, noise not) is the
+    per-chain step η_ref / B at T = B, move for move; at another B it would be another sampler."""
+    B, etas_ref = 5, cosine_steps(20 * float(tiny.var.detach().mean()), 10)
+    v, h = torch.randn(B, 2, dtype=torch.float64), H_STATES[[1, 3, 4, 6, 7]]
+    noise = torch.randn(10, B, 2, dtype=torch.float64)
+    ours = _literal_langevin(tiny, v, h, [e / B for e in etas_ref], B, noise)
+    assert torch.allclose(ours, _official_langevin(tiny, v, h, etas_ref, noise), atol=1e-12)
+    assert torch.allclose(tiny.langevin_kernel(cosine_steps(20 / B * float(tiny.var.detach().mean()), 10), B)[0],
+                          tiny.langevin_kernel([e / B for e in etas_ref], B)[0], atol=1e-12)
+
+
+def _log_q(m, v_from, h_from, v_to, h_to, etas, temp):
     """log q(v', h' | v, h) by brute force: the mean and variance of the K literal steps by recursion, and
     log p(h' | v') from the enumerated posterior."""
     mean, var, target = v_from, torch.zeros_like(v_from), m.mean_v_given_h(h_from)
     for eta in etas:
-        a = 1 - eta * d / m.var
-        mean, var = a * mean + eta * d / m.var * target, a.pow(2) * var + 2 * eta
+        a = 1 - eta / m.var
+        mean, var = a * mean + eta / m.var * target, a.pow(2) * var + 2 * eta * temp
     log_v = torch.distributions.Normal(mean, var.sqrt()).log_prob(v_to).sum(1)
     e = torch.stack([m.energy(v_to, hh.expand(len(v_to), 3)) for hh in H_STATES], 1)
     post = torch.log_softmax(-e, 1)
@@ -175,17 +240,17 @@ def _log_q(m, v_from, h_from, v_to, h_to, etas, d):
 
 
 def test_metropolis_hastings_ratio_is_its_definition(tiny):
-    etas, d = cosine_steps(0.9, 4), 0.3
+    etas, temp = cosine_steps(0.27, 4), 1 / 0.3
     g = torch.Generator().manual_seed(3)
     v0, v1 = (torch.randn(6, 2, generator=g, dtype=torch.float64) * 2 for _ in range(2))
     h0, h1 = H_STATES[torch.randint(0, 8, (6,), generator=g)], H_STATES[torch.randint(0, 8, (6,), generator=g)]
     pack = lambda v, h: (v, h, tiny.mean_v_given_h(h), tiny.hidden_logits(v))  # noqa: E731
-    kernel = tiny.langevin_kernel(etas, d)
+    kernel = tiny.langevin_kernel(etas, temp)
     with torch.no_grad():
         got = tiny.gibbs_langevin_log_ratio(pack(v0, h0), pack(v1, h1), kernel)
         back = tiny.gibbs_langevin_log_ratio(pack(v1, h1), pack(v0, h0), kernel)
-        want = (-tiny.energy(v1, h1) + _log_q(tiny, v1, h1, v0, h0, etas, d)
-                + tiny.energy(v0, h0) - _log_q(tiny, v0, h0, v1, h1, etas, d))
+        want = (-tiny.energy(v1, h1) + _log_q(tiny, v1, h1, v0, h0, etas, temp)
+                + tiny.energy(v0, h0) - _log_q(tiny, v0, h0, v1, h1, etas, temp))
     assert torch.allclose(got, want, atol=1e-10)
     assert torch.allclose(got, -back, atol=1e-10)  # detailed balance: r(x→x') r(x'→x) = 1
 
@@ -195,7 +260,7 @@ def test_metropolis_adjustment_keeps_the_model_invariant_with_a_huge_step(tiny):
     the chain samples a much wider distribution; with it, the exact marginal of h and the exact mean of v."""
     g = torch.Generator().manual_seed(4)
     v0 = torch.randn(10000, 2, generator=g, dtype=torch.float64)
-    kw = dict(steps=30, langevin_steps=5, eta=0.9, anneal=False, drift=1.0, generator=g)
+    kw = dict(steps=30, langevin_steps=5, eta=0.9, anneal=False, generator=g)
     v_raw, h_raw = tiny.gibbs_langevin(v0, **kw)
     stats = ChainStats(tiny)
     v_mh, h_mh = tiny.gibbs_langevin(v0, mh_from=0, stats=stats, **kw)
@@ -248,8 +313,8 @@ def test_learning_a_mixture_raises_the_held_out_likelihood():
     dm = GMM2DDataModule(num_samples=400, test_samples=400, batch_size=100)
     dm.setup()
     torch.manual_seed(0)
-    module = GRBMModule(visible=2, hidden=8, image_shape=None, cd_steps=20, langevin_eta=10.0, mh_from=0,
-                        lr=0.05, fid_features=None)
+    module = GRBMModule(visible=2, hidden=8, image_shape=None, cd_steps=20, langevin_eta=0.1, langevin_temperature=100,
+                        mh_from=0, lr=0.05, fid_features=None)
 
     def nll():
         with torch.no_grad():
@@ -350,21 +415,10 @@ def test_analyse_points(tmp_path):
     dm = GMM2DDataModule(num_samples=200, val_samples=100, test_samples=300)
     torch.manual_seed(0)
     module = GRBMModule(visible=2, hidden=8, image_shape=None, sample_chains=100, sample_steps=10, fid_features=None,
-                        fid_samples=300, mh_from=0, langevin_eta=10.0)
+                        fid_samples=300, mh_from=0, langevin_eta=0.1, langevin_temperature=100)
     out = module.analyse(tmp_path, dm)
     m = out["metrics"]
     assert {"gibbs_langevin/mmd2", "gibbs/mmd2", "gibbs_langevin/tv_to_model", "gibbs/tv_to_model",
             "exact_draws/tv_to_model", "test/nll", "test/nll_true_mixture"} <= set(m)
     assert m["test/nll"] > m["test/nll_true_mixture"]
     assert (tmp_path / "density.png").stat().st_size > 1000
-
-
-def test_fit_through_the_cli_and_ddp(idx_dir, tmp_path):
-    """`zoo fit` on the 2-D mixture recipe (fast_dev_run), and two DDP steps of the Fashion-MNIST recipe on the
-    fixture IDX files on 2 CPU processes."""
-    run_zoo("fit", "--config", "configs/grbm/gmm2d.yaml", "--trainer.fast_dev_run=2", "--trainer.logger=false",
-            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'gmm'}",
-            "--model.init_args.cd_steps=5")
-    ckpt = cli_fit("configs/grbm/fmnist.yaml", idx_dir, tmp_path / "ddp", "--model.init_args.hidden=32",
-                   "--model.init_args.cd_steps=3", ddp=True)
-    assert set(ckpt["state_dict"]) == {"grbm.W", "grbm.b", "grbm.mu", "grbm.log_var"}

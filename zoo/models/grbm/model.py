@@ -229,18 +229,20 @@ class GRBM(nn.Module):
                     stats.add(v, h)
         return v, h
 
-    def langevin_kernel(self, etas: list[float], drift: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The K Langevin steps on v given h, v ← v − η_k d ∇_v E(v, h) + √(2η_k) ξ_k, are linear in v because
-        E is quadratic in v: with m = μ + W h and α_k = 1 − η_k d / σ²,
-            v_K = A v_0 + c ⊙ m + Σ_k β_k √(2η_k) ξ_k,   β_k = Π_{j>k} α_j,  A = Π_k α_k,  c = Σ_k β_k η_k d / σ²,
-        i.e. v_K ~ N(A v_0 + c ⊙ m, diag s²) with s² = Σ_k β_k² 2η_k. Returns (A, c, s) per visible unit."""
+    def langevin_kernel(self, etas: list[float], temperature: float = 1.0
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The K Langevin steps on v given h, v ← v − η_k ∇_v E(v, h) + √(2 η_k T) ξ_k, are linear in v because
+        E is quadratic in v: with m = μ + W h and α_k = 1 − η_k / σ²,
+            v_K = A v_0 + c ⊙ m + Σ_k β_k √(2 η_k T) ξ_k,   β_k = Π_{j>k} α_j,  A = Π_k α_k,  c = Σ_k β_k η_k / σ²,
+        i.e. v_K ~ N(A v_0 + c ⊙ m, diag s²) with s² = Σ_k β_k² 2 η_k T. Returns (A, c, s) per visible unit.
+        Nothing here depends on the number of chains."""
         var = self.var.detach()
         eta = torch.tensor(etas, dtype=var.dtype, device=var.device)[:, None]  # [K, 1]
-        alpha = 1 - eta * drift / var  # [K, V]
+        alpha = 1 - eta / var  # [K, V]
         beta = torch.cat([alpha.flip(0).cumprod(0).flip(0)[1:], torch.ones_like(var)[None]])  # Π_{j>k} α_j
         A = alpha.prod(0)
-        c = (beta * eta * drift / var).sum(0)
-        s = (beta.pow(2) * 2 * eta).sum(0).sqrt()
+        c = (beta * eta / var).sum(0)
+        s = (beta.pow(2) * 2 * eta * temperature).sum(0).sqrt()
         return A, c, s
 
     @staticmethod
@@ -273,29 +275,30 @@ class GRBM(nn.Module):
 
     @torch.no_grad()
     def gibbs_langevin(self, v: torch.Tensor, steps: int, langevin_steps: int = 10, eta: float = 1.0,
-                       anneal: bool = True, drift: float | None = None, mh_from: int | None = None,
+                       anneal: bool = True, temperature: float = 1.0, mh_from: int | None = None,
                        generator: torch.Generator | None = None, stats: ChainStats | None = None,
                        burn_in: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gibbs-Langevin sampling (§4): h ~ p(h|v), then `langevin_steps` Langevin steps on v under E(v, h),
-        v ← v − η_t d ∇_v E(v, h) + √(2 η_t) ξ, with η_t the cosine schedule from `eta` (or constant `eta`).
+        """Gibbs-Langevin sampling (§4): h ~ p(h|v), then `langevin_steps` Langevin steps on v under E(v, h), each
+        chain on its own, v ← v − η_t ∇_v E(v, h) + √(2 η_t T) ξ, with η_t the cosine schedule from `eta` (or
+        constant `eta`). T = 1 is the paper's equation, whose unadjusted steps target p(v | h) ∝ exp(−E(v, h)).
 
         The K steps given h are drawn in one go from their exact Gaussian composition (`langevin_kernel`); that
         is the same Markov kernel as running them one by one, and m = μ + W h is computed once per step, so a
         step costs two matrix products whatever K is.
 
-        drift: d. None keeps the reference code's d = 1/B (B = the number of chains, its energy gradient is
-            averaged over the batch), which its published step sizes (η = 20 · mean σ²) assume; it makes the
-            Langevin moves target exp(−E/B) given h. d = 1 is Langevin on the GRBM itself.
+        eta, temperature: η and T per chain. The reference code takes the gradient of the energy averaged over
+            its B chains but adds the noise √(2 η_ref) ξ unscaled, so its step η_ref is η = η_ref / B at T = B
+            here: its recipes (η_ref = 20 · mean σ² at batch 512) are η = 20/512 · mean σ², T = 512, the same
+            moves as there at that batch size, and the same per-chain moves at any other number of chains.
         mh_from: from this step on, each chain's move (v, h) -> (v', h') is accepted with the Metropolis-Hastings
             probability for the GRBM's own p(v, h) ∝ exp(−E(v, h)) (`gibbs_langevin_log_ratio`), else the chain
-            stays: the adjusted chain leaves the model invariant whatever η and d are. (The reference code's commit
+            stays: the adjusted chain leaves the model invariant whatever η and T are. (The reference code's commit
             b1ea462 also divides this energy by B, so its adjusted chain targets exp(−E/B); run on CPU with its
             own 2-D mixture config, that version drives one σ² to ~1e-3 within 10 epochs, while the target
             exp(−E), as before that commit, trains.)
         stats: receives every state from step `burn_in` on, and the MH acceptance counts."""
-        d = 1.0 / v.shape[0] if drift is None else float(drift)
         etas = cosine_steps(eta, langevin_steps) if anneal else [eta] * langevin_steps
-        kernel = A, c, s = self.langevin_kernel(etas, d)
+        kernel = A, c, s = self.langevin_kernel(etas, temperature)
         _, prec, Wp, Wt, b = self._chain_constants()
         mu, half_prec, inv_s2 = self.mu.detach(), 0.5 * prec, s.pow(-2)
         with few_threads_for_small(v.shape[0] * self.W.numel()):

@@ -58,9 +58,12 @@ class GRBMModule(ZooModule):
             value, or one per image channel (CelebA).
         sampler: "gibbs_langevin" (the paper's) or "gibbs", for the negative chains.
         cd_steps, cd_burnin: chain length from noise and the steps left out of the statistics.
-        langevin_steps, langevin_eta, langevin_anneal: K inner steps with η_max = langevin_eta · mean σ² on a
-            cosine schedule (or constant).
-        langevin_drift: d in v ← v − η d ∇E + √(2η) ξ; None is the reference code's 1/(number of chains).
+        langevin_steps, langevin_eta, langevin_anneal, langevin_temperature: K inner steps of the paper's
+            v ← v − η ∇_v E(v, h) + √(2ηT) ξ on every chain alike, η on a cosine schedule from
+            η_max = langevin_eta · mean σ² (or constant), T = langevin_temperature (1: the paper's equation). The
+            reference code averages the energy gradient over its B chains and not the noise, so its Langevin_eta
+            is langevin_eta · B at T = B: the defaults, 20/512 and 512, are its recipes' 20 at their batch 512,
+            and keep those moves whatever the number of chains here.
         mh_from: the Metropolis-Hastings adjustment from this chain step on (None: never).
         mh_warmup_epochs: epochs at the start without the adjustment.
         lr, clip_norm, weight_decay: SGD (momentum 0), gradient-norm clip, weight decay on W only.
@@ -83,8 +86,8 @@ class GRBMModule(ZooModule):
                  image_shape: list[int] | None = [1, 28, 28], data_mean: float | list[float] = 0.0,
                  data_std: float | list[float] = 1.0,
                  sampler: Literal["gibbs_langevin", "gibbs"] = "gibbs_langevin", cd_steps: int = 100,
-                 cd_burnin: int = 0, langevin_steps: int = 10, langevin_eta: float = 20.0,
-                 langevin_anneal: bool = True, langevin_drift: float | None = None, mh_from: int | None = None,
+                 cd_burnin: int = 0, langevin_steps: int = 10, langevin_eta: float = 20 / 512,
+                 langevin_anneal: bool = True, langevin_temperature: float = 512.0, mh_from: int | None = None,
                  mh_warmup_epochs: int = 0, lr: float = 0.01, clip_norm: float = 10.0, weight_decay: float = 0.0,
                  sample_chains: int = 100, sample_steps: int = 100, fid_features: str | None = "kd-fmnist-teacher",
                  fid_samples: int = 1000, levels: int | None = None, ais_chains: int = 100, ais_steps: int = 0,
@@ -153,7 +156,7 @@ class GRBMModule(ZooModule):
             return self.grbm.gibbs(v, steps, generator, stats, burn_in)
         eta = hp.langevin_eta * float(self.grbm.var.detach().mean())
         mh_from = 0 if sampler == "gibbs_langevin_mh" else self._mh_from()
-        return self.grbm.gibbs_langevin(v, steps, hp.langevin_steps, eta, hp.langevin_anneal, hp.langevin_drift,
+        return self.grbm.gibbs_langevin(v, steps, hp.langevin_steps, eta, hp.langevin_anneal, hp.langevin_temperature,
                                         mh_from, generator, stats, burn_in)
 
     @torch.no_grad()
