@@ -18,7 +18,7 @@ class LinearReconstructor(nn.Module):
 
     def __init__(self, num_classes: int = 10, dim: int = 8):
         super().__init__()
-        self.num_classes, self.dim = num_classes, dim
+        self.num_classes, self.dim, self.loss_kind = num_classes, dim, "cross_entropy"
         self.classifier = nn.Linear(784, num_classes)
         self.encoder = nn.Linear(784, num_classes * dim)
         self.decoder = nn.Linear(num_classes * dim, 784)
@@ -32,6 +32,8 @@ class LinearReconstructor(nn.Module):
         return scores, torch.sigmoid(self.decoder(self.encoder(flat) * mask)).view_as(x)
 
     def class_loss(self, scores, y):
+        if self.loss_kind == "cw":
+            return adv.cw_margin(scores, y)
         return F.cross_entropy(scores, y, reduction="none")
 
 
@@ -66,6 +68,60 @@ def test_fgsm_is_one_signed_gradient_step_by_hand(model, test_batch):
     t = adv.random_targets(y, 10, torch.Generator().manual_seed(0))
     grad_t = ((p - F.one_hot(t, 10)) @ model.classifier.weight).view_as(x)
     assert torch.allclose(adv.fgsm(model, x, y, EPS, target=t), (x - EPS * grad_t.sign()).clamp(0, 1), atol=1e-6)
+
+
+def test_cw_margin_by_hand():
+    scores = torch.tensor([[0.2, 0.5, 0.1], [3.0, -1.0, 2.0]])
+    assert adv.cw_margin(scores, torch.tensor([0, 0])).tolist() == pytest.approx([0.3, -1.0])
+    assert adv.cw_margin(scores, torch.tensor([1, 2])).tolist() == pytest.approx([-0.3, 1.0])
+
+
+def test_targeted_fgsm_on_the_cw_margin_by_hand(model, test_batch):
+    """Linear scores Wx + b: ∇x (s_j* − s_t) = W_j* − W_t, j* the best class other than the target."""
+    x, y = test_batch
+    t = adv.random_targets(y, 10, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        s = model.classifier(x.flatten(1))
+    rival = s.masked_fill(F.one_hot(t, 10).bool(), -math.inf).argmax(1)
+    grad = (model.classifier.weight[rival] - model.classifier.weight[t]).view_as(x)
+    model.loss_kind = "cw"
+    try:
+        got = adv.fgsm(model, x, y, EPS, target=t)
+    finally:
+        model.loss_kind = "cross_entropy"
+    assert torch.allclose(got, (x - EPS * grad.sign()).clamp(0, 1), atol=1e-6)
+
+
+def test_an_attack_fixes_its_own_steps(model, test_batch):
+    x, y = test_batch
+    assert adv.ATTACKS["pgd_40"].steps == 40 and adv.ATTACKS["pgd_untargeted"].targeted is False
+    forty = adv.attack(model, x, y, "pgd_40", eps=EPS, steps=10, generator=torch.Generator().manual_seed(0))
+    again = adv.attack(model, x, y, "pgd", eps=EPS, steps=40, generator=torch.Generator().manual_seed(0))
+    ten = adv.attack(model, x, y, "pgd", eps=EPS, steps=10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(forty, again) and not torch.equal(forty, ten)
+
+
+def test_union_thresholds_by_hand():
+    """Detector A scores image i as i, detector B as 9 − i. Each alone at 20% flags two images (A: 8, 9; B: 0, 1),
+    their union four; jointly both thresholds sit at the 9th-lowest score and the union flags images 0 and 9."""
+    scores = torch.stack([torch.arange(10.0), 9 - torch.arange(10.0)])
+    separate = torch.stack([s > torch.quantile(s, 0.8) for s in scores]).any(0)
+    assert separate.float().mean() == pytest.approx(0.4)
+    thresholds = adv.fit_union(scores, 0.2)
+    assert thresholds.tolist() == [8.0, 8.0]
+    assert adv.flag_union(scores, thresholds).nonzero().flatten().tolist() == [0, 9]
+    # 30% cannot be met exactly: images 1 and 8 tie at the next rank, so the union stays at 20%
+    assert adv.flag_union(scores, adv.fit_union(scores, 0.3)).float().mean() == pytest.approx(0.2)
+
+
+def test_union_flags_five_percent_of_its_calibration_set():
+    g = torch.Generator().manual_seed(0)
+    shared = torch.randn(1, 5000, generator=g)
+    scores = torch.cat([shared + torch.randn(2, 5000, generator=g), torch.rand(1, 5000, generator=g)])
+    separate = torch.stack([s > torch.quantile(s, 0.95) for s in scores]).any(0).float().mean()
+    assert separate > 0.09  # three detectors at 5% each flag far more than 5% together
+    rate = adv.flag_union(scores, adv.fit_union(scores, 0.05)).float().mean()
+    assert 0.05 - 3 / 5000 <= rate <= 0.05 + 1e-6
 
 
 @pytest.mark.parametrize("name", list(adv.ATTACKS))
@@ -177,7 +233,7 @@ def test_detection_report(model, fixture_data, tmp_path, capsys):
     judge = nn.Sequential(nn.Flatten(), model.classifier)  # the attacked classifier itself: every success deflects
     out = adv.detection_report(model, fixture_data, tmp_path, judge=judge,
                                attacks=("fgsm", "pgd", "reconstructive", "defence_aware"), eps=0.3, steps=5,
-                               num_examples=40, name="linear")
+                               detector_weights=(1.0,), num_examples=40, name="linear")
     m = out["metrics"]
     for a in ("fgsm", "pgd", "reconstructive", "defence_aware"):
         for key in ("success", "detect", "undetected", "auroc", "detect_local", "detect_cycle", "detect_any"):
@@ -187,7 +243,8 @@ def test_detection_report(model, fixture_data, tmp_path, capsys):
     assert m["reconstructive_undetected"] > m["pgd_undetected"]
     assert m["pgd_success"] > 0.8
     assert m["threshold"] == float(model.detection_threshold)
-    assert 0.05 <= m["fpr_any"] <= 0.15 + 1e-9
+    assert 0.05 - 3 / 40 <= m["fpr_any"] <= 0.05 + 1e-6 < m["fpr_any_separate"] <= 0.15 + 1e-6
+    assert m["reconstructive_weight"] == 1.0 and "pgd_weight" not in m
     assert 0.5 < m["clean_acc"] <= 1
     table = next(iter(out["tables"].values()))
     assert "| linear |" in table and table.count("\n") == 5
@@ -196,6 +253,19 @@ def test_detection_report(model, fixture_data, tmp_path, capsys):
     assert capsys.readouterr().out.count("detection report:") == 4
     again = adv.detection_report(model, fixture_data, tmp_path, attacks=("pgd",), eps=0.3, steps=5, num_examples=40)
     assert again["metrics"]["pgd_success"] == m["pgd_success"] and "pgd_deflect" not in again["metrics"]
+
+
+def test_detection_report_keeps_the_strongest_detector_weight_and_its_own_settings(model, fixture_data, tmp_path):
+    kw = {"eps": 0.3, "steps": 5, "num_examples": 40}
+    each = {w: adv.detection_report(model, fixture_data, tmp_path, attacks=("reconstructive",), detector_weights=(w,),
+                                    **kw)["metrics"]["reconstructive_undetected"] for w in (0.0, 5.0)}
+    out = adv.detection_report(model, fixture_data, tmp_path, detector_weights=(0.0, 5.0), **kw,
+                               attacks=("reconstructive", "pgd", "pgd_untargeted", "pgd_40_untargeted"))
+    m = out["metrics"]
+    assert m["reconstructive_undetected"] == max(each.values())
+    assert m["reconstructive_weight"] == max(each, key=each.get)
+    assert any("weight sweep" in title for title in out["tables"])
+    assert m["pgd_40_untargeted_success"] >= m["pgd_untargeted_success"] >= m["pgd_success"]
 
 
 def test_attacks_run_under_inference_mode(model, test_batch):

@@ -87,19 +87,25 @@ def test_cnn_cr_masks_its_hidden_layer_by_class_and_cnn_r_ignores_the_class():
 
 
 def test_losses_by_hand():
-    cnn = tiny("cnn_cr")
     logits = torch.tensor([[0.0, math.log(3.0), 0.0], [2.0, 0.0, 0.0]])
+    # the attack loss by default: the best other score minus the class's, on logits as on capsule lengths
+    assert tiny("cnn_cr").class_loss(logits, torch.tensor([1, 2])).tolist() == pytest.approx([-math.log(3.0), 2.0])
+    cnn = tiny("cnn_r", attack_loss="cross_entropy")
     want = [-math.log(3 / 5), -math.log(1 / (math.exp(2) + 2))]  # softmax(0, ln 3, 0)[1] = 3/5
     assert cnn.class_loss(logits, torch.tensor([1, 2])).tolist() == pytest.approx(want)
     caps = tiny("capsnet")
     lengths = torch.tensor([[0.5, 0.3, 0.0], [0.95, 0.05, 0.2]])
     y = torch.tensor([0, 0])
     assert caps.training_class_loss(lengths, y).tolist() == pytest.approx([0.4**2 + 0.5 * 0.2**2, 0.5 * 0.1**2])
-    assert caps.class_loss(lengths, y).tolist() == pytest.approx(F.cross_entropy(lengths, y, reduction="none").tolist())
+    assert caps.class_loss(lengths, y).tolist() == pytest.approx([0.3 - 0.5, 0.2 - 0.95])
+    ce = tiny("capsnet", attack_loss="cross_entropy")
+    assert ce.class_loss(lengths, y).tolist() == pytest.approx(F.cross_entropy(lengths, y, reduction="none").tolist())
     margin = tiny("capsnet", attack_loss="margin")
     assert torch.allclose(margin.class_loss(lengths, y), caps.training_class_loss(lengths, y))
     with pytest.raises(ValueError):
         tiny("capsnet", attack_loss="hinge")
+    with pytest.raises(ValueError):
+        tiny("cnn_cr", attack_loss="margin")
     # training objective: margin loss + 0.0005 x summed squared error, the decoder fed the true class
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():

@@ -6,6 +6,7 @@ A model here is any module with
     `scores_and_reconstruction(x, y=None) -> (scores [B, K], recon [B, C, H, W] in [0, 1])`, differentiable in x,
         the reconstruction conditioned on class y when given, else on the predicted class;
     `class_loss(scores, y) -> [B]`, the per-example loss an attacker pushes up (or, towards a target, down);
+        `cw_margin` (below) is the same function of capsule lengths and of logits, so attacks on both compare;
     a buffer `detection_threshold` (the DARCCC threshold, stored with the checkpoint; NaN until fitted).
 
 Attacks. One projected signed-gradient routine (`projected_gradient`) descends a per-example objective inside
@@ -24,7 +25,8 @@ scores, i.e. 5% false positives, the DARCCC convention): the global reconstructi
 the local reconstruction error (the largest L2 error over patch × patch windows; patch = 1 is the largest pixel
 error) and cycle consistency (the class loss of the reconstruction r(x) against the class predicted for x: the
 reconstruction of a clean image is classified as the image was). The "Deflecting" defence flags an input when
-any of the three does.
+any of the three does; three detectors at 5% each flag about 12% of clean images together, so the union gets
+its own thresholds (`fit_union`), calibrated jointly so that it flags 5% of the clean validation images.
 
 Measures per attack: success rate (targeted: classified as the target; untargeted: misclassified), detection
 rate (successful adversarial images that are flagged), undetected success rate (successful and not flagged,
@@ -34,7 +36,8 @@ judge) assigns to the attack's class, i.e. images that really look like the targ
 
 Settings the papers' text leaves to us (the stored copies read here give no more than their abstracts): attacks
 are made on the test images the model classifies correctly, targeted to a class drawn uniformly from the other
-K − 1; step size 2.5ε / steps (Madry et al.'s rule); the detector-term weights default to 1.
+K − 1; step size 2.5ε / steps (Madry et al.'s rule); the class loss (the models' `attack_loss`); the
+detector-term weights (swept, the strongest kept).
 """
 from __future__ import annotations
 
@@ -50,8 +53,9 @@ from torch import nn
 
 __all__ = [
     "ATTACKS", "AttackSpec", "attack", "attack_objective", "projected_gradient", "fgsm", "bim", "pgd",
-    "reconstructive", "defence_aware", "global_error", "local_error", "Detector", "GlobalReconstruction",
-    "LocalReconstruction", "CycleConsistency", "fit_threshold", "attack_success", "detection_rates",
+    "reconstructive", "defence_aware", "cw_margin", "global_error", "local_error", "Detector",
+    "GlobalReconstruction", "LocalReconstruction", "CycleConsistency", "fit_threshold", "fit_union", "flag_union",
+    "attack_success", "detection_rates",
     "deflection_rate", "detection_auroc", "random_targets", "detection_report",
 ]
 
@@ -78,23 +82,44 @@ def projected_gradient(objective: Objective, x: torch.Tensor, *, eps: float, ste
     return adv.detach()
 
 
+def cw_margin(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini & Wagner's margin, max over j ≠ y of s_j minus s_y, per example [B]: negative while y wins. The
+    same function of the class scores for every model (capsule lengths or logits), unlike cross-entropy over
+    10 lengths in [0, 1], which cannot leave [log(1 + 9/e), log(1 + 9e)] ≈ [1.46, 3.24]."""
+    own = scores.gather(1, y[:, None]).squeeze(1)
+    others = scores.masked_fill(F.one_hot(y, scores.shape[1]).bool(), -math.inf)
+    return others.amax(1) - own
+
+
 @dataclass(frozen=True)
 class AttackSpec:
-    """An attack as a schedule and an objective: class loss + recon·global + local·local + cycle·cycle error."""
+    """An attack as a schedule and an objective: class loss + recon·global + local·local + cycle·cycle error.
+    `steps` and `targeted`, when set, override the report's (e.g. a 40-step or an untargeted PGD)."""
 
     single_step: bool = False
     random_start: bool = False
     recon: float = 0.0
     local: float = 0.0
     cycle: float = 0.0
+    steps: int | None = None
+    targeted: bool | None = None
+
+    @property
+    def aims_at_detectors(self) -> bool:
+        return bool(self.recon or self.local or self.cycle)
 
 
 ATTACKS: dict[str, AttackSpec] = {
     "fgsm": AttackSpec(single_step=True),
     "bim": AttackSpec(),
     "pgd": AttackSpec(random_start=True),
+    "pgd_40": AttackSpec(random_start=True, steps=40),
+    "pgd_untargeted": AttackSpec(random_start=True, targeted=False),
+    "pgd_40_untargeted": AttackSpec(random_start=True, steps=40, targeted=False),
     "reconstructive": AttackSpec(recon=1.0),
+    "reconstructive_40": AttackSpec(recon=1.0, steps=40),
     "defence_aware": AttackSpec(recon=1.0, local=1.0, cycle=1.0),
+    "defence_aware_40": AttackSpec(recon=1.0, local=1.0, cycle=1.0, steps=40),
 }
 
 
@@ -124,10 +149,12 @@ def attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, name: str = "pgd"
            target: torch.Tensor | None = None, eps: float = 0.1, steps: int = 10, step_size: float | None = None,
            generator: torch.Generator | None = None, patch: int = 4, **weights: float) -> torch.Tensor:
     """Adversarial images for x (labels y) by the attack `name` of ATTACKS, targeted when `target` is given.
-    `step_size` defaults to 2.5·eps/steps; `weights` (recon, local, cycle) override the spec's detector terms."""
+    `steps` is the attack's own when it fixes one; `step_size` defaults to 2.5·eps/steps; `weights` (recon,
+    local, cycle) override the spec's detector terms."""
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {', '.join(ATTACKS)}")
     spec = replace(ATTACKS[name], **weights)
+    steps = spec.steps or steps
     if spec.single_step:
         steps, step_size = 1, eps
     objective = attack_objective(model, y, target, recon=spec.recon, local=spec.local, cycle=spec.cycle, patch=patch)
@@ -269,6 +296,25 @@ def fit_threshold(model: nn.Module, val_loader: Iterable, fpr: float = 0.05) -> 
     return float(model.detection_threshold)
 
 
+def fit_union(clean_scores: torch.Tensor, fpr: float = 0.05) -> torch.Tensor:
+    """Thresholds [D] for "any of the D detectors fires", calibrated jointly on clean scores [D, N]: every
+    detector at the same rank of its own clean scores, the lowest rank at which the union flags at most fpr·N
+    clean images. An image is flagged when its highest rank over the detectors is above that rank, so the rank is
+    the (⌊fpr·N⌋ + 1)-th largest of these highest ranks (ties between detectors can leave the rate up to D/N
+    below fpr)."""
+    d, n = clean_scores.shape
+    ranks = clean_scores.argsort(1).argsort(1) + 1  # 1 = the lowest clean score of that detector
+    highest = ranks.amax(0).sort(descending=True).values
+    allowed = min(math.floor(fpr * n + 1e-9), n - 1)
+    rank = int(highest[allowed])
+    return clean_scores.sort(1).values[:, rank - 1]
+
+
+def flag_union(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """[B]: any detector's score [D, B] above its threshold [D]."""
+    return (scores > thresholds.to(scores)[:, None]).any(0)
+
+
 # ------------------------------------------------------------------------------------------------ measures
 def attack_success(pred: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Targeted: classified as the target; untargeted: misclassified."""
@@ -331,25 +377,35 @@ def _batched(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+DETECTOR_WEIGHTS = (0.1, 1.0, 10.0)
+
+
 def detection_report(model: nn.Module, datamodule: Any, folder: str | Path, *, judge: str | nn.Module | None = None,
-                     attacks: Iterable[str] = ("fgsm", "bim", "pgd", "reconstructive", "defence_aware"),
-                     eps: float = 0.1,
-                     steps: int = 10, step_size: float | None = None, num_examples: int = 500, targeted: bool = True,
-                     patch: int = 4, fpr: float = 0.05, batch_size: int = 250, seed: int = 0,
+                     attacks: Iterable[str] = ("fgsm", "bim", "pgd", "pgd_40", "pgd_untargeted",
+                                               "pgd_40_untargeted", "reconstructive", "reconstructive_40",
+                                               "defence_aware"),
+                     eps: float = 0.1, steps: int = 10, step_size: float | None = None,
+                     detector_weights: Iterable[float] = DETECTOR_WEIGHTS, num_examples: int = 500,
+                     targeted: bool = True, patch: int = 4, fpr: float = 0.05, batch_size: int = 250, seed: int = 0,
                      name: str | None = None) -> dict[str, Any]:
     """The detection experiment of the three papers, for `analyse()`.
 
-    Fits the three detectors' thresholds on the clean validation images (the global one into
-    `model.detection_threshold`), takes `num_examples` test images (a seeded draw) and attacks those the model
-    classifies correctly with every attack in `attacks` (targets drawn once, seeded, shared by all attacks).
+    Fits the three detectors' thresholds on the clean validation images (each at `fpr`; the global one into
+    `model.detection_threshold`) and, jointly, the thresholds of their union (`fit_union`, `fpr` for the union),
+    takes `num_examples` test images (a seeded draw) and attacks those the model classifies correctly with every
+    attack in `attacks` (targets drawn once, seeded, shared by all targeted attacks; an attack's own `steps` and
+    `targeted` override the arguments). An attack with detector terms runs once per weight in
+    `detector_weights` (its terms scaled by it) and is reported at the weight with the highest undetected success
+    rate against the detectors it aims at (the global one for `reconstructive`, the union for `defence_aware`).
     `judge` (a catalogue name, a module returning logits, or None to skip) measures deflection. Writes
     reconstructions.png and detection_roc.png into `folder`. Returns {"metrics", "tables", "figures"}; metrics
-    are flat (`threshold`, `clean_acc`, `pgd_success`, `pgd_detect`, `pgd_undetected`, `pgd_auroc`, `pgd_deflect`,
-    `pgd_detect_local`, ...); a rate over an empty set (e.g. no successful attack) is left out.
+    are flat (`threshold`, `clean_acc`, `fpr_any`, `pgd_success`, `pgd_detect`, `pgd_undetected`, `pgd_auroc`,
+    `pgd_deflect`, `pgd_detect_local`, `pgd_detect_any`, `reconstructive_weight`, ...); a rate over an empty
+    set (e.g. no successful attack) is left out.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    attacks = list(attacks)
+    attacks, detector_weights = list(attacks), list(detector_weights)
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise ValueError(f"unknown attacks {unknown}; known: {', '.join(ATTACKS)}")
@@ -365,7 +421,8 @@ def detection_report(model: nn.Module, datamodule: Any, folder: str | Path, *, j
         d.fit(s, fpr)
     model.detection_threshold.fill_(detectors[0].threshold)
     detectors[0].threshold = float(model.detection_threshold)  # flag exactly as the stored threshold does
-    val_any = torch.stack([d.flag(s) for d, s in zip(detectors, val)]).any(0)
+    union = fit_union(val, fpr)
+    separate = torch.stack([d.flag(s) for d, s in zip(detectors, val)]).any(0)
 
     test_x, test_y = _images(datamodule.test_dataloader())
     g = torch.Generator().manual_seed(seed)
@@ -376,84 +433,143 @@ def detection_report(model: nn.Module, datamodule: Any, folder: str | Path, *, j
         logits = torch.cat([model.scores_and_reconstruction(x_all[s].to(device))[0].cpu() for s in slices])
     correct = logits.argmax(1) == y_all
     x, y, num_classes = x_all[correct], y_all[correct], logits.shape[1]
-    target = random_targets(y, num_classes, g) if targeted else None
+    targets = random_targets(y, num_classes, g)
     clean = _score_batches(model, (x[s] for s in _batched(len(y), batch_size)), detectors)
     clean_acc = _rate(correct)
 
     metrics: dict[str, float] = {"clean_acc": clean_acc, "threshold": detectors[0].threshold,
                                  "threshold_local": detectors[1].threshold, "threshold_cycle": detectors[2].threshold,
-                                 "fpr_any": _rate(val_any)}
-    results, adversarial = {}, {}
+                                 "fpr_any": _rate(flag_union(val, union)), "fpr_any_separate": _rate(separate),
+                                 **{f"union_threshold_{d.name}": float(t) for d, t in zip(detectors, union)}}
+    results, adversarial, sweep = {}, {}, {}
     for a in attacks:
-        start = time.perf_counter()
-        gen = torch.Generator().manual_seed(seed)
-        adv, pred, adv_scores, judged = [x[:0]], [y[:0]], [clean[:, :0]], []
-        for s in _batched(len(y), batch_size):
-            xb, yb = x[s].to(device), y[s].to(device)
-            tb = target[s].to(device) if target is not None else None
-            adv_b = attack(model, xb, yb, a, target=tb, eps=eps, steps=steps, step_size=step_size, generator=gen,
-                           patch=patch)
-            pred_b, scores_b = _predict_and_score(model, adv_b, detectors)
-            adv.append(adv_b.cpu())
-            pred.append(pred_b)
-            adv_scores.append(scores_b)
-            if judge_module is not None:
-                with torch.no_grad():
-                    judged.append(judge_module.to(device)(adv_b).argmax(1).cpu())
-        adv_x, adv_pred, adv_scores = torch.cat(adv), torch.cat(pred), torch.cat(adv_scores, 1)
-        success = attack_success(adv_pred, y, target)
-        flags = torch.stack([d.flag(s) for d, s in zip(detectors, adv_scores)])
-        aimed = target if target is not None else adv_pred
-        r = {**detection_rates(success, flags[0]),
-             "deflect": deflection_rate(torch.cat(judged), aimed, success, flags[0]) if judged else math.nan,
-             "auroc": detection_auroc(clean[0], adv_scores[0][success])}
-        for i, d in enumerate(detectors[1:], 1):
-            r[f"detect_{d.name}"] = _rate(flags[i][success])
-            r[f"auroc_{d.name}"] = detection_auroc(clean[i], adv_scores[i][success])
-        any_flag = flags.any(0)
-        r["detect_any"], r["undetected_any"] = _rate(any_flag[success]), _rate(success & ~any_flag)
-        if judged:
-            r["deflect_any"] = deflection_rate(torch.cat(judged), aimed, success, any_flag)
-        results[a], adversarial[a] = r, (adv_x, adv_scores, success)
-        metrics.update({f"{a}_{k}": v for k, v in r.items()})
-        print(f"detection report: {a} on {len(y)} images in {time.perf_counter() - start:.1f}s: success "
-              f"{_fmt(r['success'])}, detected {_fmt(r['detect'])}, undetected success {_fmt(r['undetected'])}",
-              flush=True)
+        spec = ATTACKS[a]
+        aimed_targeted = targeted if spec.targeted is None else spec.targeted
+        target = targets if aimed_targeted else None
+        runs = []
+        for w in detector_weights if spec.aims_at_detectors else [None]:
+            start = time.perf_counter()
+            weights = {} if w is None else {"recon": spec.recon * w, "local": spec.local * w, "cycle": spec.cycle * w}
+            adv_x, pred, adv_scores, judged = _attack_batches(model, x, y, target, a, judge_module, detectors,
+                                                              eps=eps, steps=steps, step_size=step_size, seed=seed,
+                                                              patch=patch, batch_size=batch_size, weights=weights)
+            success = attack_success(pred, y, target)
+            flags = torch.stack([d.flag(s) for d, s in zip(detectors, adv_scores)])
+            any_flag = flag_union(adv_scores, union)
+            r = _measures(detectors, clean, adv_scores, success, flags, any_flag, judged,
+                          target if target is not None else pred)
+            if w is not None:
+                r["weight"] = w
+            runs.append((r, (adv_x, adv_scores, success)))
+            print(f"detection report: {a}{'' if w is None else f' (detector weight {w:g})'} on {len(y)} images in "
+                  f"{time.perf_counter() - start:.1f}s: success {_fmt(r['success'])}, undetected success "
+                  f"{_fmt(r['undetected'])} (global), {_fmt(r['undetected_any'])} (any of three)", flush=True)
+        key = "undetected_any" if spec.local or spec.cycle else "undetected"
+        best = max(range(len(runs)), key=lambda i: _or_zero(runs[i][0][key]))
+        results[a], adversarial[a] = runs[best]
+        if len(runs) > 1:
+            sweep[a] = [r for r, _ in runs]
+        metrics.update({f"{a}_{k}": v for k, v in results[a].items()})
 
     figures = {"reconstructions.png": _reconstruction_figure(model, x[:8], {a: adversarial[a][0][:8] for a in attacks},
                                                              folder / "reconstructions.png", eps),
                "detection_roc.png": _roc_figure(detectors, clean, adversarial, folder / "detection_roc.png", fpr)}
     model.train(was_training)
     label = name or getattr(model, "zoo_key", "") or type(model).__name__
-    kind = "targeted" if targeted else "untargeted"
-    tables = {f"Attacks and detection at {fpr:.0%} false positives ({kind}, L∞ ε = {eps:g}, {len(y)} test images)":
-              _main_table(label, clean_acc, results, judge_module is not None),
-              f"Detectors of 'Deflecting Adversarial Attacks': detection rate / AUROC ({kind}, L∞ ε = {eps:g})":
+    kind = "targeted unless named untargeted"
+    setting = f"L∞ ε = {eps:g}, {steps} steps unless named _40, {len(y)} test images"
+    tables = {f"Attacks and detection ({kind}, {setting}); the global detector at {fpr:.0%} false positives, the "
+              f"union of the three calibrated jointly to {metrics['fpr_any']:.1%} on validation; ± is a 95% "
+              f"binomial interval": _main_table(label, clean_acc, results, len(y), judge_module is not None),
+              f"Detectors of 'Deflecting Adversarial Attacks': detection rate / AUROC, each detector at {fpr:.0%} "
+              f"false positives, the union at {metrics['fpr_any']:.1%} ({kind}, L∞ ε = {eps:g})":
               _detector_table(results)}
+    if sweep:
+        tables["Detector-term weight sweep (the reported weight is the one with the highest undetected success "
+               "against the detectors the attack aims at)"] = _sweep_table(sweep)
     return {"metrics": {k: float(v) for k, v in metrics.items() if not math.isnan(v)}, "tables": tables,
             "figures": figures}
+
+
+def _or_zero(v: float) -> float:
+    return -1.0 if math.isnan(v) else v
+
+
+def _attack_batches(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None, name: str,
+                    judge: nn.Module | None, detectors: list[Detector], *, eps: float, steps: int,
+                    step_size: float | None, seed: int, patch: int, batch_size: int, weights: dict[str, float]):
+    """One attack on all images, batch by batch: (adversarial images, predictions, detector scores [D, N],
+    judge predictions or None)."""
+    device = _device(model)
+    gen = torch.Generator().manual_seed(seed)
+    adv, pred, scores, judged = [x[:0]], [y[:0]], [torch.empty(len(detectors), 0)], []
+    for s in _batched(len(y), batch_size):
+        xb, yb = x[s].to(device), y[s].to(device)
+        tb = target[s].to(device) if target is not None else None
+        adv_b = attack(model, xb, yb, name, target=tb, eps=eps, steps=steps, step_size=step_size, generator=gen,
+                       patch=patch, **weights)
+        pred_b, scores_b = _predict_and_score(model, adv_b, detectors)
+        adv.append(adv_b.cpu())
+        pred.append(pred_b)
+        scores.append(scores_b)
+        if judge is not None:
+            with torch.no_grad():
+                judged.append(judge.to(device)(adv_b).argmax(1).cpu())
+    return torch.cat(adv), torch.cat(pred), torch.cat(scores, 1), torch.cat(judged) if judged else None
+
+
+def _measures(detectors: list[Detector], clean: torch.Tensor, adv_scores: torch.Tensor, success: torch.Tensor,
+              flags: torch.Tensor, any_flag: torch.Tensor, judged: torch.Tensor | None,
+              aimed: torch.Tensor) -> dict[str, float]:
+    """One attack's rates: the global detector's, each other detector's and the jointly calibrated union's."""
+    r = {**detection_rates(success, flags[0]),
+         "deflect": deflection_rate(judged, aimed, success, flags[0]) if judged is not None else math.nan,
+         "auroc": detection_auroc(clean[0], adv_scores[0][success])}
+    for i, d in enumerate(detectors[1:], 1):
+        r[f"detect_{d.name}"] = _rate(flags[i][success])
+        r[f"auroc_{d.name}"] = detection_auroc(clean[i], adv_scores[i][success])
+    r["detect_any"], r["undetected_any"] = _rate(any_flag[success]), _rate(success & ~any_flag)
+    if judged is not None:
+        r["deflect_any"] = deflection_rate(judged, aimed, success, any_flag)
+    return r
 
 
 def _fmt(v: float) -> str:
     return "–" if math.isnan(v) else f"{v:.3f}"
 
 
-def _main_table(label: str, clean_acc: float, results: dict[str, dict[str, float]], judged: bool) -> str:
-    rows = ["| model | clean accuracy | attack | success rate | detection rate | undetected success rate "
-            "| deflection |", "|---|---|---|---|---|---|---|"]
+def _ci(p: float, n: int) -> str:
+    """p with the half-width of its 95% normal-approximation binomial interval over n images."""
+    return "–" if math.isnan(p) else f"{p:.3f} ± {1.96 * math.sqrt(p * (1 - p) / max(n, 1)):.3f}"
+
+
+def _main_table(label: str, clean_acc: float, results: dict[str, dict[str, float]], n: int, judged: bool) -> str:
+    rows = ["| model | clean accuracy | attack | detector weight | success rate | detection rate (global) "
+            "| undetected success (global) | undetected success (union) | deflection |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for i, (a, r) in enumerate(results.items()):
         head = f"| {label} | {clean_acc:.4f} |" if i == 0 else "| | |"
-        rows.append(f"{head} {a} | {_fmt(r['success'])} | {_fmt(r['detect'])} | {_fmt(r['undetected'])} | "
-                    f"{_fmt(r['deflect']) if judged else 'not measured'} |")
+        w = f"{r['weight']:g}" if "weight" in r else "–"
+        rows.append(f"{head} {a} | {w} | {_ci(r['success'], n)} | {_fmt(r['detect'])} | {_ci(r['undetected'], n)} | "
+                    f"{_ci(r['undetected_any'], n)} | {_fmt(r['deflect']) if judged else 'not measured'} |")
     return "\n".join(rows)
 
 
 def _detector_table(results: dict[str, dict[str, float]]) -> str:
-    rows = ["| attack | global | local | cycle | any of the three (undetected success) |", "|---|---|---|---|---|"]
+    rows = ["| attack | global | local | cycle | union (undetected success) |", "|---|---|---|---|---|"]
     for a, r in results.items():
         rows.append(f"| {a} | {_fmt(r['detect'])} / {_fmt(r['auroc'])} | {_fmt(r['detect_local'])} / "
                     f"{_fmt(r['auroc_local'])} | {_fmt(r['detect_cycle'])} / {_fmt(r['auroc_cycle'])} | "
                     f"{_fmt(r['detect_any'])} ({_fmt(r['undetected_any'])}) |")
+    return "\n".join(rows)
+
+
+def _sweep_table(sweep: dict[str, list[dict[str, float]]]) -> str:
+    rows = ["| attack | detector weight | success rate | undetected success (global) | undetected success (union) |",
+            "|---|---|---|---|---|"]
+    for a, runs in sweep.items():
+        rows += [f"| {a} | {r['weight']:g} | {_fmt(r['success'])} | {_fmt(r['undetected'])} | "
+                 f"{_fmt(r['undetected_any'])} |" for r in runs]
     return "\n".join(rows)
 
 

@@ -19,6 +19,7 @@ from torch import nn
 
 from zoo._module import ZooClassifier
 from zoo._registry import register_model
+from zoo.adversarial import cw_margin
 from zoo.data.augment import random_translate
 from zoo.models.capsnet.model import CapsNet, ConvEncoder, ReconstructionDecoder, sum_squared_error
 from zoo.nn.capsules import margin_loss, mask_capsules
@@ -46,8 +47,18 @@ class ReconstructionClassifier(ZooClassifier):
         reconstruction is conditioned on class `y` when given, else on the predicted class."""
         raise NotImplementedError
 
+    attack_losses: ClassVar[tuple[str, ...]] = ("cross_entropy", "cw")
+
+    def _check_attack_loss(self, attack_loss: str) -> None:
+        if attack_loss not in self.attack_losses:
+            raise ValueError(f"attack_loss must be one of {self.attack_losses}, got {attack_loss!r}")
+
     def class_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The per-example classification loss [B] an attacker raises (untargeted) or lowers (targeted)."""
+        """The per-example loss [B] an attacker raises (untargeted) or lowers (targeted), and the cycle-consistency
+        detector's score: `attack_loss` "cw" is Carlini & Wagner's margin on the class scores (the same function
+        of lengths or logits, so attacks on different models are alike), "cross_entropy" the cross-entropy."""
+        if self.hparams.attack_loss == "cw":
+            return cw_margin(scores, y)
         return F.cross_entropy(scores, y, reduction="none")
 
     def training_class_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -107,8 +118,10 @@ class CapsNetClassifier(ReconstructionClassifier):
             from a 9 x 9 convolution with stride 2).
         num_classes, class_dim, routing_iterations: class capsules (paper: 10 of 16-D) and routing passes (3).
         recon_weight: weight of the summed squared reconstruction error (paper: 0.0005).
-        attack_loss: what `class_loss` gives attackers and the cycle-consistency detector: "cross_entropy" on
-            the capsule lengths used as logits, or the per-example "margin" loss; the papers' text we could read
+        attack_loss: what `class_loss` gives attackers and the cycle-consistency detector: "cw", Carlini &
+            Wagner's margin on the capsule lengths (the longest other capsule minus the class's; the CNNs use it
+            on their logits); "cross_entropy" on the lengths used as logits (bounded between about 1.5 and 2.3,
+            not comparable with a CNN's); or the training "margin" loss (Eq. 4). The papers' text we could read
             does not say which they used.
         lr, lr_decay: Adam's learning rate and its per-epoch decay factor.
         jitter: random shift of every training image by up to this many pixels (paper, MNIST: 2).
@@ -118,16 +131,16 @@ class CapsNetClassifier(ReconstructionClassifier):
     """
 
     head_keys = ("capsnet.classes.*", "decoder.net.0.*")
+    attack_losses = ("cw", "cross_entropy", "margin")
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, conv_channels: int = 256, kernel_size: int = 9,
                  primary_capsules: int = 32, primary_dim: int = 8, num_classes: int = 10, class_dim: int = 16,
                  routing_iterations: int = 3, recon_weight: float = 0.0005,
-                 attack_loss: Literal["cross_entropy", "margin"] = "cross_entropy", lr: float = 1e-3,
+                 attack_loss: Literal["cw", "cross_entropy", "margin"] = "cw", lr: float = 1e-3,
                  lr_decay: float = 0.96, jitter: int = 0, judge: str | None = "kd-fmnist-teacher",
                  num_attack_examples: int = 1000, weights: str | None = None):
         super().__init__()
-        if attack_loss not in ("cross_entropy", "margin"):
-            raise ValueError(f"attack_loss must be 'cross_entropy' or 'margin', got {attack_loss!r}")
+        self._check_attack_loss(attack_loss)
         self.save_hyperparameters(ignore=["weights"])
         self.capsnet = CapsNet(in_channels, image_size, conv_channels, kernel_size, primary_capsules, primary_dim,
                                num_classes, class_dim, routing_iterations)
@@ -145,7 +158,7 @@ class CapsNetClassifier(ReconstructionClassifier):
     def class_loss(self, scores, y):
         if self.hparams.attack_loss == "margin":
             return self.training_class_loss(scores, y)
-        return F.cross_entropy(scores, y, reduction="none")
+        return super().class_loss(scores, y)
 
     def training_class_loss(self, scores, y):
         """Eq. 4, the margin loss, on the capsule lengths (a length-1 vector per class is its own length)."""
@@ -161,9 +174,11 @@ class _ConvReconstruction(ReconstructionClassifier):
 
     def __init__(self, in_channels: int = 1, image_size: int = 28, conv_channels: int = 256, kernel_size: int = 9,
                  conv2_channels: int = 256, num_classes: int = 10, class_dim: int = 16, recon_weight: float = 0.0005,
-                 lr: float = 1e-3, lr_decay: float = 0.96, jitter: int = 0, judge: str | None = "kd-fmnist-teacher",
-                 num_attack_examples: int = 1000, weights: str | None = None):
+                 attack_loss: Literal["cw", "cross_entropy"] = "cw", lr: float = 1e-3, lr_decay: float = 0.96,
+                 jitter: int = 0, judge: str | None = "kd-fmnist-teacher", num_attack_examples: int = 1000,
+                 weights: str | None = None):
         super().__init__()
+        self._check_attack_loss(attack_loss)
         self.save_hyperparameters(ignore=["weights"])
         self.encoder = ConvEncoder(in_channels, image_size, conv_channels, kernel_size, conv2_channels, num_classes,
                                    class_dim)
@@ -203,6 +218,7 @@ class CNNCR(_ConvReconstruction):
             sized like the CapsNet's first convolution and primary-capsule convolution (256 and 32 x 8).
         class_dim: units per class in the last hidden layer (num_classes x class_dim units, as many as the
             CapsNet's class capsules).
+        attack_loss: "cw" (Carlini & Wagner's margin on the logits, as on the CapsNet's lengths) or "cross_entropy".
         recon_weight, lr, lr_decay, jitter, judge, num_attack_examples: as for `capsnet`.
     """
 
