@@ -19,15 +19,6 @@ def _fmt(v: float) -> str:
     return f"{100 * v:.2f}%"
 
 
-def _headline(e) -> str:
-    """test/acc as a percentage; otherwise the first metric the entry's tolerance names (e.g. test/bpd)."""
-    key = "test/acc" if "test/acc" in e.metrics or not e.tolerance else next(iter(e.tolerance))
-    v = e.metrics.get(key)
-    if v is None:
-        return ""
-    return _fmt(v) if key == "test/acc" else f"{key} {v:.4g}"
-
-
 def checkpoints_table() -> str:
     entries = load_catalog(ROOT / "checkpoints.yaml")
     rows = ["| checkpoint | dataset | headline metric (measured) | its baseline (measured) | weights |",
@@ -36,8 +27,8 @@ def checkpoints_table() -> str:
         e = entries[name]
         if e.tags and "backprop-baseline" in e.tags:
             continue
-        acc = _headline(e)
-        base = _headline(entries[e.baseline]) if e.baseline else ""
+        acc = e.headline()
+        base = entries[e.baseline].headline() if e.baseline else ""
         rows.append(
             f"| `{name}` | {e.dataset} | {acc or 'not yet measured'} | "
             f"{(base + ' `' + e.baseline + '`') if base else '–'} | "

@@ -80,6 +80,15 @@ class Entry:
     description: str = ""
     reproduced: dict[str, Any] | None = None
 
+    def headline(self) -> str:
+        """The one number that sums the entry up: test/acc as a percentage, otherwise the first metric its
+        tolerance names (`test/bpd 2.689`); "" while unmeasured. README tables and `zoo list` show this."""
+        key = "test/acc" if "test/acc" in self.metrics or not self.tolerance else next(iter(self.tolerance))
+        v = self.metrics.get(key)
+        if v is None:
+            return ""
+        return f"{100 * v:.2f}%" if key == "test/acc" else f"{key} {v:.4g}"
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("name")
