@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 LIGHTNING = ("fit", "validate", "test", "predict")
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--dataset")
     ls.add_argument("--tag")
     ls.add_argument("--names", action="store_true", help="names only, one per line")
+    ls.add_argument("--full", action="store_true", help="every measured metric and the model key (wide)")
     inf = sub.add_parser("info", description="Show one catalogue entry.")
     inf.add_argument("name")
     inf.add_argument("--json", action="store_true", help="print JSON instead of YAML")
@@ -67,6 +69,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _weights(e) -> str:
+    """Where `zoo.load(NAME)` would get the weights: a pinned Hub commit, a local release, or nowhere yet."""
+    from zoo._paths import releases_dir
+
+    if e.hub:
+        return f"hub@{e.hub.revision[:7]}"
+    return "local" if (releases_dir() / e.name / "model.safetensors").is_file() else "–"
+
+
 def _list(args) -> int:
     from zoo import _catalog
 
@@ -77,11 +88,14 @@ def _list(args) -> int:
     if not names:
         print(f"no entries match {args.pattern!r}", file=sys.stderr)
         return 1
-    rows = [("name", "model", "dataset", "metrics (measured)", "weights")]
-    for n in names:
-        e = _catalog.get(n)
-        m = ", ".join(f"{k}={v:.4f}" for k, v in e.metrics.items()) or "not yet measured"
-        rows.append((n, e.model, e.dataset, m, f"hub@{e.hub.revision[:7]}" if e.hub else "not published"))
+    entries = [_catalog.get(n) for n in names]
+    if args.full:
+        rows = [("name", "model", "dataset", "metrics (measured)", "weights")]
+        rows += [(e.name, e.model, e.dataset, ", ".join(f"{k}={v:.4f}" for k, v in e.metrics.items()) or "–",
+                  _weights(e)) for e in entries]
+    else:
+        rows = [("name", "dataset", "weights", "headline metric")]  # the headline last: its width varies most
+        rows += [(e.name, e.dataset, _weights(e), e.headline() or "–") for e in entries]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
@@ -116,13 +130,36 @@ def _info(args) -> int:
     return 0
 
 
+def _zoo_error(err: BaseException) -> BaseException | None:
+    """The zoo error behind `err`, if any: jsonargparse wraps what a model's __init__ raised (e.g. weights that do
+    not exist) in its own ValueError, and the user should see the zoo error's one line, not both tracebacks."""
+    from zoo import _errors
+
+    known = (_errors.CheckpointNotAvailable, _errors.ChecksumError,
+             _errors.WeightsMismatchError, _errors.UnknownCheckpointError, _errors.CatalogError)
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, known):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
     if argv and argv[0] in LIGHTNING:
         from zoo._lightning_cli import ZooCLI
 
-        ZooCLI(args=None if from_shell else argv)
+        try:
+            ZooCLI(args=None if from_shell else argv)
+        except Exception as err:
+            cause = _zoo_error(err)
+            if cause is None:
+                raise
+            print(f"zoo {argv[0]}: {cause}", file=sys.stderr)
+            return 2
         return 0
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
@@ -137,7 +174,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.command == "list":
-            return _list(args)
+            try:
+                return _list(args)
+            except BrokenPipeError:  # `zoo list | head`: the reader left; end quietly as Unix tools do
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                return 0
         if args.command == "info":
             return _info(args)
         if args.command == "claims":
