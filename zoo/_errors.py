@@ -29,3 +29,7 @@ class WeightsMismatchError(RuntimeError):
 
 class CatalogError(ValueError):
     """checkpoints.yaml does not follow the schema; the message names the entry and the field."""
+
+
+class CheckpointMismatchError(WeightsMismatchError):
+    """A Lightning checkpoint (`--ckpt_path`) written by another model or another shape than the one being run."""

@@ -27,6 +27,13 @@ class ZooModule(L.LightningModule):
 
             load_weights_into(self, weights)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resume (`--ckpt_path`) from another model or shape stops here with one clear line; subclasses that
+        override this hook call super()."""
+        from zoo._lightning_cli import check_resume
+
+        check_resume(self, checkpoint)
+
     def zoo_init_args(self) -> dict[str, Any]:
         """The plain-data arguments that rebuild this module (what config.json stores)."""
         return {k: v for k, v in self.hparams.items() if not str(k).startswith("_")}

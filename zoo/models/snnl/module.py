@@ -105,6 +105,7 @@ class SNNLClassifier(CNNClassifier):
         checkpoint["entanglement_history"] = self.entanglement_history
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
         self.entanglement_history = list(checkpoint.get("entanglement_history", []))
 
     # ---------------------------------------------------------------- the paper's measurements
