@@ -23,8 +23,8 @@ def temperature_gradient(features: list[torch.Tensor], labels: torch.Tensor, tem
     """∂ SNNL(h_l, y, T₀/t_l) / ∂ t_l for every layer l (the features are constants here).
 
     The temperature of each layer is T₀/t_l with t_l a state that descends the layer's SNNL, one step per
-    training batch, t_l ← t_l − η ∂SNNL/∂t_l (the reference code's persistent variable): the weights make the
-    hidden layers entangled at the temperature where they look least entangled."""
+    training batch, t_l ← t_l − η ∂SNNL/∂t_l (the reference code's persistent variable): the weights are
+    pushed to entangle each hidden layer at the temperature where it looks least entangled."""
     t = inv_t.detach().clone().requires_grad_(True)
     with torch.enable_grad():
         snnl = torch.stack([soft_nearest_neighbor_loss(h.detach().float(), labels, temperature / t[i])
