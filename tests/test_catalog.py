@@ -51,7 +51,6 @@ def test_metrics_are_measured_with_provenance(name):
     assert e.reproduced and {"command", "wall_time_s", "hardware", "date", "torch", "lightning"} <= set(e.reproduced)
     assert e.reproduced["command"] == f"zoo reproduce {name}", "catalogue numbers come from the unmodified recipe"
     assert set(e.tolerance) <= set(e.metrics)
-    assert set(e.paper.reported) <= set(e.metrics), "paper numbers use the same metric names as ours"
     if e.baseline:  # the same data and split; how it is batched may differ (EM takes 500 at a time, CD 50)
         assert ENTRIES[e.baseline].dataset == e.dataset and _split(ENTRIES[e.baseline].data) == _split(e.data)
 

@@ -76,6 +76,13 @@ def test_schema_refuses_typed_verdicts_and_incomplete_claims(item, message):
         parse_claims(raw, {"a-x": None})
 
 
+def test_paper_numbers_under_our_metric_names_are_refused():
+    raw = yaml.safe_load((REPO / "checkpoints.yaml").read_text())["checkpoints"]["forward-forward-digits"]
+    raw["paper"]["reported"] = {"test/acc": 0.9864}
+    with pytest.raises(CatalogError, match="claims ledger"):
+        _catalog.parse_entry("forward-forward-digits", raw)
+
+
 def test_claim_ids_are_unique():
     item = {"id": "c", "claim": "c", "where": "§1", "not_testable": "x"}
     with pytest.raises(CatalogError, match="unique"):

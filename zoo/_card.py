@@ -17,8 +17,7 @@ _TEMPLATE = """---
 {{ description }}
 
 {% if paper %}Paper: [{{ paper.title }}]({{ paper.url }}) (arXiv {{ paper.arxiv }}).
-The paper's setting: {{ paper.setting }}.{% if reported %} Its numbers in that setting, not comparable with ours
-unless the setting is the same: {{ reported }}.{% endif %}
+The paper's setting: {{ paper.setting }}. Its numbers appear with their settings in "Paper's claims" below.
 {% if paper.also %}This checkpoint also runs the experiments of {% for a in paper.also %}[arXiv {{ a }}](https://arxiv.org/abs/{{ a }}){{ ", " if not loop.last }}{% endfor %}.
 {% endif %}{% endif %}
 ## Results
@@ -83,7 +82,6 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
     baseline = extra.get("baseline") or {}
     keys = list(dict.fromkeys([*metrics, *baseline.get("metrics", {})]))
     rows = [(k, _fmt(metrics.get(k)), _fmt(baseline.get("metrics", {}).get(k))) for k in keys]
-    reported = ", ".join(f"{k} {v:.4g}" for k, v in entry.paper.reported.items()) if entry else ""
     verdicts = extra.get("claims") or []
     dataset = entry.dataset if entry else "unknown"
     evals = [EvalResult(task_type=entry.task if entry else "other", dataset_type=dataset, dataset_name=dataset,
@@ -104,7 +102,6 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         name=name,
         description=entry.description if entry else "",
         paper=entry.paper if entry else None,
-        reported=reported,
         claims=markdown_table(verdicts) if verdicts else "",
         baseline_title=f"baseline: {baseline['name']}" if baseline else "baseline",
         baseline_text=baseline.get("description", ""),

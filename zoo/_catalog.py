@@ -48,7 +48,6 @@ class PaperRef:
     arxiv: str
     title: str
     setting: str
-    reported: dict[str, float] = field(default_factory=dict)
     also: tuple[str, ...] = ()  # arXiv ids of further papers whose experiments this entry runs
 
     @property
@@ -137,14 +136,16 @@ def parse_entry(name: str, raw: Any) -> Entry:
     p = raw["paper"]
     if not isinstance(p, dict) or not {"arxiv", "title", "setting"} <= set(p):
         _fail(name, "`paper` needs arxiv, title and setting")
-    unknown = set(p) - {"arxiv", "title", "setting", "reported", "also"}
+    if "reported" in p:
+        _fail(name, "`paper.reported` is gone: the paper's numbers sit in the claims ledger (`claims:`), as a "
+                    "claim's `reported` text beside its setting, never under our metric names")
+    unknown = set(p) - {"arxiv", "title", "setting", "also"}
     if unknown:
         _fail(name, f"unknown field(s) in `paper`: {', '.join(map(repr, sorted(unknown)))}")
     also = p.get("also", [])
     if not isinstance(also, list) or not all(isinstance(a, str) and re.fullmatch(r"\d{4}\.\d{4,5}", a) for a in also):
         _fail(name, "`paper.also` must be a list of arXiv ids such as '1811.06969'")
-    paper = PaperRef(str(p["arxiv"]), p["title"], p["setting"], _float_map(name, "paper.reported", p.get("reported")),
-                     tuple(also))
+    paper = PaperRef(str(p["arxiv"]), p["title"], p["setting"], tuple(also))
     hub = None
     if raw.get("hub") is not None:
         h = raw["hub"]
@@ -270,7 +271,15 @@ _Dumper.add_representer(str, _str)
 
 
 def dump_yaml(doc: Any) -> str:
-    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=110, allow_unicode=True)
+    """YAML text of a catalogue document; the claims ledger in block style, one field per line, like its authors
+    write it."""
+    def dump(d: Any, flow: bool | None) -> str:
+        return yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=flow, width=110, allow_unicode=True)
+
+    if not (isinstance(doc, dict) and "claims" in doc):
+        return dump(doc, None)
+    rest = {k: v for k, v in doc.items() if k != "claims"}
+    return dump(rest, None) + dump({"claims": doc["claims"]}, False)
 
 
 def update_entry(name: str, path: Path | None = None, **changes: Any) -> Path:

@@ -165,8 +165,10 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
         folder = releases_dir() / spec
         if not (folder / WEIGHTS).is_file():
             cost = ""
-            if entry.reproduced and entry.reproduced.get("wall_time_s"):
-                cost = f" (about {entry.reproduced['wall_time_s'] / 60:.0f} min on {entry.reproduced.get('hardware', 'the recorded machine')})"
+            seconds = (entry.reproduced or {}).get("total_time_s") or (entry.reproduced or {}).get("wall_time_s")
+            if seconds:
+                cost = (f" (about {max(1, round(seconds / 60))} min on "
+                        f"{entry.reproduced.get('hardware', 'the recorded machine')})")
             raise CheckpointNotAvailable(
                 f"{spec!r} has no published weights yet and there is no local release in {folder}. "
                 f"Train it with `zoo reproduce {spec}`{cost}; it saves the release there."
