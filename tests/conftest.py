@@ -99,14 +99,55 @@ def run_zoo(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     return proc
 
 
+def fit_args(recipe: str, idx_dir: Path | None, root: Path, *extra: str) -> list[str]:
+    """`zoo fit` arguments for a recipe on the fixture IDX files (idx_dir=None: the recipe's own data)."""
+    data = [f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40"] if idx_dir else []
+    return ["fit", "--config", recipe, *data, "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+            f"--trainer.default_root_dir={root}", *extra]
+
+
+def zoo_in_process(*args: str):
+    """`zoo fit|validate|test ...` through ZooCLI in this process (what `zoo.cli.main` runs), returning the CLI
+    object. Whatever a run changes globally (seeded RNGs, PL_GLOBAL_SEED and other environment variables,
+    deterministic mode, thread count, default dtype, working directory) is put back afterwards, so a run cannot
+    leak into the next test."""
+    import random
+
+    import torch
+
+    from zoo._lightning_cli import ZooCLI
+
+    env, cwd = dict(os.environ), os.getcwd()
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.get_num_threads(), torch.get_default_dtype(), torch.get_float32_matmul_precision())
+    argv = sys.argv
+    os.chdir(REPO)
+    sys.argv = ["zoo"]  # LightningCLI warns when pytest's own arguments sit beside args=
+    try:
+        return ZooCLI(args=list(args))
+    finally:
+        sys.argv = argv
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+        torch.set_num_threads(flags[2])
+        torch.set_default_dtype(flags[3])
+        torch.set_float32_matmul_precision(flags[4])
+
+
 def cli_fit(recipe: str, idx_dir: Path, root: Path, *extra: str, ddp: bool = False) -> dict | None:
-    """`zoo fit` on the fixture IDX files: `--trainer.fast_dev_run=2` in one process, or (ddp=True) two steps
-    of the DDP overlay on 2 CPU processes, returning that run's last checkpoint."""
-    args = ["fit", "--config", recipe, f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40",
-            "--trainer.enable_progress_bar=false", "--trainer.logger=false", f"--trainer.default_root_dir={root}",
-            *extra]
+    """`zoo fit` on the fixture IDX files: `--trainer.fast_dev_run=2` in this process, or (ddp=True) two steps of
+    the DDP overlay on 2 CPU processes in a fresh launch, returning that run's last checkpoint. A paper's own
+    fast_dev_run and DDP step belong in its tests/papers.py record, which shares one launch with every paper."""
+    args = fit_args(recipe, idx_dir, root, *extra)
     if not ddp:
-        run_zoo(*args, "--trainer.fast_dev_run=2")
+        cli = zoo_in_process(*args, "--trainer.fast_dev_run=2")
+        assert cli.trainer.state.finished
         return None
     run_zoo(*args, "--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",
             "--trainer.max_steps=2")
@@ -115,6 +156,91 @@ def cli_fit(recipe: str, idx_dir: Path, root: Path, *extra: str, ddp: bool = Fal
     ckpt = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
     return ckpt
+
+
+DDP_OVERLAY = ("--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",
+               "--trainer.max_steps=2")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def paper_context(tmp_path_factory, idx_dir, teacher_release) -> dict[str, str]:
+    """Values of the placeholders in tests/papers.py's run arguments (fixture data, small releases)."""
+    import papers
+
+    return papers.context(idx_dir, teacher_release, tmp_path_factory.mktemp("paper-context"))
+
+
+@pytest.fixture(scope="session")
+def ddp_runs(tmp_path_factory, paper_context) -> dict:
+    """Every record's DDP runs (tests/papers.py), in ONE launch of two CPU processes that share a gloo process
+    group (tests/_ddp_all.py): name -> papers.DDPResult, or the error text of a run that failed."""
+    import json
+    import time
+
+    import torch
+
+    import papers
+
+    base = tmp_path_factory.mktemp("ddp")
+    context = paper_context
+    jobs = []
+    for name, (_, run) in papers.ddp_runs().items():
+        root = base / name
+        root.mkdir()
+        fill = {**context, "root": str(root)}
+        data = [a.format(**fill) for a in papers.IDX] if run.data == "idx" else []
+        argv = ["--config", run.recipe, *DDP_OVERLAY, *data, "--trainer.enable_progress_bar=false",
+                "--trainer.logger=false", *(a.format(**fill) for a in run.args)]
+        jobs.append({"name": name, "root": str(root), "argv": argv})
+    spec = base / "spec.json"
+    spec.write_text(json.dumps({"timeout_s": 120, "jobs": jobs}, indent=1))
+    port, procs, logs = _free_port(), [], []
+    for rank in range(2):
+        env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
+               "GROUP_RANK": "0", "NODE_RANK": "0", "TORCHELASTIC_RUN_ID": "zoo-tests"}
+        logs.append(open(base / f"rank{rank}.log", "w"))
+        procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "_ddp_all.py"), str(spec)], cwd=REPO,
+                                      env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
+    start = time.perf_counter()
+    try:
+        codes = [p.wait(timeout=900) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for f in logs:
+            f.close()
+    tail = "\n".join(f"--- rank{r}.log\n" + (base / f"rank{r}.log").read_text()[-4000:] for r in range(2))
+    results: dict = {"_seconds": time.perf_counter() - start, "_codes": codes, "_log": tail}
+    for job in jobs:
+        root = Path(job["root"])
+        errors = [(root / f"rank{r}.error").read_text() for r in range(2) if (root / f"rank{r}.error").exists()]
+        have = all((root / f"rank{r}.pt").exists() for r in range(2)) and (root / "checkpoints" / "last.ckpt").exists()
+        if errors or not have:
+            results[job["name"]] = "\n".join(errors) or f"no result (exit codes {codes})\n{tail}"
+            continue
+        results[job["name"]] = papers.DDPResult(
+            job["name"], root, [torch.load(root / f"rank{r}.pt", weights_only=False) for r in range(2)],
+            torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False), context)
+    return results
+
+
+def ddp_result(ddp_runs: dict, name: str):
+    """One shared-launch run by name; fails the calling test with that run's error if it did not finish."""
+    r = ddp_runs.get(name)
+    if not hasattr(r, "ckpt"):
+        pytest.fail(f"DDP run {name!r} failed:\n{r}")
+    return r
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, round_trip
+from conftest import round_trip
 
 import zoo
 from zoo.models.capsnet.model import sum_squared_error
@@ -134,14 +134,6 @@ def test_overfits_one_batch(key, fixture_data):
         assert (m(x).argmax(1) == y).all()
     assert total.item() < 0.3 * first[0] and rec.item() < 0.7 * first[1]
 
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    cli_fit("configs/capsnet/fmnist_capsnet.yaml", idx_dir, tmp_path / "one")
-    ckpt = cli_fit("configs/capsnet/fmnist_cnn_cr.yaml", idx_dir, tmp_path / "ddp", "--model.init_args.conv_channels=8",
-                   "--model.init_args.conv2_channels=16", ddp=True)
-    state = ckpt["state_dict"]
-    assert math.isnan(state["detection_threshold"].item())
-    assert {k.split(".")[0] for k in state} == {"encoder", "decoder", "detection_threshold"}
 
 
 @pytest.mark.parametrize("key", ["capsnet", "cnn_r", "cnn_cr"])

@@ -4,7 +4,7 @@ recipe through `zoo fit` (one process and DDP) and a release round trip."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, image_batch, round_trip
+from conftest import image_batch, round_trip
 
 import zoo
 from zoo.losses import confidence_penalty
@@ -106,13 +106,6 @@ def test_table_one_on_fixture_data(fixture_data, tmp_path):
     assert again.analyse(None, fixture_data)["metrics"] == metrics
     assert small(analysis_seeds=0).analyse(None, fixture_data) == {}
 
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    recipe, small = "configs/confidence_penalty/fmnist.yaml", "--model.init_args.hidden=[32]"
-    cli_fit(recipe, idx_dir, tmp_path / "one", small)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", small, ddp=True)
-    assert ckpt["hyper_parameters"]["beta"] == 1.0
-    assert set(ckpt["state_dict"]) == set(zoo.create("confidence_penalty_mlp", hidden=[32]).state_dict())
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

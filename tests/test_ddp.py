@@ -1,26 +1,22 @@
 """`zoo fit` on 2 CPU processes with the DDP overlay: it trains, and validation metrics are reduced over
-both ranks (the logged accuracy is the accuracy on the whole validation set, not rank 0's half)."""
+both ranks (the logged accuracy is the accuracy on the whole validation set, not rank 0's half). The run is the
+forward_forward record's "forward_forward-metric-sync" in the suite's shared DDP launch (conftest.ddp_runs)."""
 import csv
 
 import torch
-from conftest import run_zoo
+from conftest import ddp_result
 
 from zoo.data import IDXDataModule
 from zoo.models.forward_forward import ForwardForward
 
 
-def test_ddp_two_cpu_processes_sync_metrics(idx_dir, tmp_path):
-    run_zoo("fit", "--config", "configs/forward_forward/fmnist.yaml", "--config", "configs/strategies/ddp.yaml",
-            "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
-            "--model.init_args.hidden=[128, 128]", "--model.init_args.lr=0.01",
-            f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40", "--data.init_args.batch_size=20",
-            f"--trainer.default_root_dir={tmp_path}", "--trainer.logger=CSVLogger",
-            f"--trainer.logger.save_dir={tmp_path}", "--trainer.logger.name=logs", timeout=600)
-    rows = list(csv.DictReader(open(tmp_path / "logs" / "version_0" / "metrics.csv")))
+def test_ddp_two_cpu_processes_sync_metrics(ddp_runs, idx_dir):
+    run = ddp_result(ddp_runs, "forward_forward-metric-sync")
+    rows = list(csv.DictReader(open(run.root / "logs" / "version_0" / "metrics.csv")))
     logged = [r for r in rows if r.get("val/acc")][-1]
 
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert ckpt["global_step"] == 15  # 200 training images / 2 ranks / batch 20 = 5 steps per epoch
+    ckpt = run.ckpt
+    assert ckpt["global_step"] == 15  # 200 training images / 2 ranks / batch 20 = 5 steps per epoch, 3 epochs
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
     model = ForwardForward(**hp)
     model.load_state_dict(ckpt["state_dict"])

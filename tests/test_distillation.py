@@ -2,7 +2,7 @@
 recipe through `zoo fit` (one process and DDP on two) with a teacher release on fixture data."""
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, run_zoo
+from conftest import run_zoo
 
 import zoo
 from zoo.losses import distillation_loss
@@ -21,12 +21,6 @@ def test_student_loss_and_weights(teacher_release):
     rebuilt = zoo.create("distilled_mlp", **student.zoo_init_args())  # config.json round trip, teacher not loaded
     assert rebuilt._teacher is None
 
-
-def test_fit_and_ddp_through_the_cli(teacher_release, idx_dir, tmp_path):
-    recipe, teacher = "configs/distillation/fmnist_distilled.yaml", f"--model.init_args.teacher={teacher_release}"
-    cli_fit(recipe, idx_dir, tmp_path / "one", teacher)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", teacher, ddp=True)
-    assert all(k.startswith("net.") for k in ckpt["state_dict"])
 
 
 def test_omitted_class_never_reaches_the_student(teacher_release):

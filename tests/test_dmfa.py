@@ -7,7 +7,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, cli_fit, round_trip, run_zoo
+from conftest import ddp_result, round_trip
 
 import zoo
 from zoo.models.dmfa.model import MFA, collapse, dmfa_log_prob, dmfa_sample
@@ -245,32 +245,19 @@ def test_resume_from_a_checkpoint_is_exact(tmp_path):
     assert bool(resumed["layer2_initialised"])
 
 
-def test_fit_through_the_cli(idx_dir, tmp_path):
-    cli_fit("configs/dmfa/fmnist.yaml", idx_dir, tmp_path, "--model.init_args.components=3",
-            "--model.init_args.factors=2", "--model.init_args.sub_components=2", "--model.init_args.sub_factors=1",
-            "--model.init_args.layer1_epochs=0", "--data.init_args.batch_size=50")
 
-
-def test_ddp_statistics_equal_one_process(idx_dir, tmp_path):
+def test_ddp_statistics_equal_one_process(ddp_runs, idx_dir):
     """Two processes each see half of the fixture's training images; after one epoch their all-reduced
-    statistics must have made exactly the M-step that one process makes on all of them."""
+    statistics must have made exactly the M-step that one process makes on all of them. The run is the dmfa
+    record's "dmfa-mfa-statistics" in the suite's shared DDP launch, started from papers.mfa_start's release."""
     from zoo.data import IDXDataModule
 
+    run = ddp_result(ddp_runs, "dmfa-mfa-statistics")
     dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40, batch_size=20)
     dm.setup()
     x = dequantise(dm.train_set.__getitems__(list(range(len(dm.train_set))))[0], None)
-    start = zoo.create("mfa", components=3, factors=2, levels=None)
-    start.layer1.init_from_data(x, torch.Generator().manual_seed(0))
-    start.initialised.fill_(True)
-    release = zoo.save_pretrained(start, tmp_path / "start")
-    run_zoo("fit", "--config", "configs/dmfa/fmnist_mfa.yaml", "--config", "configs/strategies/ddp.yaml",
-            f"--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40", "--data.init_args.batch_size=20",
-            "--model.init_args.components=3", "--model.init_args.factors=2", "--model.init_args.levels=null",
-            f"--model.init_args.weights={release}", "--trainer.max_epochs=1", "--trainer.accelerator=cpu",
-            "--trainer.devices=2", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
-            f"--trainer.default_root_dir={tmp_path / 'ddp'}", cwd=REPO)
-    ckpt = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == len(dm.train_set) // 2 // 20
+    start = zoo.load(run.context["mfa_start"])
+    assert run.ckpt["global_step"] == len(dm.train_set) // 2 // 20
     start.layer1.m_step(start.layer1.statistics(x))
     for k, v in start.layer1.state_dict().items():
-        assert torch.allclose(ckpt["state_dict"][f"layer1.{k}"], v, rtol=1e-9, atol=1e-12), k
+        assert torch.allclose(run.ckpt["state_dict"][f"layer1.{k}"], v, rtol=1e-9, atol=1e-12), k

@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, round_trip
+from conftest import round_trip
 from torch.func import jvp
 
 import zoo
@@ -243,14 +243,6 @@ def test_module_modes_and_analyse(fixture_data, tmp_path):
     assert "8 draws" in title and table.count("\n") == 5 and "| LG-FG-A (activity" in table
     assert out["figures"]["gradient_variance.png"].stat().st_size > 1000
 
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    recipe, batch = "configs/forward_gradient/fmnist.yaml", "--data.init_args.batch_size=20"
-    cli_fit(recipe, idx_dir, tmp_path / "one", batch)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", batch, "--model.init_args.channels=32",
-                   "--model.init_args.groups=4", ddp=True)
-    assert ckpt["state_dict"]["net.blocks.1.fc.weight"].shape == (32, 32)
-    assert ckpt["optimizer_states"][0]["state"]  # momentum buffers: the estimates reached .grad and the optimiser
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

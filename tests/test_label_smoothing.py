@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit, image_batch, round_trip
+from conftest import image_batch, round_trip
 
 import zoo
 from zoo.models.label_smoothing.model import (
@@ -124,13 +124,6 @@ def test_analysis_on_fixture_data(fixture_data, tmp_path):
         assert 0.0 <= metrics[k] <= 1.0
     assert "| trained alone on the labels |" in out["tables"]["Distillation (§4)"]
 
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    recipe, small = "configs/label_smoothing/fmnist.yaml", "--model.init_args.hidden=[32]"
-    cli_fit(recipe, idx_dir, tmp_path / "one", small)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", small, ddp=True)
-    assert ckpt["hyper_parameters"]["alpha"] == 0.1
-    assert set(ckpt["state_dict"]) == set(zoo.create("label_smoothing_mlp", hidden=[32]).state_dict())
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

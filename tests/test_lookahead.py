@@ -3,7 +3,7 @@ fixture data (same start, slow weights scored, divergence caught), and the recip
 import lightning as L
 import pytest
 import torch
-from conftest import cli_fit
+
 
 import zoo
 from zoo.models.lookahead.model import OPTIMISERS, lr_sweep, make_optimizer, score, sensitivity
@@ -75,15 +75,6 @@ def test_analyse_runs_the_sweep_into_metrics_table_and_figure(fixture_data, tmp_
     (title, table), = out["tables"].items()
     assert "after 6 updates" in title and table.count("\n") == 5 and "| Lookahead(Adam) | 0.001: " in table
     assert out["figures"]["lr_sweep.png"].stat().st_size > 1000
-
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    recipe, batch = "configs/lookahead/fmnist.yaml", "--data.init_args.batch_size=40"
-    cli_fit(recipe, idx_dir, tmp_path / "one", batch)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", batch, ddp=True)
-    state = ckpt["optimizer_states"][0]
-    assert state["fast_steps"] == 2 and state["k"] == 5 and state["alpha"] == 0.5
-    assert len(state["slow"]) == len(ckpt["state_dict"]) and "state" in state["inner"]
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

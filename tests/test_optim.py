@@ -5,7 +5,7 @@ import copy
 import lightning as L
 import pytest
 import torch
-from conftest import run_zoo
+from conftest import zoo_in_process
 from torch.utils.data import DataLoader, TensorDataset
 
 from zoo.optim import Lookahead, LookaheadSlowWeights, linear_cooldown
@@ -104,13 +104,16 @@ def test_bad_arguments_say_what_to_do():
         Lookahead(torch.optim.SGD(w, lr=0.1), k=0)
 
 
-def test_lookahead_from_a_lightning_cli_config(tmp_path):
-    out = run_zoo("fit", "--config", "configs/forward_forward/digits_backprop.yaml", "--optimizer=zoo.optim.Lookahead",
-                  "--optimizer.base=torch.optim.Adam", "--optimizer.base.lr=0.001", "--optimizer.k=3",
-                  "--trainer.callbacks+=zoo.optim.LookaheadSlowWeights", "--trainer.fast_dev_run=4",
-                  f"--trainer.default_root_dir={tmp_path}", "--print_config")
-    assert "class_path: zoo.optim.Lookahead" in out.stdout and "class_path: torch.optim.Adam" in out.stdout
-    run_zoo("fit", "--config", "configs/forward_forward/digits_backprop.yaml", "--optimizer=zoo.optim.Lookahead",
+def test_lookahead_from_a_lightning_cli_config(tmp_path, capsys):
+    args = ("fit", "--config", "configs/forward_forward/digits_backprop.yaml", "--optimizer=zoo.optim.Lookahead",
             "--optimizer.base=torch.optim.Adam", "--optimizer.base.lr=0.001", "--optimizer.k=3",
             "--trainer.callbacks+=zoo.optim.LookaheadSlowWeights", "--trainer.fast_dev_run=4",
             f"--trainer.default_root_dir={tmp_path}")
+    with pytest.raises(SystemExit):
+        zoo_in_process(*args, "--print_config")
+    out = capsys.readouterr().out
+    assert "class_path: zoo.optim.Lookahead" in out and "class_path: torch.optim.Adam" in out
+    cli = zoo_in_process(*args)
+    opt = cli.trainer.optimizers[0]
+    assert isinstance(opt, Lookahead) and isinstance(opt.optimizer, torch.optim.Adam) and opt.k == 3
+    assert cli.trainer.state.finished

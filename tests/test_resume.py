@@ -7,7 +7,7 @@ import sys
 import time
 
 import torch
-from conftest import REPO, run_zoo
+from conftest import REPO, run_zoo, zoo_in_process
 
 ARGS = ["fit", "--config", "configs/forward_forward/digits.yaml", "--model.init_args.hidden=[64, 64]",
         "--trainer.max_epochs=6", "--trainer.enable_progress_bar=false", "--trainer.logger=false"]
@@ -21,7 +21,7 @@ def final_state(root) -> dict:
 
 def test_sigkill_then_ckpt_path_last_matches_uninterrupted_run(tmp_path):
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    run_zoo(*ARGS, f"--trainer.default_root_dir={ref}")
+    zoo_in_process(*ARGS, f"--trainer.default_root_dir={ref}")  # only the killed run needs its own process
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *ARGS, f"--trainer.default_root_dir={killed}"],

@@ -7,7 +7,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit
+
 
 import zoo
 from zoo.losses import soft_nearest_neighbor_loss
@@ -153,14 +153,6 @@ def test_entanglement_history_and_analysis_on_fixture_data(fixture_data, tmp_pat
         assert 0.0 <= metrics[f"ood/auroc_{name}"] <= 1.0
     assert 0.0 <= metrics["ood/neighbours_out_conv1"] <= 5.0
     assert "| fc1 |" in next(iter(out["tables"].values()))
-
-
-def test_fit_and_ddp_through_the_cli(idx_dir, tmp_path):
-    recipe, batch = "configs/snnl/fmnist.yaml", "--data.init_args.batch_size=40"
-    cli_fit(recipe, idx_dir, tmp_path / "one", batch)
-    ckpt = cli_fit(recipe, idx_dir, tmp_path / "ddp", batch, ddp=True)
-    t = ckpt["state_dict"]["inv_temperature"]
-    assert t.shape == (3,) and not torch.equal(t, torch.ones(3))  # the temperatures moved
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import cli_fit
+
 
 import zoo
 from zoo.models.soft_tree import BalancePenalty, SoftDecisionTree, leaf_loss
@@ -118,13 +118,6 @@ def test_distilled_tree_trains_on_the_teachers_soft_targets(teacher_release):
         assert torch.allclose(m.training_step((x, y), 0), want)
     assert not any(p.requires_grad for p in m._teacher.parameters())
     assert zoo.create("soft_tree_distilled", **m.zoo_init_args())._teacher is None
-
-
-def test_fit_and_ddp_through_the_cli(teacher_release, idx_dir, tmp_path):
-    cli_fit("configs/soft_tree/fmnist.yaml", idx_dir, tmp_path / "one", "--model.init_args.depth=3")
-    ckpt = cli_fit("configs/soft_tree/fmnist_distilled.yaml", idx_dir, tmp_path / "ddp", "--model.init_args.depth=3",
-                   f"--model.init_args.teacher={teacher_release}", ddp=True)
-    assert sorted(ckpt["state_dict"]) == ["tree.b", "tree.beta", "tree.phi", "tree.w"]
 
 
 @pytest.mark.parametrize("key", ["soft_tree", "soft_tree_distilled"])

@@ -1,0 +1,353 @@
+"""The per-paper checklist: one record per model package, read by tests/test_checklist.py.
+
+A new paper adds a `Paper` here. Its record names the tests that prove the math, the forward shapes, overfitting one
+batch and the bit-exact release round trip (as "test_file.py::test_name"; the checklist fails if one is missing),
+and lists recipes that the checklist itself runs:
+- `fit`: `zoo fit --config RECIPE ... --trainer.fast_dev_run=2` in the pytest process, on the fixture IDX files;
+- `ddp`: two training steps of `--config RECIPE --config configs/strategies/ddp.yaml` on 2 CPU processes, all
+  papers' runs in one shared process group (tests/_ddp_all.py); the ranks' weights must stay identical and have
+  moved, and `check` asserts what else the paper's DDP run must show in its checkpoint.
+Every registered model must be stepped by some `ddp` run, and every paper the catalogue cites needs a record.
+Placeholders in args (made once per session by `context`): {idx_dir} (fixture IDX files), {teacher} (a tiny MLP
+release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
+fixture images), {root} (the run's output folder).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+@dataclass(frozen=True)
+class Run:
+    """One `zoo fit` of a recipe on small overrides. `data="idx"` points an IDX DataModule at the fixture files;
+    `data="own"` keeps the recipe's data (the 2-D mixture, sklearn digits). `steps`: the global step a DDP run must
+    end at (None: not checked); `moves`: training must change the weights (False for EM models whose M-step waits
+    for the epoch's end)."""
+    recipe: str
+    args: tuple[str, ...] = ()
+    data: str = "idx"
+    check: Callable | None = None
+    steps: int | None = 2
+    moves: bool = True
+    name: str = ""
+
+    def label(self, package: str) -> str:
+        return self.name or f"{package}-{Path(self.recipe).stem}"
+
+
+@dataclass(frozen=True)
+class Paper:
+    package: str                    # zoo/models/<package>
+    arxiv: str | None               # the catalogue's paper.arxiv (None: shared baselines, no paper of their own)
+    keys: tuple[str, ...]           # registry keys the package registers
+    math: tuple[str, ...]           # "test_file.py::test_name"
+    shapes: tuple[str, ...]
+    overfit: tuple[str, ...]
+    round_trip: tuple[str, ...]
+    fit: tuple[Run, ...]
+    ddp: tuple[Run, ...]
+    extra_ddp_tests: tuple[str, ...] = field(default=())  # tests that read a `ddp` run by name (e.g. exact DDP maths)
+    gaps: dict[str, str] = field(default_factory=dict)  # checklist item -> why it has no test yet (shown, not hidden)
+
+
+@dataclass
+class DDPResult:
+    """What one shared-launch run left: rank 0's last.ckpt, and each rank's weights before and after fitting."""
+    name: str
+    root: Path
+    ranks: list[dict]
+    ckpt: dict
+    context: dict
+
+
+# ---- checks on a run's checkpoint, as the per-paper DDP tests made them ----
+
+def _capsnet_cnn_cr(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert math.isnan(state["detection_threshold"].item())
+    assert {k.split(".")[0] for k in state} == {"encoder", "decoder", "detection_threshold"}
+
+
+def _cka(r: DDPResult) -> None:
+    assert r.ckpt["state_dict"]["net.head.weight"].shape == (3, 10, 4)
+
+
+def _confidence_penalty(r: DDPResult) -> None:
+    import zoo
+
+    assert r.ckpt["hyper_parameters"]["beta"] == 1.0
+    assert set(r.ckpt["state_dict"]) == set(zoo.create("confidence_penalty_mlp", hidden=[32]).state_dict())
+
+
+def _state_under_net(r: DDPResult) -> None:
+    assert all(k.startswith("net.") for k in r.ckpt["state_dict"])
+
+
+def _ff_localrf(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert state["net.layers.0.weight"].shape == (28, 28, 1, 1, 11, 11)
+    assert "net.layers.0.dense_index" not in state  # rebuilt from the shape, never saved
+
+
+def _forward_gradient(r: DDPResult) -> None:
+    assert r.ckpt["state_dict"]["net.blocks.1.fc.weight"].shape == (32, 32)
+    assert r.ckpt["optimizer_states"][0]["state"]  # momentum buffers: the estimates reached .grad and the optimiser
+
+
+def _grbm(r: DDPResult) -> None:
+    assert set(r.ckpt["state_dict"]) == {"grbm.W", "grbm.b", "grbm.mu", "grbm.log_var"}
+
+
+def _label_smoothing(r: DDPResult) -> None:
+    import zoo
+
+    assert r.ckpt["hyper_parameters"]["alpha"] == 0.1
+    assert set(r.ckpt["state_dict"]) == set(zoo.create("label_smoothing_mlp", hidden=[32]).state_dict())
+
+
+def _lookahead(r: DDPResult) -> None:
+    state = r.ckpt["optimizer_states"][0]
+    assert state["fast_steps"] == 2 and state["k"] == 5 and state["alpha"] == 0.5
+    assert len(state["slow"]) == len(r.ckpt["state_dict"]) and "state" in state["inner"]
+
+
+def _snnl(r: DDPResult) -> None:
+    t = r.ckpt["state_dict"]["inv_temperature"]
+    assert t.shape == (3,) and not torch.equal(t, torch.ones(3))  # the temperatures moved
+
+
+def _soft_tree(r: DDPResult) -> None:
+    assert sorted(r.ckpt["state_dict"]) == ["tree.b", "tree.beta", "tree.phi", "tree.w"]
+
+
+def _subclass_student(r: DDPResult) -> None:
+    _state_under_net(r)
+    assert r.ckpt["state_dict"]["net.head.weight"].shape[0] == 10
+
+
+def mfa_start(idx_dir: Path, dest: Path) -> Path:
+    """An MFA (3 components, 2 factors) initialised on the fixture's training images, saved as a release: the
+    DDP run starts from it, and test_dmfa checks its one-epoch M-step against one process's."""
+    import zoo
+    from zoo.data import IDXDataModule
+    from zoo.data.dequantise import dequantise
+
+    dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40, batch_size=20)
+    dm.setup()
+    x = dequantise(dm.train_set.__getitems__(list(range(len(dm.train_set))))[0], None)
+    start = zoo.create("mfa", components=3, factors=2, levels=None)
+    start.layer1.init_from_data(x, torch.Generator().manual_seed(0))
+    start.initialised.fill_(True)
+    return zoo.save_pretrained(start, dest)
+
+
+def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
+    """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
+    import zoo
+
+    torch.manual_seed(0)
+    subclass_teacher = zoo.save_pretrained(zoo.create("subclass_teacher", channels=[4, 8], hidden=[16]),
+                                           dest / "subclass_teacher")
+    return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
+            "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start"))}
+
+
+IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
+TEACHER = "--model.init_args.teacher={teacher}"
+SUBCLASS_TEACHER = "--model.init_args.teacher={subclass_teacher}"
+
+PAPERS: tuple[Paper, ...] = (
+    Paper(
+        package="baselines", arxiv=None, keys=("cnn", "mlp"),
+        math=("test_baselines.py::test_shapes_and_head_keys",),
+        shapes=("test_baselines.py::test_shapes_and_head_keys", "test_baselines.py::test_cnn_shapes_features_and_overfit"),
+        overfit=("test_baselines.py::test_overfits_one_batch", "test_baselines.py::test_cnn_shapes_features_and_overfit"),
+        round_trip=("test_hub.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/forward_forward/fmnist_backprop.yaml"), Run("configs/lookahead/fmnist_adam.yaml")),
+        ddp=(Run("configs/forward_forward/fmnist_backprop.yaml", ("--model.init_args.hidden=[32]",)),
+             Run("configs/lookahead/fmnist_adam.yaml", ("--model.init_args.channels=[4, 8]", "--model.init_args.hidden=[16]"))),
+    ),
+    Paper(
+        package="capsnet", arxiv="1907.02957", keys=("capsnet", "cnn_cr", "cnn_r"),
+        math=("test_capsnet.py::test_losses_by_hand", "test_capsules.py::test_squash_hand_values",
+              "test_capsules.py::test_margin_loss_hand_value", "test_adversarial.py::test_fgsm_is_one_signed_gradient_step_by_hand",
+              "test_adversarial.py::test_detection_rates_on_a_hand_made_example"),
+        shapes=("test_capsnet.py::test_interface_shapes_range_and_gradient", "test_capsules.py::test_capsnet_shapes_on_mnist_sized_input"),
+        overfit=("test_capsnet.py::test_overfits_one_batch",),
+        round_trip=("test_capsnet.py::test_release_round_trip_keeps_the_threshold",),
+        fit=(Run("configs/capsnet/fmnist_capsnet.yaml"),),
+        ddp=(Run("configs/capsnet/fmnist_cnn_cr.yaml", ("--model.init_args.conv_channels=8", "--model.init_args.conv2_channels=16"),
+                 check=_capsnet_cnn_cr),
+             Run("configs/capsnet/fmnist_cnn_r.yaml", ("--model.init_args.conv_channels=8", "--model.init_args.conv2_channels=16")),
+             Run("configs/capsnet/fmnist_capsnet.yaml", ("--model.init_args.conv_channels=8", "--model.init_args.primary_capsules=2"))),
+    ),
+    Paper(
+        package="cka", arxiv="1905.00414", keys=("cnn_seeds",),
+        math=("test_cka.py::test_member_accuracy_by_hand", "test_metrics.py::test_matches_the_official_notebook_to_5_decimals",
+              "test_metrics.py::test_center_gram_hand_example"),
+        shapes=("test_cka.py::test_shapes_and_predictions",),
+        overfit=("test_cka.py::test_overfits_one_batch",),
+        round_trip=("test_cka.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/cka/fmnist.yaml", ("--model.init_args.channels=[2,4,4]", "--model.init_args.seeds=[0,1,2]")),),
+        ddp=(Run("configs/cka/fmnist.yaml", ("--model.init_args.channels=[2,4,4]", "--model.init_args.seeds=[0,1,2]"), check=_cka),),
+    ),
+    Paper(
+        package="confidence_penalty", arxiv="1701.06548", keys=("confidence_penalty_mlp",),
+        math=("test_confidence_penalty.py::test_objective_is_nll_minus_beta_entropy",
+              "test_confidence_penalty.py::test_penalty_gradient_matches_the_paper_and_flattens_the_output"),
+        shapes=("test_confidence_penalty.py::test_initialisation_is_the_papers",),
+        overfit=("test_confidence_penalty.py::test_overfits_one_batch",),
+        round_trip=("test_confidence_penalty.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/confidence_penalty/fmnist.yaml", ("--model.init_args.hidden=[32]",)),),
+        ddp=(Run("configs/confidence_penalty/fmnist.yaml", ("--model.init_args.hidden=[32]",), check=_confidence_penalty),),
+    ),
+    Paper(
+        package="distillation", arxiv="1503.02531", keys=("distilled_mlp",),
+        math=("test_losses.py::test_distillation_loss_hand_value_and_t_squared_scaling",
+              "test_distillation.py::test_student_loss_and_weights"),
+        shapes=("test_distillation.py::test_student_loss_and_weights",),
+        overfit=(),
+        round_trip=(),
+        fit=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,)), Run("configs/distillation/fmnist_teacher.yaml")),
+        ddp=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,), check=_state_under_net),),
+        gaps={"overfit": "no test fits one batch with the distilled student yet",
+              "round_trip": "no test loads a distilled_mlp release back yet"},
+    ),
+    Paper(
+        package="dmfa", arxiv="1206.4635", keys=("dmfa", "mfa"),
+        math=("test_dmfa.py::test_log_likelihood_and_posterior_match_dense_gaussians",
+              "test_dmfa.py::test_em_step_matches_ghahramani_hinton_per_component"),
+        shapes=("test_dmfa.py::test_deep_density_is_the_collapsed_mixture",),
+        overfit=("test_dmfa.py::test_statistics_add_over_batches_and_em_climbs_on_real_digits",),
+        round_trip=("test_dmfa.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/dmfa/fmnist.yaml", ("--model.init_args.components=3", "--model.init_args.factors=2",
+                                              "--model.init_args.sub_components=2", "--model.init_args.sub_factors=1",
+                                              "--model.init_args.layer1_epochs=0", "--data.init_args.batch_size=50")),),
+        ddp=(Run("configs/dmfa/fmnist_mfa.yaml", name="dmfa-mfa-statistics", steps=5, args=(
+                 "--data.init_args.batch_size=20", "--model.init_args.components=3", "--model.init_args.factors=2",
+                 "--model.init_args.levels=null", "--model.init_args.weights={mfa_start}", "--trainer.max_steps=-1",
+                 "--trainer.max_epochs=1")),
+             Run("configs/dmfa/fmnist.yaml", steps=None, args=(
+                 "--model.init_args.components=3", "--model.init_args.factors=2", "--model.init_args.sub_components=2",
+                 "--model.init_args.sub_factors=1", "--model.init_args.layer1_epochs=1", "--data.init_args.batch_size=50",
+                 "--trainer.max_steps=-1", "--trainer.max_epochs=1"))),
+        extra_ddp_tests=("test_dmfa.py::test_ddp_statistics_equal_one_process",),
+    ),
+    Paper(
+        package="forward_forward", arxiv="2212.13345",
+        keys=("forward_forward", "forward_forward_localrf", "forward_forward_unsupervised", "locally_connected"),
+        math=("test_forward_forward.py::test_ff_loss_hand_values", "test_forward_forward.py::test_peer_norm_injects_the_matlab_gradient",
+              "test_forward_forward.py::test_locally_connected_hand_values_and_no_weight_sharing"),
+        shapes=("test_forward_forward.py::test_forward_shapes_and_classifiers",
+                "test_forward_forward.py::test_unsupervised_shapes_negatives_and_locality",
+                "test_forward_forward.py::test_local_ff_net_shapes_and_locality"),
+        overfit=("test_forward_forward.py::test_overfits_one_batch", "test_forward_forward.py::test_unsupervised_overfits_one_batch"),
+        round_trip=("test_forward_forward.py::test_release_round_trips_are_bit_exact",),
+        fit=(Run("configs/forward_forward/fmnist.yaml"), Run("configs/forward_forward/mnist.yaml"),
+             Run("configs/forward_forward/fmnist_unsupervised.yaml", ("--model.init_args.hidden=[64, 64]",
+                                                                      "--model.init_args.readout_layers=1"))),
+        ddp=(Run("configs/forward_forward/fmnist.yaml", name="forward_forward-metric-sync", steps=15,
+                 args=("--model.init_args.hidden=[128, 128]", "--model.init_args.lr=0.01", "--data.init_args.batch_size=20",
+                       "--trainer.max_steps=-1", "--trainer.max_epochs=3", "--trainer.logger=CSVLogger",
+                       "--trainer.logger.save_dir={root}", "--trainer.logger.name=logs")),
+             Run("configs/forward_forward/fmnist_localrf.yaml", ("--model.init_args.channels=[1, 1]",
+                                                                 "--model.init_args.readout_layers=1"), check=_ff_localrf),
+             Run("configs/forward_forward/fmnist_unsupervised.yaml", ("--model.init_args.hidden=[64, 64]",
+                                                                      "--model.init_args.readout_layers=1")),
+             Run("configs/forward_forward/fmnist_localrf_backprop.yaml", ("--model.init_args.channels=[1, 1]",))),
+        extra_ddp_tests=("test_ddp.py::test_ddp_two_cpu_processes_sync_metrics",),
+    ),
+    Paper(
+        package="forward_gradient", arxiv="2210.03310", keys=("localmixer",),
+        math=("test_forward_gradient.py::test_one_dimensional_case_by_hand", "test_forward_gradient.py::test_replicated_losses_are_eqs_4_and_5"),
+        shapes=("test_forward_gradient.py::test_mixer_shapes_and_patches",),
+        overfit=("test_forward_gradient.py::test_lg_fg_a_fits_one_batch",),
+        round_trip=("test_forward_gradient.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/forward_gradient/fmnist.yaml", ("--data.init_args.batch_size=20",)),),
+        ddp=(Run("configs/forward_gradient/fmnist.yaml", ("--data.init_args.batch_size=20", "--model.init_args.channels=32",
+                                                          "--model.init_args.groups=4"), check=_forward_gradient),),
+    ),
+    Paper(
+        package="grbm", arxiv="2210.10318", keys=("grbm",),
+        math=("test_grbm.py::test_free_energy_is_minus_log_sum_over_hidden_states", "test_grbm.py::test_p_h_given_v_matches_enumeration"),
+        shapes=("test_grbm.py::test_shapes_samples_and_round_trip",),
+        overfit=("test_grbm.py::test_learning_a_mixture_raises_the_held_out_likelihood",),
+        round_trip=("test_grbm.py::test_shapes_samples_and_round_trip",),
+        fit=(Run("configs/grbm/gmm2d.yaml", ("--model.init_args.cd_steps=5",), data="own"),),
+        ddp=(Run("configs/grbm/fmnist.yaml", ("--model.init_args.hidden=32", "--model.init_args.cd_steps=3"), check=_grbm),),
+    ),
+    Paper(
+        package="label_smoothing", arxiv="1906.02629", keys=("label_smoothing_mlp",),
+        math=("test_label_smoothing.py::test_loss_is_cross_entropy_with_smoothed_targets",
+              "test_label_smoothing.py::test_template_plane_hand_example"),
+        shapes=("test_label_smoothing.py::test_plane_coordinates_carry_the_logit_differences_of_the_three_classes",),
+        overfit=("test_label_smoothing.py::test_overfits_one_batch",),
+        round_trip=("test_label_smoothing.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/label_smoothing/fmnist.yaml", ("--model.init_args.hidden=[32]",)),),
+        ddp=(Run("configs/label_smoothing/fmnist.yaml", ("--model.init_args.hidden=[32]",), check=_label_smoothing),),
+    ),
+    Paper(
+        package="lookahead", arxiv="1907.08610", keys=("lookahead_cnn",),
+        math=("test_optim.py::test_lookahead_hand_trajectory",),
+        shapes=("test_lookahead.py::test_optimizers_are_built_as_named",),
+        overfit=("test_lookahead.py::test_module_trains_with_lookahead_and_evaluates_the_slow_weights",),
+        round_trip=("test_lookahead.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",)),),
+        # the model ends fit holding the slow weights, which first move at step k = 5: the check reads the optimiser
+        ddp=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",), check=_lookahead, moves=False),),
+    ),
+    Paper(
+        package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),
+        math=("test_snnl.py::test_objective_is_cross_entropy_minus_alpha_times_each_layers_snnl",
+              "test_losses.py::test_soft_nearest_neighbor_loss_hand_value"),
+        shapes=("test_snnl.py::test_each_layer_keeps_its_own_temperature_and_descends_its_snnl",),
+        overfit=("test_snnl.py::test_each_layer_keeps_its_own_temperature_and_descends_its_snnl",),
+        round_trip=("test_snnl.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/snnl/fmnist.yaml", ("--data.init_args.batch_size=40",)),),
+        ddp=(Run("configs/snnl/fmnist.yaml", ("--data.init_args.batch_size=40",), check=_snnl),),
+    ),
+    Paper(
+        package="soft_tree", arxiv="1711.09784", keys=("soft_tree", "soft_tree_distilled"),
+        math=("test_soft_tree.py::test_path_probabilities_by_hand", "test_soft_tree.py::test_leaf_loss_predictions_and_penalty_by_hand"),
+        shapes=("test_soft_tree.py::test_shapes_and_parameter_count",),
+        overfit=("test_soft_tree.py::test_learns_one_batch",),
+        round_trip=("test_soft_tree.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/soft_tree/fmnist.yaml", ("--model.init_args.depth=3",)),),
+        ddp=(Run("configs/soft_tree/fmnist_distilled.yaml", ("--model.init_args.depth=3", TEACHER), check=_soft_tree),
+             Run("configs/soft_tree/fmnist.yaml", ("--model.init_args.depth=3",), check=_soft_tree)),
+    ),
+    Paper(
+        package="subclass_distillation", arxiv="2002.03936", keys=("subclass_student", "subclass_teacher"),
+        math=("test_subclass_distillation.py::test_auxiliary_loss_by_hand",
+              "test_subclass_distillation.py::test_class_probability_is_the_sum_of_its_subclass_probabilities"),
+        shapes=("test_subclass_distillation.py::test_shapes_and_losses_of_teacher_and_student",),
+        overfit=("test_subclass_distillation.py::test_teacher_overfits_a_batch_using_most_subclasses",),
+        round_trip=("test_subclass_distillation.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/subclass_distillation/fmnist2x5_teacher.yaml", ("--data.init_args.batch_size=32",)),
+             Run("configs/subclass_distillation/fmnist2x5_conventional.yaml", ("--data.init_args.batch_size=32",
+                                                                               SUBCLASS_TEACHER))),
+        ddp=(Run("configs/subclass_distillation/fmnist2x5_subclass.yaml", ("--data.init_args.batch_size=32", SUBCLASS_TEACHER),
+                 check=_subclass_student),
+             Run("configs/subclass_distillation/fmnist2x5_teacher.yaml", ("--data.init_args.batch_size=32",
+                                                                          "--model.init_args.channels=[4, 8]",
+                                                                          "--model.init_args.hidden=[16]"))),
+    ),
+)
+
+CHECKLIST = ("math", "shapes", "overfit", "round_trip")
+
+
+def ddp_runs() -> dict[str, tuple[Paper, Run]]:
+    """Every DDP run of every record by its unique name (the output folder of the shared launch)."""
+    out: dict[str, tuple[Paper, Run]] = {}
+    for paper in PAPERS:
+        for run in paper.ddp:
+            name = run.label(paper.package)
+            assert name not in out, f"two DDP runs are named {name}: give one a name="
+            out[name] = (paper, run)
+    return out
