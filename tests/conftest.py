@@ -206,7 +206,8 @@ def ddp_runs(tmp_path_factory, paper_context) -> dict:
     for rank in range(2):
         env = {**os.environ, "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": "2",
-               "GROUP_RANK": "0", "NODE_RANK": "0", "TORCHELASTIC_RUN_ID": "zoo-tests"}
+               "GROUP_RANK": "0", "NODE_RANK": "0", "TORCHELASTIC_RUN_ID": "zoo-tests",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
         logs.append(open(base / f"rank{rank}.log", "w"))
         procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "_ddp_all.py"), str(spec)], cwd=REPO,
                                       env=env, stdout=logs[-1], stderr=subprocess.STDOUT))
