@@ -103,7 +103,9 @@ class BalancePenalty(nn.Module):
     decaying running average ... with a time window that is exponentially proportional to the depth of the
     node": here the sums Σ P^i p_i and Σ P^i decay by γ_d = 1 − 1/(window · 2^d) per batch, so each node's
     estimate rests on about `window` batches' worth of the examples that reach it. Past batches are
-    constants; the gradient flows through the current one. `window = 0` uses the current batch only.
+    constants; the gradient flows through the current one, which weighs about 1/(window · 2^d) of the
+    estimate, so the penalty's gradient at depth d shrinks by that factor on top of λ·2^{−d}. `window = 0`
+    uses the current batch only.
     """
 
     def __init__(self, depth: int, lam: float, window: float = 0.0, eps: float = 1e-6):
