@@ -140,24 +140,6 @@ def zoo_in_process(*args: str):
         torch.set_float32_matmul_precision(flags[4])
 
 
-def cli_fit(recipe: str, idx_dir: Path, root: Path, *extra: str, ddp: bool = False) -> dict | None:
-    """`zoo fit` on the fixture IDX files: `--trainer.fast_dev_run=2` in this process, or (ddp=True) two steps of
-    the DDP overlay on 2 CPU processes in a fresh launch, returning that run's last checkpoint. A paper's own
-    fast_dev_run and DDP step belong in its tests/papers.py record, which shares one launch with every paper."""
-    args = fit_args(recipe, idx_dir, root, *extra)
-    if not ddp:
-        cli = zoo_in_process(*args, "--trainer.fast_dev_run=2")
-        assert cli.trainer.state.finished
-        return None
-    run_zoo(*args, "--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",
-            "--trainer.max_steps=2")
-    import torch
-
-    ckpt = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["global_step"] == 2
-    return ckpt
-
-
 DDP_OVERLAY = ("--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",
                "--trainer.max_steps=2")
 

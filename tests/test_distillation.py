@@ -23,6 +23,41 @@ def test_student_loss_and_weights(teacher_release):
 
 
 
+def _kl_to_teacher(student, teacher, x, t: float) -> float:
+    with torch.no_grad():
+        return F.kl_div(F.log_softmax(student(x) / t, 1), F.softmax(teacher(x) / t, 1), reduction="batchmean").item()
+
+
+def test_student_fits_one_batch_of_soft_targets(teacher_release, idx_dir):
+    from zoo.data import IDXDataModule
+
+    dm = IDXDataModule("fashion-mnist", data_dir=str(idx_dir), val_size=40, batch_size=32)
+    dm.setup()
+    x, y = dm.train_set.__getitems__(list(range(32)))
+    torch.manual_seed(0)
+    student = zoo.create("distilled_mlp", hidden=[64], teacher=str(teacher_release), temperature=2.0, hard_weight=0.0)
+    teacher = zoo.load(teacher_release)
+    before = _kl_to_teacher(student, teacher, x, 2.0)
+    opt = torch.optim.Adam(student.parameters(), lr=1e-3)
+    for _ in range(200):
+        opt.zero_grad()
+        student.training_step((x, y), 0).backward()
+        opt.step()
+    assert _kl_to_teacher(student, teacher, x, 2.0) < 0.05 * before  # the soft targets, not the labels, are fitted
+
+
+def test_release_round_trip_is_bit_exact(teacher_release, tmp_path):
+    torch.manual_seed(2)
+    student = zoo.create("distilled_mlp", hidden=[16], teacher=str(teacher_release), omit_class=3)
+    loaded = zoo.load(zoo.save_pretrained(student, tmp_path / "release"))
+    assert loaded._teacher is None  # the release holds the student only; the teacher is named, not stored
+    s, t = student.state_dict(), loaded.state_dict()
+    assert s.keys() == t.keys() and all(torch.equal(s[k], t[k]) for k in s)
+    x = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(student.eval()(x), loaded(x))
+
+
 def test_omitted_class_never_reaches_the_student(teacher_release):
     student = zoo.create("distilled_mlp", hidden=[16], teacher=str(teacher_release), omit_class=3)
     x, y = torch.rand(6, 1, 28, 28), torch.tensor([3, 1, 3, 2, 3, 0])
