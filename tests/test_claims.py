@@ -138,3 +138,16 @@ def test_release_card_shows_claims_table_and_claims_json(tmp_path):
     results = front["model-index"][0]["results"]
     logged = {m["name"] for r in results for m in r["metrics"]}
     assert logged == set(e.metrics), "model-index holds our measurements only, never the paper's numbers"
+
+
+def test_zoo_claims_prints_verdicts_by_paper_or_entry(capsys):
+    from zoo.cli import main
+
+    assert main(["claims", "1503.02531"]) == 0
+    by_paper = capsys.readouterr().out
+    verdicts = [verdict(c, lambda n: ENTRIES[n].metrics) for c in LEDGER["1503.02531"]]
+    assert by_paper.startswith(f"Distilling the Knowledge in a Neural Network (arXiv 1503.02531): {summary(verdicts)}")
+    assert all(v.claim.id in by_paper for v in verdicts)
+    assert main(["claims", "kd-fmnist-student"]) == 0 and capsys.readouterr().out == by_paper
+    assert main(["claims", "kd-fmnist-studnet"]) == 2
+    assert "kd-fmnist-student" in capsys.readouterr().err

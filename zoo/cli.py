@@ -173,16 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     from zoo._errors import CatalogError, CheckpointNotAvailable, ChecksumError, UnknownCheckpointError
 
     try:
-        if args.command == "list":
+        if args.command in ("list", "info", "claims"):
             try:
-                return _list(args)
+                return {"list": _list, "info": _info, "claims": _claims}[args.command](args)
             except BrokenPipeError:  # `zoo list | head`: the reader left; end quietly as Unix tools do
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
                 return 0
-        if args.command == "info":
-            return _info(args)
-        if args.command == "claims":
-            return _claims(args)
         if args.command == "download":
             from zoo._hub import resolve
 
