@@ -10,6 +10,7 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["ZOO_HOME"] = os.path.join(_SESSION, "zoo-home")
 os.environ.pop("ZOO_CATALOG", None)
 
+import contextlib  # noqa: E402
 import gzip  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -106,26 +107,21 @@ def fit_args(recipe: str, idx_dir: Path | None, root: Path, *extra: str) -> list
             f"--trainer.default_root_dir={root}", *extra]
 
 
-def zoo_in_process(*args: str):
-    """`zoo fit|validate|test ...` through ZooCLI in this process (what `zoo.cli.main` runs), returning the CLI
-    object. Whatever a run changes globally (seeded RNGs, PL_GLOBAL_SEED and other environment variables,
-    deterministic mode, thread count, default dtype, working directory) is put back afterwards, so a run cannot
-    leak into the next test."""
+@contextlib.contextmanager
+def global_state_restored():
+    """Put back what a Trainer run changes globally (seeded RNGs, PL_GLOBAL_SEED and other environment variables,
+    deterministic mode, thread count, default dtype, matmul precision, working directory, sys.argv), so a run in
+    this process cannot leak into the next test."""
     import random
 
     import torch
 
-    from zoo._lightning_cli import ZooCLI
-
-    env, cwd = dict(os.environ), os.getcwd()
+    env, cwd, argv = dict(os.environ), os.getcwd(), sys.argv
     rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
     flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
              torch.get_num_threads(), torch.get_default_dtype(), torch.get_float32_matmul_precision())
-    argv = sys.argv
-    os.chdir(REPO)
-    sys.argv = ["zoo"]  # LightningCLI warns when pytest's own arguments sit beside args=
     try:
-        return ZooCLI(args=list(args))
+        yield
     finally:
         sys.argv = argv
         os.chdir(cwd)
@@ -138,6 +134,17 @@ def zoo_in_process(*args: str):
         torch.set_num_threads(flags[2])
         torch.set_default_dtype(flags[3])
         torch.set_float32_matmul_precision(flags[4])
+
+
+def zoo_in_process(*args: str):
+    """`zoo fit|validate|test ...` through ZooCLI in this process (what `zoo.cli.main` runs), from the repository
+    folder, returning the CLI object; global state is put back afterwards (`global_state_restored`)."""
+    from zoo._lightning_cli import ZooCLI
+
+    with global_state_restored():
+        os.chdir(REPO)
+        sys.argv = ["zoo"]  # LightningCLI warns when pytest's own arguments sit beside args=
+        return ZooCLI(args=list(args))
 
 
 DDP_OVERLAY = ("--config", "configs/strategies/ddp.yaml", "--trainer.accelerator=cpu", "--trainer.devices=2",

@@ -1,13 +1,10 @@
 """The spine as a new user meets it: run folders per recipe, one-line errors (wrong resume checkpoint, weights
 that do not exist, misspelt config keys), a `zoo list` that fits a terminal, and per-epoch lines in logs."""
 import os
-import random
 import sys
 
-import numpy as np
 import pytest
-import torch
-from conftest import REPO, run_zoo
+from conftest import REPO, global_state_restored, run_zoo
 
 from zoo import _catalog
 from zoo._lightning_cli import ZooCLI, run_name
@@ -21,18 +18,10 @@ TINY = ["--trainer.logger=false", "--trainer.max_epochs=1", "--trainer.limit_tra
 @pytest.fixture
 def in_process(tmp_path, monkeypatch, zoo_home):
     """Run `zoo.cli.main` here, in an empty working folder, and put back what a Trainer changes globally."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["zoo"])  # LightningCLI warns when both sys.argv and args carry options
-    env = dict(os.environ)
-    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
-    flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    yield tmp_path
-    os.environ.clear()
-    os.environ.update(env)
-    random.setstate(rng[0])
-    np.random.set_state(rng[1])
-    torch.set_rng_state(rng[2])
-    torch.use_deterministic_algorithms(flags[0], warn_only=flags[1])
+    with global_state_restored():
+        os.chdir(tmp_path)
+        sys.argv = ["zoo"]  # LightningCLI warns when both sys.argv and args carry options
+        yield tmp_path
 
 
 def test_run_folder_is_named_after_the_recipe():
