@@ -4,6 +4,7 @@ from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
+from zoo.data.tabular import TabularDataModule
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "DigitsDataModule", "IDXDataModule", "read_idx", "SVHNDataModule",
-           "read_svhn_mat"]
+           "read_svhn_mat", "TabularDataModule"]
