@@ -16,31 +16,61 @@ def _f64(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1).to(torch.float64)
 
 
+def _self_product(x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+    """x xᵀ (or xᵀ x), symmetric. On the CPU without autograd through NumPy, whose BLAS call for a matrix
+    times its own transpose is a rank-k update (syrk) that computes one triangle: half the FLOPs of torch's
+    general matmul, which is what bounds CKA at large n."""
+    if x.device.type == "cpu" and not x.requires_grad:
+        a = x.numpy()
+        return torch.from_numpy(a.T.dot(a) if transpose else a.dot(a.T))
+    return x.T @ x if transpose else x @ x.T
+
+
 def gram_linear(x: torch.Tensor) -> torch.Tensor:
-    x = _f64(x)
-    return x @ x.T
+    return _self_product(_f64(x))
+
+
+def _order_statistics(flat: torch.Tensor, ranks: tuple[int, ...], sample: int = 1 << 16) -> list[torch.Tensor]:
+    """The values of 1-based `ranks` (close together) in `flat`, exactly: a strided sample brackets them, and
+    only the values inside the bracket are selected from (a few passes over the data instead of a selection
+    over all of it); when the bracket misses, a selection over everything."""
+    m = flat.numel()
+    if m > 4 * sample:
+        s = flat[:: m // sample].sort().values
+        q, margin = ranks[0] * len(s) // m, 4 * int(len(s) ** 0.5)
+        lo, hi = s[max(q - margin, 0)], s[min(q + margin, len(s) - 1)]
+        below = int((flat < lo).sum())
+        band = flat[(flat >= lo) & (flat <= hi)]
+        if below < ranks[0] and ranks[-1] <= below + band.numel():
+            return [band.kthvalue(r - below).values for r in ranks]
+    return [flat.kthvalue(r).values for r in ranks]
 
 
 def _median(values: torch.Tensor) -> torch.Tensor:
     """numpy's median (the mean of the two middle values for an even count), without quantile's size limit."""
-    flat, m = values.flatten(), values.numel()
-    lo = flat.kthvalue((m + 1) // 2).values
-    return lo if m % 2 else (lo + flat.kthvalue(m // 2 + 1).values) / 2
+    m = values.numel()
+    mid = _order_statistics(values.flatten(), ((m + 1) // 2,) if m % 2 else (m // 2, m // 2 + 1))
+    return mid[0] if m % 2 else (mid[0] + mid[1]) / 2
 
 
 def gram_rbf(x: torch.Tensor, threshold: float = 1.0) -> torch.Tensor:
     """exp(−d²_ij / (2σ²)) with σ = threshold × the median pairwise distance (the official notebook takes the
-    median of all n² squared distances, the zero diagonal included)."""
+    median of all n² squared distances, the zero diagonal included). In place after the distances, with the
+    same roundings as the out-of-place formula (2·dot is exact, and dividing by −c negates exactly)."""
     dot = gram_linear(x)
     sq_norms = dot.diagonal()
-    sq_dist = sq_norms[:, None] + sq_norms[None, :] - 2 * dot
-    return torch.exp(-sq_dist / (2 * threshold**2 * _median(sq_dist)))
+    sq_dist = (sq_norms[:, None] + sq_norms[None, :]).sub_(dot, alpha=2)
+    return sq_dist.div_(-2 * threshold**2 * _median(sq_dist)).exp_()
 
 
 def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     """Double centring H K H; `unbiased` gives the U-statistic form of Song et al. (2012) behind debiased HSIC
     (zero diagonal, means over n−2 with the grand-mean correction)."""
-    gram = gram.clone()
+    return _center_(gram.clone(), unbiased)
+
+
+def _center_(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
+    """center_gram in place (for Gram matrices nobody else holds)."""
     n = gram.shape[0]
     if unbiased:
         gram.fill_diagonal_(0)
@@ -49,24 +79,45 @@ def center_gram(gram: torch.Tensor, unbiased: bool = False) -> torch.Tensor:
     else:
         means = gram.mean(0)
         means = means - means.mean() / 2
-    gram = gram - means[:, None] - means[None, :]
+    gram.sub_(means[:, None]).sub_(means[None, :])
     if unbiased:
         gram.fill_diagonal_(0)
     return gram
 
 
+def _cosine(kx: torch.Tensor, ky: torch.Tensor) -> torch.Tensor:
+    """⟨K_x, K_y⟩_F / (‖K_x‖_F ‖K_y‖_F) of two centred Gram matrices (a dot product, no n x n temporary)."""
+    return torch.dot(kx.flatten(), ky.flatten()) / (kx.norm() * ky.norm())
+
+
 def cka(gram_x: torch.Tensor, gram_y: torch.Tensor, debiased: bool = False) -> torch.Tensor:
     """CKA from two Gram matrices over the same examples."""
-    kx, ky = center_gram(gram_x, debiased), center_gram(gram_y, debiased)
-    return (kx * ky).sum() / (kx.norm() * ky.norm())
+    return _cosine(center_gram(gram_x, debiased), center_gram(gram_y, debiased))
+
+
+def _centred_products(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """x and y with each feature centred, and (YᵀX, XᵀX, YᵀY) of the centred features. On the CPU all three
+    are blocks of one symmetric product [X Y]ᵀ[X Y] (one syrk: the same FLOPs as three products of which two
+    are syrk, in one BLAS call), and x, y are views into one buffer centred in place."""
+    p = x.shape[1]
+    if x.device.type == "cpu" and not (x.requires_grad or y.requires_grad):
+        z = torch.cat([x, y], 1)
+        z -= z.mean(0)
+        g = _self_product(z, transpose=True)
+        return z[:, :p], z[:, p:], (g[p:, :p], g[:p, :p], g[p:, p:])
+    x, y = x - x.mean(0), y - y.mean(0)
+    return x, y, (y.T @ x, x.T @ x, y.T @ y)
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torch.Tensor:
     """Linear CKA of representations x [n, p] and y [n, q] (rows: the same examples), in feature space:
-    ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) after centring each feature — O(n·p·q) instead of O(n²)."""
+    ‖YᵀX‖²_F / (‖XᵀX‖_F ‖YᵀY‖_F) after centring each feature — O(n·(p + q)²) instead of O(n²·(p + q)); with
+    fewer examples than features (n < p + q) the Gram-matrix form is the cheaper one and is used instead."""
     x, y = _f64(x), _f64(y)
-    x, y = x - x.mean(0), y - y.mean(0)
-    xy, xx, yy = (y.T @ x).pow(2).sum(), (x.T @ x).pow(2).sum(), (y.T @ y).pow(2).sum()
+    if x.shape[0] < x.shape[1] + y.shape[1]:
+        return cka(gram_linear(x), gram_linear(y), debiased)
+    x, y, (yx, xx, yy) = _centred_products(x, y)
+    xy, xx, yy = yx.pow(2).sum(), xx.pow(2).sum(), yy.pow(2).sum()
     if debiased:
         n = x.shape[0]
         rx, ry = x.pow(2).sum(1), y.pow(2).sum(1)
@@ -80,7 +131,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torc
 
 def rbf_cka(x: torch.Tensor, y: torch.Tensor, threshold: float = 0.5, debiased: bool = False) -> torch.Tensor:
     """RBF-kernel CKA; the bandwidth is `threshold` times the median pairwise distance of each representation."""
-    return cka(gram_rbf(x, threshold), gram_rbf(y, threshold), debiased)
+    return _cosine(_center_(gram_rbf(x, threshold), debiased), _center_(gram_rbf(y, threshold), debiased))
 
 
 def mean_squared_cca(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
