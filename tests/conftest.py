@@ -61,6 +61,18 @@ def repo_stays_clean():
     assert not left, f"tests left files in the repository: {sorted(left)}"
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models: BLAS threads only add synchronisation (which stalls on a busy machine); use with
+    `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def idx_dir(tmp_path_factory) -> Path:
     """A tiny dataset in the real Fashion-MNIST/MNIST file layout: 240 train and 40 test images."""

@@ -77,6 +77,18 @@ def _cka(r: DDPResult) -> None:
     assert r.ckpt["state_dict"]["net.head.weight"].shape == (3, 10, 4)
 
 
+def _commentaries_weighting(r: DDPResult) -> None:
+    initial, final = r.ranks[0]["initial"], r.ranks[0]["final"]
+    assert {k.split(".")[0] for k in final} == {"student_init", "student", "teacher"}
+    assert all(torch.equal(initial[k], final[k]) for k in final if k.startswith("student_init."))  # the fixed start
+    assert not torch.equal(initial["student.head.weight"], final["student.head.weight"])  # the kept student trained
+
+
+def _commentaries_blend(r: DDPResult) -> None:
+    logits = r.ckpt["state_dict"]["blend_logits"]
+    assert logits.shape == (10, 10) and not torch.equal(logits, torch.full((10, 10), -1.0))  # hyper steps moved φ
+
+
 def _confidence_penalty(r: DDPResult) -> None:
     import zoo
 
@@ -114,6 +126,12 @@ def _lookahead(r: DDPResult) -> None:
     state = r.ckpt["optimizer_states"][0]
     assert state["fast_steps"] == 2 and state["k"] == 5 and state["alpha"] == 0.5
     assert len(state["slow"]) == len(r.ckpt["state_dict"]) and "state" in state["inner"]
+
+
+def _nam(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert state["nam.weight"].shape == (2, 120) and state["nam.units"].tolist() == [4] * 30
+    assert "nam_best" in r.ckpt  # each member's best weights travel with the checkpoint
 
 
 def _snnl(r: DDPResult) -> None:
@@ -160,6 +178,14 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
 TEACHER = "--model.init_args.teacher={teacher}"
 SUBCLASS_TEACHER = "--model.init_args.teacher={subclass_teacher}"
+# scikit-learn's breast cancer (always installed) in place of COMPAS, small feature nets, no cross-validation
+NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args.batch_size=64",
+                     "--model.init_args.in_features=30", "--model.init_args.num_basis_functions=4",
+                     "--model.init_args.members=2", "--model.init_args.cv_folds=0")
+COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
+                        "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
+                        "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
+COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
     Paper(
@@ -195,6 +221,22 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_cka.py::test_release_round_trip_is_bit_exact",),
         fit=(Run("configs/cka/fmnist.yaml", ("--model.init_args.channels=[2,4,4]", "--model.init_args.seeds=[0,1,2]")),),
         ddp=(Run("configs/cka/fmnist.yaml", ("--model.init_args.channels=[2,4,4]", "--model.init_args.seeds=[0,1,2]"), check=_cka),),
+    ),
+    Paper(
+        package="commentaries", arxiv="2011.03037", keys=("commentaries_blend", "commentaries_weighting"),
+        math=("test_commentaries.py::test_unrolled_hypergradient_matches_finite_differences",
+              "test_commentaries.py::test_neumann_hypergradient_converges_to_the_exact_implicit_gradient",
+              "test_commentaries.py::test_functional_adam_is_torch_adam",
+              "test_commentaries.py::test_blend_mixes_images_and_labels_by_the_class_pair_coefficient"),
+        shapes=("test_commentaries.py::test_shapes_and_the_teachers_curriculum_input",
+                "test_commentaries.py::test_unrolled_graph_memory_grows_linearly_with_the_inner_steps"),
+        overfit=("test_commentaries.py::test_teacher_learns_to_lower_the_students_loss_on_one_batch",
+                 "test_commentaries.py::test_blending_module_fits_one_batch_and_moves_the_matrix"),
+        round_trip=("test_commentaries.py::test_release_round_trips_are_bit_exact",),
+        fit=(Run("configs/commentaries/fmnist_weighting.yaml", COMMENTARY_WEIGHTING),
+             Run("configs/commentaries/fmnist_blend.yaml", COMMENTARY_BLEND)),
+        ddp=(Run("configs/commentaries/fmnist_weighting.yaml", COMMENTARY_WEIGHTING, check=_commentaries_weighting),
+             Run("configs/commentaries/fmnist_blend.yaml", COMMENTARY_BLEND, check=_commentaries_blend)),
     ),
     Paper(
         package="confidence_penalty", arxiv="1701.06548", keys=("confidence_penalty_mlp",),
@@ -298,6 +340,17 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",)),),
         # the model ends fit holding the slow weights, which first move at step k = 5: the check reads the optimiser
         ddp=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",), check=_lookahead, moves=False),),
+    ),
+    Paper(
+        package="nam", arxiv="2004.13912", keys=("nam",),
+        math=("test_nam.py::test_exu_and_relu_units_and_penalties_by_hand",
+              "test_nam.py::test_grouped_feature_nets_equal_one_network_per_feature"),
+        shapes=("test_nam.py::test_shapes_initialisation_and_dropouts",),
+        overfit=("test_nam.py::test_overfits_one_batch",),
+        round_trip=("test_nam.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/nam/compas.yaml", NAM_BREAST_CANCER + ("--model.init_args.units=null",), data="own"),),
+        ddp=(Run("configs/nam/compas.yaml", NAM_BREAST_CANCER + (f"--model.init_args.units={[4] * 30}",), data="own",
+                 check=_nam),),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),

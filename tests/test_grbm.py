@@ -15,13 +15,7 @@ from zoo.models.grbm.analysis import mmd2, tv_to_density
 from zoo.models.grbm.model import GRBM, ChainStats, cosine_steps
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: BLAS threads only add synchronisation (which stalls on a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
