@@ -11,11 +11,12 @@ as the official code computes them for each network:
     weight decay    λ₂ · (1/K) Σ_θ ‖θ‖² / 2                 (every parameter, bias and centres included).
 
 Everything is batched: an ensemble of E NAMs with K feature nets each is E·K small networks computed together,
-never by a Python loop over features or members. The first-layer units of all K nets lie side by side in one
-packed axis of U = Σ_k units[k] (feature nets may differ in width, as in the official code); each unit reads its
-own feature, x[:, feature_of]. A layer that maps each net's units to its own outputs is then one matrix product
-with a block-diagonal [U, K·out] weight, built from the packed [U, out] parameters by an indicator product; the
-later layers are [E, K, in, out] tensors applied by one einsum. Members are independent; the ensemble's
+never by a Python loop over features or members. Feature nets may differ in width (as in the official code): the
+first-layer parameters of all K nets lie side by side in one packed axis of U = Σ_k units[k], where each unit reads
+its own feature, x[:, feature_of], so the elementwise first layer costs U per example. A layer that maps each net's
+units to its own outputs scatters the packed units into a zero-padded [K, max width] grid (the padding is zeros in
+the activations, so it adds nothing and gets no gradient) and applies every net's weight in one batched matmul;
+the later layers are [E, K, in, out] tensors applied by one einsum. Members are independent; the ensemble's
 prediction averages their logits (still an additive model).
 """
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 Activation = Literal["exu", "relu"]
@@ -69,7 +69,9 @@ class NAM(nn.Module):
         self.register_buffer("units", torch.as_tensor(list(units), dtype=torch.long))
         feature_of = torch.repeat_interleave(torch.arange(K), self.units)
         self.register_buffer("feature_of", feature_of, persistent=False)  # [U]: the feature each unit reads
-        self.register_buffer("member_of", F.one_hot(feature_of, K).float(), persistent=False)  # [U, K] indicator
+        start = torch.cumsum(self.units, 0) - self.units
+        slot = feature_of * max(units) + torch.arange(U) - start[feature_of]  # each unit's place in the [K, W] grid
+        self.register_buffer("slot", slot, persistent=False)
         self.weight = nn.Parameter(torch.empty(E, U))   # w of the first layer
         self.center = nn.Parameter(torch.empty(E, U))   # c of the first layer
         self.layers = nn.ParameterList()  # [E, U, h0] (packed rows), then [E, K, a, b]
@@ -108,10 +110,13 @@ class NAM(nn.Module):
         self.out.copy_(_uniform(tuple(self.out.shape), fan, 1, g))
         self.bias.zero_()
 
-    def _blocks(self, w: torch.Tensor) -> torch.Tensor:
-        """Packed per-unit weights [E, U, O] as the block-diagonal map [E, U, K·O] onto each unit's own net."""
-        E, U, O = w.shape
-        return (w[:, :, None, :] * self.member_of[None, :, :, None]).reshape(E, U, -1)
+    def _grid(self, t: torch.Tensor, dim: int) -> torch.Tensor:
+        """Packed units along `dim` of t scattered into a zero-padded [K, max width] grid there."""
+        K, W = len(self.units), int(self.units.max())
+        shape = list(t.shape)
+        shape[dim] = K * W
+        grid = t.new_zeros(shape).index_copy(dim, self.slot, t)
+        return grid.unflatten(dim, (K, W))
 
     def hidden_first(self, x: torch.Tensor) -> torch.Tensor:
         """First-layer activations [B, E, U] of inputs x [B, K]."""
@@ -125,10 +130,11 @@ class NAM(nn.Module):
         B, E, K = x.shape[0], self.members, len(self.units)
         h = self.dropout(self.hidden_first(x))
         if not len(self.layers):
-            return torch.einsum("beu,euk->bek", h, self._blocks(self.out[..., None]))
+            hv = h * self.out  # shallow: f_k sums its own units' h · v
+            return hv.new_zeros(B, E, K).index_add(2, self.feature_of, hv)
         for i, (layer, bias) in enumerate(zip(self.layers, self.biases)):
             if i == 0:
-                z = torch.einsum("beu,euj->bej", h, self._blocks(layer)).view(B, E, K, -1)
+                z = torch.einsum("bekw,ekwo->beko", self._grid(h, 2), self._grid(layer, 1))
             else:
                 z = torch.einsum("beki,ekio->beko", h, layer)
             h = self.dropout(torch.relu(z + bias))
