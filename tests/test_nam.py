@@ -222,3 +222,21 @@ def test_units_follow_the_official_rule_and_the_best_epoch_is_kept(tmp_path):
     for k, p in module.nam.named_parameters():
         assert torch.equal(p, module._best[k])
     assert (module.best_epoch <= 3).all() and (module.best_score > 0).all()
+
+
+def test_member_losses_are_the_papers_objective():
+    """Per member: cross-entropy of the sigmoid link (or squared error) + λ₁ output penalty + λ₂ weight decay."""
+    torch.manual_seed(0)
+    x, y = torch.rand(6, 3) * 2 - 1, torch.tensor([0.0, 1, 1, 0, 1, 0])
+    for task in ("binary", "regression"):
+        m = NAMModule(in_features=3, units=[2, 3, 1], hidden=[4], dropout=0.0, members=2, output_penalty=0.3,
+                      weight_decay=0.01, task=task, cv_folds=0)
+        out = m.nam(x)
+        fit = (torch.nn.functional.binary_cross_entropy_with_logits(out, y[:, None].expand(6, 2), reduction="none")
+               if task == "binary" else (out - y[:, None]) ** 2).mean(0)
+        f = m.nam.feature_outputs(x)
+        want = fit + 0.3 * (f ** 2).mean((0, 2)) + 0.01 * m.nam.weight_decay()
+        assert torch.allclose(m.member_losses(x, y), want)
+    dm = TabularDataModule("diabetes", batch_size=32)
+    dm.setup()
+    assert dm.task == "regression" and dm.feature_names[-2:] == ["sex: 1", "sex: 2"] and dm.train_set.y.max() > 100
