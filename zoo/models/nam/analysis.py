@@ -8,7 +8,8 @@ Baselines (hyperparameters are the packages' defaults; the paper tuned its basel
 numbers):
 - linear: scikit-learn's LogisticRegression (L2, C = 1) or LinearRegression;
 - dnn: the official code's DNN, 10 ReLU layers of 100 units (He-normal), dropout 0.15, trained like the NAM
-  (Adam, the recipe's learning rate and decay, balanced batches, best validation epoch kept);
+  (Adam, the recipe's learning rate and decay, balanced batches, best validation epoch kept) for at least 100
+  epochs: it is cheap, and a deep net needs more steps than a short NAM recipe gives;
 - gbt: LightGBM (learning rate 0.05, up to 1000 trees, early stopping after 50 rounds without a better validation
   AUC or L2); the paper used XGBoost;
 - ebm: interpret's ExplainableBoostingClassifier/Regressor (defaults with its own inner validation, except 4 outer
@@ -29,6 +30,7 @@ from torch import nn
 
 from zoo._plots import _pyplot, _save
 
+DNN_EPOCHS = 100
 LABELS = {"nam": "NAM (this recipe)", "linear": "logistic / linear regression", "dnn": "DNN (10 x 100 ReLU)",
           "gbt": "gradient-boosted trees (LightGBM)", "ebm": "EBM (interpret)"}
 
@@ -172,7 +174,8 @@ def fit_baseline(name: str, dm, task: str, module) -> np.ndarray:
         model = LogisticRegression(max_iter=5000) if binary else LinearRegression()
         model.fit(x, y)
     elif name == "dnn":
-        return fit_dnn(dm, task, module.trainer.max_epochs if module._trainer else 30, hp.lr, hp.decay_rate, seed)
+        epochs = max(DNN_EPOCHS, module.trainer.max_epochs if module._trainer else 0)
+        return fit_dnn(dm, task, epochs, hp.lr, hp.decay_rate, seed)
     elif name == "gbt":
         import lightgbm
 
