@@ -46,7 +46,7 @@ class NAM(nn.Module):
 
     Args:
         in_features: K, the model inputs (one-hot columns count one each, as in the official code).
-        units: first-layer width of each feature net [K]; the tensors are as wide as the widest.
+        units: first-layer width of each feature net [K] (their units are packed side by side, U = Σ units).
         hidden: the ReLU layers after the first ([64, 32] in the paper's deep feature nets, [] when shallow).
         activation: "exu" (ExU units with ReLU-n) or "relu" (standard units).
         relu_n: the n of ReLU-n for ExU units.
