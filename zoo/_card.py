@@ -1,6 +1,7 @@
 """Model cards (huggingface_hub.ModelCard) with `model-index` results from measured metrics."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -48,6 +49,7 @@ fails here stays listed, with the most likely reason.
 {% for f in figures %}
 ![{{ f }}]({{ f }})
 {% endfor %}
+{{ same_paper }}
 ## Use
 
 ```python
@@ -63,11 +65,48 @@ Fine-tune through the Lightning CLI: `zoo fit --config {{ recipe }} --model.init
 zoo reproduce {{ name }}
 ```
 
-Recipe: `{{ recipe }}` (the resolved config that trained these weights is `config.yaml` in this repository).
+Recipe: {% if recipe_url %}[`{{ recipe }}`]({{ recipe_url }}){% else %}`{{ recipe }}`{% endif %} (the resolved config that trained these weights is `config.yaml` in this repository).
 {% if reproduced %}Trained by `{{ reproduced.command }}` on {{ reproduced.hardware }} (torch {{ reproduced.torch }}, lightning {{ reproduced.lightning }}, {{ reproduced.date }}): the main fit took {{ "%.0f"|format(reproduced.wall_time_s) }} s{% if reproduced.total_time_s %}, the whole command {{ "%.0f"|format(reproduced.total_time_s) }} s (with what it trains first and the analysis){% endif %}.
 {% endif %}
-Parameters: {{ "{:,}".format(num_params) }}. Architecture key: `{{ model_key }}`. Library: [hinton-zoo](https://github.com/hinton-zoo/hinton-zoo).
+Parameters: {{ "{:,}".format(num_params) }}. Architecture key: `{{ model_key }}`. Library: [hinton-zoo]({{ source }}).
 """
+
+
+SOURCE = "https://github.com/hinton-zoo/hinton-zoo"
+SAME_PAPER_BEGIN, SAME_PAPER_END = "<!-- same-paper:begin -->", "<!-- same-paper:end -->"
+
+
+def same_paper(entry: Entry, repo_of: Callable[[str], str | None]) -> str:
+    """The card section that links the other catalogue entries of the entry's papers: to their Hub repos where
+    `repo_of(name)` knows one, else by name (`zoo publish --all` refreshes it once the repos exist)."""
+    from zoo._catalog import load_catalog
+
+    papers = {entry.paper.arxiv, *entry.paper.also}
+    others = [e.name for e in load_catalog().values()
+              if e.name != entry.name and papers & {e.paper.arxiv, *e.paper.also}]
+    if not others:
+        return ""
+    lines = [f"- [{n}](https://huggingface.co/{repo_of(n)})" if repo_of(n) else f"- `{n}` (not published yet)"
+             for n in others]
+    return "\n".join([SAME_PAPER_BEGIN, "## Other checkpoints of this paper", "", *lines, SAME_PAPER_END, ""])
+
+
+def refresh_same_paper(card: str, entry: Entry, repo_of: Callable[[str], str | None]) -> str:
+    """The card text with its same-paper section linked through `repo_of` (inserted before "## Use" in cards
+    written before the section existed)."""
+    section = same_paper(entry, repo_of)
+    if SAME_PAPER_BEGIN in card and SAME_PAPER_END in card:
+        head, rest = card.split(SAME_PAPER_BEGIN, 1)
+        return head + section.rstrip("\n") + rest.split(SAME_PAPER_END, 1)[1]
+    head, use, rest = card.partition("\n## Use\n")
+    return head + "\n" + section + use + rest if use and section else card
+
+
+def _published(name: str) -> str | None:
+    from zoo._catalog import load_catalog
+
+    hub = load_catalog()[name].hub
+    return hub.repo_id if hub else None
 
 
 def _fmt(v: Any) -> str:
@@ -112,4 +151,7 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         reproduced=extra.get("reproduced") or (entry.reproduced if entry else None),
         num_params=num_params,
         model_key=model_key,
+        source=SOURCE,
+        recipe_url=f"{SOURCE}/blob/main/{entry.recipe}" if entry and entry.recipe.startswith("configs/") else None,
+        same_paper=same_paper(entry, _published) if entry else "",
     )
