@@ -154,6 +154,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
                                            "tables": analysis.get("tables", {}), "claims": verdicts})
     echo(f"release saved: {folder} (main fit {out['reproduced']['wall_time_s']:.0f} s, "
          f"whole command {out['reproduced']['total_time_s']:.0f} s)")
+    within = ok  # against the catalogue as it was before this run
     if update_catalog:
         path = _catalog.update_entry(name, metrics=measured,
                                      num_params=sum(p.numel() for p in module.parameters()),
@@ -162,7 +163,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
         ok = True
     elif not ok:
         echo("WARNING: a metric landed outside the catalogue's tolerance (see OUTSIDE above).")
-    out.update(ok=ok and (base is None or base["ok"]), release=str(folder))
+    out.update(ok=ok and (base is None or base["ok"]), release=str(folder), within=within, claims=verdicts)
     return out
 
 

@@ -27,6 +27,7 @@ Catalogue and weights:
   download   fetch and verify an entry's weights     zoo download forward-forward-fmnist
   reproduce  train the recipe, test, compare, save a release   zoo reproduce forward-forward-digits
   publish    upload a release in one Hub commit      zoo publish NAME --repo-id ORG/REPO
+             the whole zoo: zoo reproduce --all --only-missing; zoo publish --all --org ORG
 
 `zoo <command> --help` explains each one.
 """
@@ -55,15 +56,38 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--revision", help="a 40-hex commit; default: the catalogue's pin")
     rp = sub.add_parser("reproduce", description=(
         "Train an entry's recipe, test it, print measured vs catalogue vs paper, and save the release in "
-        "$ZOO_HOME/releases/NAME. Extra options go to LightningCLI, e.g. --trainer.max_epochs=1 "
-        "--trainer.accelerator=gpu --config configs/strategies/ddp.yaml."))
-    rp.add_argument("name")
+        "$ZOO_HOME/releases/NAME. Extra options go to LightningCLI as --key=value, e.g. --trainer.max_epochs=1 "
+        "--trainer.accelerator=gpu --config configs/strategies/ddp.yaml. With --all: every entry matching PATTERN "
+        "(default all), baselines and required entries first, going on past a failure, then one summary table; "
+        "it first prints the plan and the expected time from the catalogue's recorded times, and never asks. "
+        "Stopped and run again with the same options, it resumes after the last finished entry. Exit status: "
+        "0 all within tolerance, 3 a metric outside it, 1 an entry failed, 130 interrupted."))
+    rp.add_argument("name", nargs="?", metavar="NAME|PATTERN",
+                    help="catalogue name; with --all a glob over names such as 'forward-forward-*' (default: all)")
+    rp.add_argument("--all", action="store_true", help="reproduce every entry matching PATTERN, in dependency order")
+    rp.add_argument("--only-missing", action="store_true",
+                    help="with --all: skip entries published on the Hub or whose local release verifies and whose "
+                         "metrics are within the catalogue's tolerance")
+    rp.add_argument("--dry-run", action="store_true",
+                    help="with --all: print the plan and the expected time, train nothing")
     rp.add_argument("--update-catalog", action="store_true",
                     help="write the measured metrics, parameter count and provenance into the catalogue")
-    rp.add_argument("--no-baseline", action="store_true", help="skip the backprop baseline the entry is compared with")
-    pb = sub.add_parser("publish", description="Upload a release in one Hub commit and pin it in the catalogue.")
-    pb.add_argument("name", help="catalogue name (its release in $ZOO_HOME/releases) or a release folder")
-    pb.add_argument("--repo-id", required=True)
+    rp.add_argument("--no-baseline", action="store_true",
+                    help="skip the backprop baseline the entry is compared with (with --all: baselines that "
+                         "PATTERN does not match are not added)")
+    pb = sub.add_parser("publish", description=(
+        "Upload a release in one Hub commit and pin the commit id and the files' sha256 in the catalogue. With "
+        "--all: every local release in $ZOO_HOME/releases matching PATTERN that the catalogue does not pin yet, "
+        "or whose files changed, goes to ORG/NAME, one commit per repo; each pin is written only after its commit "
+        "succeeded, so an interrupted run leaves the catalogue true to the Hub, and running it again finishes the "
+        "rest. Needs a token with write access (huggingface-cli login, HF_TOKEN or --token)."))
+    pb.add_argument("name", nargs="?", metavar="NAME|PATTERN",
+                    help="catalogue name (its release in $ZOO_HOME/releases) or a release folder; with --all a glob "
+                         "over names (default: all)")
+    pb.add_argument("--repo-id", help="ORG/REPO to publish one release to")
+    pb.add_argument("--all", action="store_true", help="publish every new or changed local release to ORG/NAME")
+    pb.add_argument("--org", help="with --all: the Hub organisation (or user) that gets one repo per entry")
+    pb.add_argument("--dry-run", action="store_true", help="with --all: list what would be uploaded, with sizes")
     pb.add_argument("--token")
     pb.add_argument("--endpoint", help="Hub endpoint (default: huggingface.co or HF_ENDPOINT)")
     return p
@@ -130,6 +154,11 @@ def _info(args) -> int:
     return 0
 
 
+def _usage_error(command: str, message: str) -> int:
+    print(f"zoo {command}: {message}. See `zoo {command} --help`.", file=sys.stderr)
+    return 2
+
+
 def _zoo_error(err: BaseException) -> BaseException | None:
     """The zoo error behind `err`, if any: jsonargparse wraps what a model's __init__ raised (e.g. weights that do
     not exist) in its own ValueError, and the user should see the zoo error's one line, not both tracebacks."""
@@ -186,11 +215,29 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.name}: verified {len(src.state)} tensors from {src.origin}")
             return 0
         if args.command == "reproduce":
+            if args.all:
+                from zoo._release_all import reproduce_all
+
+                return reproduce_all(args.name or "*", extra, only_missing=args.only_missing,
+                                     update_catalog=args.update_catalog, baselines=not args.no_baseline,
+                                     dry_run=args.dry_run)
+            if args.name is None or args.only_missing or args.dry_run:
+                return _usage_error("reproduce", "give an entry name, or --all [PATTERN] (--only-missing and "
+                                                 "--dry-run go with --all)")
             from zoo._reproduce import reproduce
 
             out = reproduce(args.name, extra, update_catalog=args.update_catalog, with_baseline=not args.no_baseline)
             return 0 if out.get("ok", True) else 3
         if args.command == "publish":
+            if args.all:
+                if not args.org or args.repo_id:
+                    return _usage_error("publish", "--all needs --org ORG (each entry goes to ORG/NAME), not --repo-id")
+                from zoo._release_all import publish_all
+
+                return publish_all(args.org, args.name or "*", token=args.token, endpoint=args.endpoint,
+                                   dry_run=args.dry_run)
+            if args.name is None or not args.repo_id or args.org or args.dry_run:
+                return _usage_error("publish", "give NAME --repo-id ORG/REPO, or --all --org ORG [PATTERN] [--dry-run]")
             from zoo._hub import publish
 
             res = publish(args.name, args.repo_id, token=args.token, endpoint=args.endpoint)
