@@ -28,7 +28,10 @@ import torch
 import torch.nn.functional as F
 
 import zoo
+from _compare import Row
 from zoo.data import IDXDataModule
+
+REF, OURS, CONVS = "gram-ai/capsule-networks", "zoo capsnet", "convolutions only"
 
 
 def load_reference(checkout: Path, device: torch.device):
@@ -86,6 +89,61 @@ def images_per_s(step, batches: list[tuple[torch.Tensor, torch.Tensor]], warmup:
     return sum(len(y) for _, y in batches[warmup:]) / (time.perf_counter() - start)
 
 
+def compare(reference: Path, batch_size: int = 100, steps: int = 5, warmup: int = 1, repeats: int = 3,
+            device: str | None = None, data_dir: str | None = None) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Training images/s of each side per repeat (interleaved), and each side's parameter count."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    warnings.filterwarnings("ignore", message="size_average and reduce args will be deprecated")
+    dm = IDXDataModule("fashion-mnist", data_dir=data_dir, batch_size=batch_size, val_size=0)
+    dm.prepare_data()
+    dm.setup()
+    n = batch_size * (warmup + steps)
+    x, y = dm.train_set.__getitems__(list(range(n)))
+    batches = [(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)) for i in range(0, n, batch_size)]
+
+    ref = load_reference(reference, device)
+    torch.manual_seed(0)
+    theirs = ref.CapsuleNet().to(device)
+    # torch >= 0.4 keeps the class capsules' transposed strides through `x * y`, and the port's `.view` then
+    # fails; lay the layer's output out batch-major (a copy of B x 160 numbers) so its view works as it did
+    theirs.digit_capsules.register_forward_hook(lambda m, i, out: out.transpose(0, 1).contiguous().transpose(0, 1))
+    ours = zoo.create("capsnet", conv_channels=256, primary_capsules=32, judge=None).to(device)
+    ref_opt = torch.optim.Adam(theirs.parameters())  # the port's own optimiser: Adam, lr 1e-3
+    steps_of = {REF: reference_step(theirs, ref.CapsuleLoss(), ref_opt),
+                OURS: ours_step(ours, torch.optim.Adam(ours.parameters(), lr=1e-3))}
+    convs = torch.nn.Sequential(torch.nn.Conv2d(1, 256, 9), torch.nn.ReLU(), torch.nn.Conv2d(256, 256, 9, stride=2))
+    convs.to(device)
+
+    def conv_step(x: torch.Tensor, y: torch.Tensor) -> None:  # the floor: both convolutions, forward + backward
+        convs.zero_grad(set_to_none=True)
+        convs(x).sum().backward()
+
+    steps_of[CONVS] = conv_step
+    rates = {k: [] for k in steps_of}
+    for _ in range(repeats):
+        for name, step in steps_of.items():
+            rates[name].append(images_per_s(step, batches, warmup))
+    return rates, {name: sum(q.numel() for q in m.parameters()) for name, m in ((REF, theirs), (OURS, ours))}
+
+
+def conv_flops_per_image() -> float:
+    """Multiply-adds x 2 of the two convolutions per image, forward (both) and backward (weight gradients of
+    both, input gradient of the second)."""
+    first, second = 20 * 20 * 256 * 81, 6 * 6 * 256 * 256 * 81
+    return 2 * (first + second + first + 2 * second)
+
+
+def rows(reference: Path, repeats: int = 3, steps: int = 5, device: str | None = None) -> list[Row]:
+    rates, _ = compare(reference, steps=steps, repeats=repeats, device=device)
+    hot = "CapsNet training (Adam, margin + reconstruction loss), batch 100, 3 routings"
+    gflops = conv_flops_per_image() * statistics.median(rates[CONVS]) / 1e9
+    return [Row(hot, REF, "images/s", rates[OURS], rates[REF], higher_is_better=True, target=3.0),
+            Row(f"{hot}: its two convolutions alone", REF, "images/s", rates[CONVS], rates[REF],
+                higher_is_better=True, note=f"the convolutions alone (forward + backward, "
+                f"{conv_flops_per_image() / 1e9:.2f} GFLOP an image) run at {gflops:.0f} GFLOP/s: the ceiling of "
+                "any implementation of the same network")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("reference", type=Path, help="folder of a gram-ai/capsule-networks checkout")
@@ -96,38 +154,14 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-dir", default=None)
     a = p.parse_args()
-    device = torch.device(a.device)
-    warnings.filterwarnings("ignore", message="size_average and reduce args will be deprecated")
-
-    dm = IDXDataModule("fashion-mnist", data_dir=a.data_dir, batch_size=a.batch_size, val_size=0)
-    dm.prepare_data()
-    dm.setup()
-    n = a.batch_size * (a.warmup + a.steps)
-    x, y = dm.train_set.__getitems__(list(range(n)))
-    batches = [(x[i:i + a.batch_size].to(device), y[i:i + a.batch_size].to(device)) for i in range(0, n, a.batch_size)]
-
-    ref = load_reference(a.reference, device)
-    torch.manual_seed(0)
-    theirs = ref.CapsuleNet().to(device)
-    # torch >= 0.4 keeps the class capsules' transposed strides through `x * y`, and the port's `.view` then
-    # fails; lay the layer's output out batch-major (a copy of B x 160 numbers) so its view works as it did
-    theirs.digit_capsules.register_forward_hook(lambda m, i, out: out.transpose(0, 1).contiguous().transpose(0, 1))
-    ours = zoo.create("capsnet", conv_channels=256, primary_capsules=32, judge=None).to(device)
-    n_theirs, n_ours = (sum(q.numel() for q in m.parameters()) for m in (theirs, ours))
-    ref_opt = torch.optim.Adam(theirs.parameters())  # the port's own optimiser: Adam, lr 1e-3
-    steps = {"gram-ai/capsule-networks": reference_step(theirs, ref.CapsuleLoss(), ref_opt),
-             "zoo capsnet": ours_step(ours, torch.optim.Adam(ours.parameters(), lr=1e-3))}
-    rates = {k: [] for k in steps}
-    for _ in range(a.repeats):
-        for name, step in steps.items():
-            rates[name].append(images_per_s(step, batches, a.warmup))
+    rates, params = compare(a.reference, a.batch_size, a.steps, a.warmup, a.repeats, a.device, a.data_dir)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"CapsNet training, batch {a.batch_size}, {a.steps} timed steps after {a.warmup} warm-up, median of "
-          f"{a.repeats}, device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"parameters: ours {n_ours:,}, gram-ai {n_theirs:,}")
+          f"{a.repeats}, device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"parameters: ours {params[OURS]:,}, gram-ai {params[REF]:,}")
     for name, r in med.items():
         print(f"{name:26s} {r:9.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in rates[name])})")
-    print(f"ratio ours / gram-ai: {med['zoo capsnet'] / med['gram-ai/capsule-networks']:.2f}x")
+    print(f"ratio ours / gram-ai: {med[OURS] / med[REF]:.2f}x")
 
 
 if __name__ == "__main__":

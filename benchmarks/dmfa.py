@@ -15,6 +15,7 @@ import time
 import numpy as np
 import torch
 
+from _compare import Row
 from zoo.models.dmfa.model import MFA
 from zoo.data.dequantise import dequantise
 
@@ -67,21 +68,29 @@ def loop_em_step(x: np.ndarray, pi, mu, lam, psi, min_variance: float = 1e-6):
     return new, ll.sum()
 
 
-def bench(data: str, examples: int, K: int, q: int, batch_size: int, repeats: int) -> None:
+def measure(data: str, examples: int, K: int, q: int, batch_size: int, repeats: int, device: str = "cpu"
+            ) -> tuple[list[float], list[float], float, tuple[int, int]]:
+    """Examples/s of one EM iteration per repeat (zoo, NumPy loop; interleaved), the largest difference between
+    the parameters the two produce, and the data's shape."""
     x = images(data, examples)
     mfa = MFA(1, K, x.shape[1], q)
     mfa.init_from_data(x[:batch_size], torch.Generator().manual_seed(0))
     start = {k: v.detach().clone() for k, v in mfa.state_dict().items()}
     xn = x.numpy()
+    mfa.to(device)
+    xd = x.to(device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
     def ours() -> float:
         mfa.load_state_dict(start)
+        sync()
         t = time.perf_counter()
         s = None
         for b in range(0, len(x), batch_size):
-            part = mfa.statistics(x[b:b + batch_size])
+            part = mfa.statistics(xd[b:b + batch_size])
             s = part if s is None else {k: s[k] + part[k] for k in s}
         mfa.m_step(s)
+        sync()
         return len(x) / (time.perf_counter() - t)
 
     def loop() -> tuple[float, tuple]:
@@ -96,10 +105,21 @@ def bench(data: str, examples: int, K: int, q: int, batch_size: int, repeats: in
         o.append(ours())
         rate, new = loop()
         lp.append(rate)
-    diff = max(np.abs(getattr(mfa, k).detach()[0].numpy() - v).max()
+    diff = max(np.abs(getattr(mfa, k).detach()[0].cpu().numpy() - v).max()
                for k, v in zip(("weight", "mean", "loading", "psi"), new))
+    return o, lp, diff, tuple(x.shape)
+
+
+def rows(repeats: int = 3, device: str = "cpu") -> list[Row]:
+    o, lp, diff, (n, d) = measure("fashion-mnist", 10000, 20, 10, 1000, repeats, device)
+    return [Row(f"MFA EM iteration, {n} x {d}, K 20, q 10, float64", "NumPy loop over components (same math)",
+                "examples/s", o, lp, higher_is_better=True, note=f"parameters agree to {diff:.1e}")]
+
+
+def bench(data: str, examples: int, K: int, q: int, batch_size: int, repeats: int) -> None:
+    o, lp, diff, shape = measure(data, examples, K, q, batch_size, repeats)
     mo, ml = statistics.median(o), statistics.median(lp)
-    print(f"{data}: {len(x)} examples x {x.shape[1]} dims, K={K}, q={q}, float64, median of {repeats}, "
+    print(f"{data}: {shape[0]} examples x {shape[1]} dims, K={K}, q={q}, float64, median of {repeats}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"  per-component NumPy loop (same math)   {ml:10.0f} examples/s per EM iteration")
     print(f"  zoo MFA (batched over components)      {mo:10.0f} examples/s per EM iteration   ratio {mo / ml:.2f}")

@@ -16,12 +16,12 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
 import torch
 
+from _compare import Row, interleaved
 from zoo.models.grbm.model import GRBM, ChainStats, sample_bernoulli
 
 
@@ -33,20 +33,70 @@ def official_class(checkout: str) -> type:
         stub = types.ModuleType("seaborn")
         stub.set_theme = lambda **kwargs: None
         sys.modules["seaborn"] = stub
-    sys.path.insert(0, str(path))
-    from grbm import GRBM as Official  # the official module, from the checkout
+    # by file, under its own name: `import grbm` would find this script when it runs from benchmarks/run.py
+    spec = importlib.util.spec_from_file_location("dsl_lab_grbm", path / "grbm.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path))  # for its `from utils import ...`
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path))
+    return module.GRBM
 
-    return Official
+
+def compare(checkout: str, visible: int = 784, hidden: int = 4096, chains: int = 100, steps: int = 20,
+            langevin_steps: int = 10, eta: float = 20.0, repeats: int = 3, device: str = "cpu"
+            ) -> dict[str, tuple[list[float], list[float]]]:
+    """Seconds per call of each case, (ours, official) per repeat, interleaved."""
+    Official = official_class(checkout)
+    torch.manual_seed(0)
+    ours = GRBM(visible, hidden).to(device)
+    ref = Official(visible, hidden, CD_step=steps, inference_method="Gibbs-Langevin",
+                   Langevin_step=langevin_steps, Langevin_eta=eta, Langevin_adjust_step=steps).to(device)
+    ref.load_state_dict(ours.state_dict())  # the same W, b, μ, log σ²
+    v0 = torch.randn(chains, visible, device=device)
+    eta_max = eta * float(ours.var.detach().mean())
+    # the official step with B chains (batch-mean energy gradient, unscaled noise) is ours at η / B and T = B
+    glkw = dict(eta=eta_max / chains, temperature=chains)
+    K, T = langevin_steps, steps
+
+    def our_cd():
+        pos, neg = ChainStats(ours), ChainStats(ours)
+        pos.add(v0, sample_bernoulli(ours.p_h_given_v(v0)))
+        ours.gibbs_langevin(torch.randn_like(v0), T, K, stats=neg, **glkw)
+        gp, gn = pos.grad(ours), neg.grad(ours)
+        for k, q in ours.named_parameters():
+            q.grad = gp[k] - gn[k]
+
+    cases = {
+        "Gibbs-Langevin": (lambda: ours.gibbs_langevin(v0, T, K, **glkw),
+                           lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta_max, adjust_step=T)),
+        "Gibbs-Langevin + MH": (lambda: ours.gibbs_langevin(v0, T, K, mh_from=0, **glkw),
+                                lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta_max, adjust_step=0)),
+        "Gibbs": (lambda: ours.gibbs(v0, T), lambda: ref.Gibbs_sampling_vh(v0, T)),
+        "CD step (Gibbs-Langevin)": (our_cd, lambda: ref.CD_grad(v0)),
+    }
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    out = {}
+    for name, (fo, fr) in cases.items():
+        t = interleaved({"ours": fo, "official": fr}, repeats, warmup=1, sync=sync)
+        out[name] = (t["ours"], t["official"])
+    return out
 
 
-def timed(fn, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+TARGETS = {"Gibbs-Langevin": 4.0, "Gibbs": 2.0}
+
+
+def rows(checkout: str, repeats: int = 3, device: str = "cpu", **sizes) -> list[Row]:
+    chains, steps = sizes.get("chains", 100), sizes.get("steps", 20)
+    out = []
+    for name, (to, tr) in compare(checkout, repeats=repeats, device=device, **sizes).items():
+        cd = name.startswith("CD")
+        unit, n = ("steps/s", 1) if cd else ("chain-steps/s", chains * steps)
+        out.append(Row(f"GRBM (V {sizes.get('visible', 784)}, H {sizes.get('hidden', 4096)}, {chains} chains, {steps} "
+                       f"steps), {name}", "DSL-Lab/GRBM", unit,
+                       [n / v for v in to], [n / v for v in tr], higher_is_better=True, target=TARGETS.get(name)))
+    return out
 
 
 def main() -> None:
@@ -65,48 +115,17 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-
-    Official = official_class(a.checkout)
-    torch.manual_seed(0)
-    ours = GRBM(a.visible, a.hidden).to(a.device)
-    ref = Official(a.visible, a.hidden, CD_step=a.steps, inference_method="Gibbs-Langevin",
-                   Langevin_step=a.langevin_steps, Langevin_eta=a.eta, Langevin_adjust_step=a.steps).to(a.device)
-    ref.load_state_dict(ours.state_dict())  # the same W, b, μ, log σ²
-    v0 = torch.randn(a.chains, a.visible, device=a.device)
-    eta = a.eta * float(ours.var.detach().mean())
-    # the official step with B chains (batch-mean energy gradient, unscaled noise) is ours at η / B and T = B
-    glkw = dict(eta=eta / a.chains, temperature=a.chains)
-    K, T = a.langevin_steps, a.steps
-
-    def our_cd():
-        pos, neg = ChainStats(ours), ChainStats(ours)
-        pos.add(v0, sample_bernoulli(ours.p_h_given_v(v0)))
-        ours.gibbs_langevin(torch.randn_like(v0), T, K, stats=neg, **glkw)
-        gp, gn = pos.grad(ours), neg.grad(ours)
-        for k, q in ours.named_parameters():
-            q.grad = gp[k] - gn[k]
-
-    cases = {
-        "Gibbs-Langevin": (lambda: ours.gibbs_langevin(v0, T, K, **glkw),
-                           lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=T)),
-        "Gibbs-Langevin + MH": (lambda: ours.gibbs_langevin(v0, T, K, mh_from=0, **glkw),
-                                lambda: ref.Gibbs_Langevin_sampling_vh(v0, T, K, eta, adjust_step=0)),
-        "Gibbs": (lambda: ours.gibbs(v0, T), lambda: ref.Gibbs_sampling_vh(v0, T)),
-        "CD step (Gibbs-Langevin)": (our_cd, lambda: ref.CD_grad(v0)),
-    }
-    print(f"V={a.visible} H={a.hidden} chains={a.chains} steps={T} Langevin steps={K} eta={a.eta} "
-          f"device={a.device} torch {torch.__version__} threads={torch.get_num_threads()} median of {a.repeats}")
-    for name, (fo, fr) in cases.items():
-        fo(), fr()  # warm-up
-        t_ours, t_ref = [], []
-        for _ in range(a.repeats):  # interleaved, so drift in machine load hits both alike
-            t_ours.append(timed(fo, a.device))
-            t_ref.append(timed(fr, a.device))
+    results = compare(a.checkout, a.visible, a.hidden, a.chains, a.steps, a.langevin_steps, a.eta, a.repeats,
+                      a.device)
+    print(f"V={a.visible} H={a.hidden} chains={a.chains} steps={a.steps} Langevin steps={a.langevin_steps} "
+          f"eta={a.eta} device={a.device} torch {torch.__version__} threads={torch.get_num_threads()} "
+          f"median of {a.repeats}")
+    for name, (t_ours, t_ref) in results.items():
         to, tr = statistics.median(t_ours), statistics.median(t_ref)
         if name.startswith("CD"):
             print(f"{name:26s} ours {1 / to:10.2f} steps/s   official {1 / tr:10.2f} steps/s   ratio {tr / to:6.2f}")
         else:
-            n = a.chains * T
+            n = a.chains * a.steps
             print(f"{name:26s} ours {n / to:10.0f} chain-steps/s   official {n / tr:10.0f} chain-steps/s   "
                   f"ratio {tr / to:6.2f}")
 
