@@ -63,4 +63,5 @@ def print_rows(rows: list[Row]) -> None:
         lo, hi = r.spread
         print(f"{r.hot_path}\n  {r.reference:<34} {statistics.median(r.theirs):10.4g} {r.unit}\n"
               f"  {'zoo':<34} {statistics.median(r.ours):10.4g} {r.unit}   ratio {r.ratio:.2f}x "
-              f"(repeats {lo:.2f}-{hi:.2f})" + (f"   target >= {r.target}x" if r.target else ""))
+              f"(repeats {lo:.2f}-{hi:.2f})" + (f"   target >= {r.target}x" if r.target else "")
+              + (f"\n  ({r.note})" if r.note else ""))

@@ -65,8 +65,8 @@ def machine() -> str:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = ", ".join(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info()
-                         if i["user_api"] == "blas")
+        blas = ", ".join(dict.fromkeys(f"{i['internal_api']} {i['num_threads']} threads" for i in threadpool_info()
+                                       if i["user_api"] == "blas"))
     except ImportError:
         pass
     import lightning
