@@ -98,7 +98,7 @@ def main() -> None:
         sys.exit("no CUDA device: this script is for a GPU machine (benchmarks/run.py is the CPU table)")
     cmd = [sys.executable, str(HERE / "run.py"), "--device", "cuda", "--variants", "bf16",
            "--repeats", str(a.repeats), *[f"--ref={r}" for r in a.ref]]
-    table = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    table = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # progress, errors: stderr
     text = table.rstrip("\n") + "\n" + "\n".join(ddp_rows()) + "\n"
     print(text)
     if a.write:
