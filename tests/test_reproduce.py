@@ -76,3 +76,26 @@ def test_killed_reproduce_leaves_no_release(catalog_copy, zoo_home):
     assert not list(zoo_home.glob("releases/**/model.safetensors"))
     with pytest.raises(zoo.CheckpointNotAvailable, match=f"zoo reproduce {NAME}"):
         zoo.load(NAME)  # the fixtures point ZOO_CATALOG and ZOO_HOME of this process at the same places
+
+
+class _Trained(Exception):
+    pass
+
+
+@pytest.mark.parametrize("with_baseline, first", [(True, "mfa-digits"), (False, "grbm-digits")])
+def test_a_baseline_brings_its_own_comparison_first(zoo_home, monkeypatch, with_baseline, first):
+    """grbm-digits is compared with dmfa-digits, whose analysis compares it with mfa-digits: reproduced as a
+    baseline with nothing at hand, dmfa-digits must first make mfa-digits, or --update-catalog would write it
+    without the metrics its claims use. --no-baseline on the entry itself trains only the entry."""
+    from zoo import _reproduce
+
+    trained = []
+
+    def record(entry, overrides):
+        trained.append(entry.name)
+        raise _Trained
+
+    monkeypatch.setattr(_reproduce, "train_and_test", record)
+    with pytest.raises(_Trained):
+        _reproduce.reproduce("grbm-digits", with_baseline=with_baseline, echo=lambda *a: None)
+    assert trained == [first]
