@@ -173,3 +173,32 @@ def test_failed_or_interrupted_entry_leaves_no_release_and_a_rerun_resumes(tiny_
     assert sorted(p.name for p in releases.iterdir()) == [STUDENT, TEACHER]
     assert _hub.verify_release(releases / STUDENT)
     assert not (zoo_home / "reproduce-all.json").exists()
+
+
+def test_publish_all_refuses_a_damaged_release_and_publishes_the_rest(tiny_catalog, zoo_home, monkeypatch, capsys):
+    for name, hidden in ((TEACHER, [16]), (STUDENT, [8])):
+        torch.manual_seed(0)
+        module = zoo.create("mlp", in_features=64, hidden=hidden, num_classes=10)
+        zoo.save_pretrained(module, zoo_home / "releases" / name, metrics={"test/acc": 0.5}, name=name)
+    teacher_card = zoo_home / "releases" / TEACHER / "README.md"
+    old_card = teacher_card.read_text().replace(_card_section(teacher_card.read_text()), "")
+    teacher_card.write_text(old_card)  # a card written before cards linked the paper's other entries
+    (zoo_home / "releases" / STUDENT / "metrics.json").unlink()
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    with HubDouble() as hub:
+        assert zoo_cli("publish", "--all", "--org", ORG, "--endpoint", hub.url, "--token", "test") == 1
+        out = capsys.readouterr().out
+        assert f"{STUDENT}: refused, run `zoo reproduce {STUDENT}` again" in out and "incomplete" in out
+        assert "1 of 2 releases to upload" in out
+        assert list(hub.repos) == [f"{ORG}/{TEACHER}"]
+        card = hub.repos[f"{ORG}/{TEACHER}"]["main"]["README.md"].decode()
+        assert card.count("## Other checkpoints of this paper") == 1 and f"- `{STUDENT}` (not published yet)" in card
+    pinned = {n: e.get("hub") for n, e in yaml.safe_load(tiny_catalog.read_text())["checkpoints"].items()}
+    assert pinned[STUDENT] is None and pinned[TEACHER]["revision"] == hub.commits[0]
+
+
+def _card_section(card: str) -> str:
+    from zoo._card import SAME_PAPER_BEGIN, SAME_PAPER_END
+
+    return card[card.index(SAME_PAPER_BEGIN):card.index(SAME_PAPER_END) + len(SAME_PAPER_END)]

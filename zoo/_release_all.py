@@ -332,6 +332,7 @@ class Upload:
     sizes: dict[str, int]
     action: str  # "new", "changed: a, b", or "up to date"
     card: str  # the model card's text with its links to the same paper's repos
+    reason: str = ""  # why a refused release is not uploaded
 
 
 def _uploads(org: str, pattern: str) -> list[Upload]:
@@ -339,17 +340,21 @@ def _uploads(org: str, pattern: str) -> list[Upload]:
     from zoo._hub import sha256_bytes, verify_release
 
     entries = _catalog.load_catalog()
-    local = [n for n in _catalog.names(pattern) if (releases_dir() / n).is_dir()]
+    checked: dict[str, dict[str, str] | str] = {}  # name -> {file: sha256}, or why the release is refused
+    for n in _catalog.names(pattern):
+        if (releases_dir() / n).is_dir():
+            try:
+                checked[n] = verify_release(releases_dir() / n)
+            except (OSError, ValueError) as err:  # incomplete or altered: refused, the others go on
+                checked[n] = str(err)
     repo_of = {n: e.hub.repo_id for n, e in entries.items() if e.hub is not None}
-    repo_of.update({n: f"{org}/{n}" for n in local})
+    repo_of.update({n: f"{org}/{n}" for n, files in checked.items() if isinstance(files, dict)})
     out = []
-    for n in local:
-        folder = releases_dir() / n
-        try:
-            files = verify_release(folder)
-        except (OSError, ValueError) as err:  # incomplete or altered: refused, the others go on
-            out.append(Upload(n, f"{org}/{n}", {}, {}, f"refused: {err}"[:100], ""))
+    for n, files in checked.items():
+        if isinstance(files, str):
+            out.append(Upload(n, f"{org}/{n}", {}, {}, "refused", "", files))
             continue
+        folder = releases_dir() / n
         card = refresh_same_paper((folder / "README.md").read_text(), entries[n], repo_of.get)
         files["README.md"] = sha256_bytes(card.encode())
         sizes = {f: (folder / f).stat().st_size for f in files}
@@ -379,11 +384,13 @@ def publish_all(org: str, pattern: str = "*", *, token: str | None = None, endpo
         echo(f"no local releases match {pattern!r} in {releases_dir()}; `zoo reproduce --all` makes them.")
         return 1
     todo = [u for u in uploads if u.action == "new" or u.action.startswith("changed")]
-    refused = [u.name for u in uploads if u.action.startswith("refused")]
+    refused = [u for u in uploads if u.action == "refused"]
     rows = [("entry", "repo", "action", "files", "size")]
     rows += [(u.name, u.repo_id, u.action, str(len(u.files)), _mb(sum(u.sizes.values()))) for u in uploads]
     echo(table(rows))
     echo(f"{len(todo)} of {len(uploads)} releases to upload, {_mb(sum(sum(u.sizes.values()) for u in todo))}")
+    for u in refused:
+        echo(f"{u.name}: refused, run `zoo reproduce {u.name}` again: {u.reason}")
     if dry_run or not todo:
         return 1 if refused else 0
     if token is None:
@@ -409,6 +416,4 @@ def publish_all(org: str, pattern: str = "*", *, token: str | None = None, endpo
     if failed:
         echo(f"{len(failed)} failed: {', '.join(failed)}. Run the same command again: what was committed is "
              "pinned and will be skipped.")
-    if refused:
-        echo(f"refused (run `zoo reproduce NAME` again to rewrite them): {', '.join(refused)}")
     return 1 if failed or refused else 0
