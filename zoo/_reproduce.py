@@ -116,7 +116,7 @@ def reproduce(name: str, overrides: list[str] | None = None, *, update_catalog: 
             echo(f"== {name}: first {needed}, which it needs")
             reproduce(needed, overrides, update_catalog=update_catalog, with_baseline=False, echo=echo)
     base = None
-    if entry.baseline and not with_baseline and not _at_hand(entry.baseline) and nested:
+    if nested and entry.baseline and not _at_hand(entry.baseline):
         # reproduced as another entry's baseline: its own comparison (e.g. dmfa-digits against mfa-digits) feeds
         # its analysis metrics, which --update-catalog would otherwise drop
         echo(f"== {name}: first {entry.baseline}, which its analysis compares with")
