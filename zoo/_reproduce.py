@@ -23,7 +23,9 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     cpu = platform.processor() or platform.machine()
-    return f"{os.cpu_count()} CPU cores ({cpu})"
+    threads = torch.get_num_threads()
+    limited = f", {threads} torch thread{'s' if threads > 1 else ''}" if threads < (os.cpu_count() or 1) else ""
+    return f"{os.cpu_count()} CPU cores ({cpu}{limited})"
 
 
 def _fmt(v: float | None) -> str:
