@@ -130,6 +130,8 @@ def test_positions_and_shapes():
     images = torch.rand(2, 3, 64, 96)
     memory = model.encode(images)
     assert memory.shape == (2, 2 * 3, 32)
+    # the stem max-pool pads as TF's "SAME" does: windows start at pixel 0 (PyTorch's padding 1 gives 5, 7, 13, 15)
+    assert model.backbone.maxpool(torch.arange(16.0).view(1, 1, 4, 4)).flatten().tolist() == [10, 11, 14, 15]
     assert model(images, torch.randint(0, 300, (2, 7))).shape == (2, 7, 300)
 
 

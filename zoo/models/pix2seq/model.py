@@ -3,9 +3,10 @@ transformer decoder that reads out objects as tokens (tokenizer.py).
 
 The "resnet" architecture of the official code (google-research/pix2seq `configs/config_base.py`,
 `architectures/transformers.py`, `models/ar_model.py`):
-- encoder: a ResNet-50 (timm) to stride 32; its feature map flattened row by row, dropout, a linear projection to
-  d = 256 and LayerNorm, plus fixed 2-D sine-cosine positions (first half of the channels code the row, second half
-  the column, coordinates scaled to [0, 2 pi]); 6 pre-LN transformer layers (8 heads, MLP 1024, GELU); LayerNorm;
+- encoder: a ResNet-50 (timm, its stem max-pool padded as TF's "SAME" pads) to stride 32; its feature map
+  flattened row by row, dropout, a linear projection to d = 256 and LayerNorm, plus fixed 2-D sine-cosine positions
+  (first half of the channels code the row, second half the column, coordinates scaled to [0, 2 pi]); 6 pre-LN
+  transformer layers (8 heads, MLP 1024, GELU); LayerNorm;
 - encoder -> decoder: linear to the decoder width, LayerNorm, the decoder width's 2-D sine-cosine positions, then one
   pre-LN MLP block;
 - decoder: 6 pre-LN layers of causal self-attention, cross-attention to the encoded image and an MLP (d 256, 8 heads,
@@ -24,6 +25,7 @@ import math
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import create_pool2d
 from torch import nn
 
 from zoo.models.pix2seq.tokenizer import sample_token
@@ -151,6 +153,10 @@ class Pix2Seq(nn.Module):
                  drop_path: float = 0.1, drop_units: float = 0.1, drop_att: float = 0.0):
         super().__init__()
         self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(-1,))
+        pool = getattr(self.backbone, "maxpool", None)
+        if isinstance(pool, nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1):
+            # the official ResNet pools with TF "SAME" padding (windows from the first pixel; pad only at the end)
+            self.backbone.maxpool = create_pool2d("max", 3, stride=2, padding="same")
         self.feature_dropout = nn.Dropout(drop_units)
         self.stem_projection = nn.Linear(self.backbone.feature_info.channels()[-1], dim_att)
         self.stem_ln = nn.LayerNorm(dim_att, eps=LN_EPS)

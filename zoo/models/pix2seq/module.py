@@ -60,9 +60,9 @@ class Pix2SeqDetector(ZooModule):
                  quantization_bins: int = 1000, coord_vocab_shift: int = 1000, max_instances: int = 100,
                  max_instances_test: int = 100, noise_bbox_weight: float = 1.0, eos_token_weight: float = 0.1,
                  class_label_corruption: Corruption = "rand_n_fake_cls", top_k: int = 0, top_p: float = 0.4,
-                 temperature: float = 1.0, evaluate_ap: bool = True, lr: float = 3e-5, weight_decay: float = 0.05, beta1: float = 0.9,
-                 beta2: float = 0.95, eps: float = 1e-8, warmup_epochs: float = 2.0, end_lr_factor: float = 0.01,
-                 weights: str | None = None):
+                 temperature: float = 1.0, evaluate_ap: bool = True, lr: float = 3e-5, weight_decay: float = 0.05,
+                 beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8, warmup_epochs: float = 2.0,
+                 end_lr_factor: float = 0.01, weights: str | None = None):
         super().__init__()
         if coord_vocab_shift + quantization_bins > vocab_size:
             raise ValueError(f"coordinate tokens reach {coord_vocab_shift + quantization_bins - 1}, beyond the "
