@@ -10,7 +10,7 @@ and lists recipes that the checklist itself runs:
 Every registered model must be stepped by some `ddp` run, and every paper the catalogue cites needs a record.
 Placeholders in args (made once per session by `context`): {idx_dir} (fixture IDX files), {teacher} (a tiny MLP
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
-fixture images), {root} (the run's output folder).
+fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {root} (the run's output folder).
 """
 from __future__ import annotations
 
@@ -111,6 +111,12 @@ def _forward_gradient(r: DDPResult) -> None:
     assert r.ckpt["optimizer_states"][0]["state"]  # momentum buffers: the estimates reached .grad and the optimiser
 
 
+def _pix2seq(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert state["model.token_embedding"].shape == (300, 32) and state["model.output_bias"].shape == (300,)
+    assert r.ckpt["optimizer_states"][0]["state"]  # AdamW moments: the loss reached every rank's optimiser
+
+
 def _grbm(r: DDPResult) -> None:
     assert set(r.ckpt["state_dict"]) == {"grbm.W", "grbm.b", "grbm.mu", "grbm.log_var"}
 
@@ -166,13 +172,15 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
+    from coco_fixture import write_coco_fixture
+
     import zoo
 
     torch.manual_seed(0)
     subclass_teacher = zoo.save_pretrained(zoo.create("subclass_teacher", channels=[4, 8], hidden=[16]),
                                            dest / "subclass_teacher")
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
-            "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start"))}
+            "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco"))}
 
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
@@ -185,6 +193,7 @@ NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
+COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -351,6 +360,22 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/nam/compas.yaml", NAM_BREAST_CANCER + ("--model.init_args.units=null",), data="own"),),
         ddp=(Run("configs/nam/compas.yaml", NAM_BREAST_CANCER + (f"--model.init_args.units={[4] * 30}",), data="own",
                  check=_nam),),
+    ),
+    Paper(
+        # arxiv 2109.10852 once the catalogue has a pix2seq entry (the checklist asks every record's paper for one)
+        package="pix2seq", arxiv=None, keys=("pix2seq",),
+        math=("test_pix2seq.py::test_token_ids_and_weights_by_hand",
+              "test_pix2seq.py::test_encode_decode_round_trip_within_half_a_bin",
+              "test_pix2seq.py::test_noise_objects_follow_augment_bbox",
+              "test_pix2seq.py::test_nucleus_keeps_the_largest_set_within_p",
+              "test_pix2seq.py::test_cached_decoding_equals_the_full_forward_pass",
+              "test_coco.py::test_each_augmentation_keeps_boxes_on_their_pixels"),
+        shapes=("test_pix2seq.py::test_positions_and_shapes",
+                "test_pix2seq.py::test_training_sequences_have_the_papers_length_and_loss_mask"),
+        overfit=("test_pix2seq.py::test_overfits_one_batch_and_detects_it",),
+        round_trip=("test_pix2seq.py::test_training_step_and_release_round_trip",),
+        fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),),
+        ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),

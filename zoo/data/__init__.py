@@ -1,10 +1,11 @@
 """DataModules for real dataset formats shared by several papers."""
 from zoo.data.celeba import CelebADataModule, read_partition
 from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
+from zoo.data.coco import COCODetectionDataModule, read_coco
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
 
-__all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "DigitsDataModule", "IDXDataModule", "read_idx", "SVHNDataModule",
+__all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule", "read_coco", "DigitsDataModule", "IDXDataModule", "read_idx", "SVHNDataModule",
            "read_svhn_mat", "TabularDataModule"]

@@ -7,7 +7,7 @@ import types
 
 from zoo.models import (  # noqa: F401  (registers)
     baselines, capsnet, cka, commentaries, confidence_penalty, distillation, dmfa, forward_forward, forward_gradient, grbm,
-    label_smoothing, lookahead, nam, snnl, soft_tree, subclass_distillation,
+    label_smoothing, lookahead, nam, pix2seq, snnl, soft_tree, subclass_distillation,
 )
 
 
