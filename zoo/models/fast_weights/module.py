@@ -32,13 +32,13 @@ class FastWeightsRetrieval(ZooClassifier):
         num_symbols, embed_dim, readout_hidden: 37 symbols in and out, a learned 100-d embedding, 100 ReLUs
             between the final hidden state and the softmax.
         decay, fast_lr, inner_steps, w_scale: λ = 0.95, η = 0.5, S = 1, W initialised to 0.05 I (fast weights only).
-        lr: Adam's learning rate.
+        lr: Adam's learning rate (1e-3, Adam's default: the notes do not give the paper's).
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
 
     def __init__(self, cell: str = "fast_weights", hidden_size: int = 20, num_symbols: int = 37, embed_dim: int = 100,
                  readout_hidden: int = 100, decay: float = 0.95, fast_lr: float = 0.5, inner_steps: int = 1,
-                 w_scale: float = 0.05, lr: float = 1e-4, weights: str | None = None):
+                 w_scale: float = 0.05, lr: float = 1e-3, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
         self.net = RetrievalNet(cell, num_symbols, embed_dim, hidden_size, readout_hidden, decay, fast_lr, inner_steps,
