@@ -106,6 +106,12 @@ def _ff_localrf(r: DDPResult) -> None:
     assert "net.layers.0.dense_index" not in state  # rebuilt from the shape, never saved
 
 
+def _fast_weights(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert state["net.rnn.W"].shape == (20, 20) and state["net.rnn.ln.weight"].shape == (20,)
+    assert r.ckpt["hyper_parameters"]["decay"] == 0.95 and r.ckpt["hyper_parameters"]["fast_lr"] == 0.5
+
+
 def _forward_gradient(r: DDPResult) -> None:
     assert r.ckpt["state_dict"]["net.blocks.1.fc.weight"].shape == (32, 32)
     assert r.ckpt["optimizer_states"][0]["state"]  # momentum buffers: the estimates reached .grad and the optimiser
@@ -190,6 +196,8 @@ SUBCLASS_TEACHER = "--model.init_args.teacher={subclass_teacher}"
 NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args.batch_size=64",
                      "--model.init_args.in_features=30", "--model.init_args.num_basis_functions=4",
                      "--model.init_args.members=2", "--model.init_args.cv_folds=0")
+# the generated associative-retrieval task, a few hundred sequences instead of 130,000
+AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", "--data.init_args.test_size=256")
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
@@ -286,6 +294,20 @@ PAPERS: tuple[Paper, ...] = (
                  "--model.init_args.sub_factors=1", "--model.init_args.layer1_epochs=1", "--data.init_args.batch_size=50",
                  "--trainer.max_steps=-1", "--trainer.max_epochs=1"))),
         extra_ddp_tests=("test_dmfa.py::test_ddp_statistics_equal_one_process",),
+    ),
+    Paper(
+        package="fast_weights", arxiv=None,  # "1610.06258" once its catalogue entries are measured
+        keys=("fast_weights",),
+        math=("test_fast_weights.py::test_fast_weights_equal_the_recurrence_with_an_explicit_matrix",
+              "test_fast_weights.py::test_layer_norm_is_over_the_units_of_each_example",
+              "test_fast_weights.py::test_generated_sequences_answer_the_value_paired_with_the_query"),
+        shapes=("test_fast_weights.py::test_shapes_and_release_round_trip",),
+        overfit=("test_fast_weights.py::test_fast_weights_fit_one_batch",),
+        round_trip=("test_fast_weights.py::test_shapes_and_release_round_trip",),
+        fit=(Run("configs/fast_weights/ar-r20.yaml", AR_SMALL, data="own"),
+             Run("configs/fast_weights/ar-r20-irnn.yaml", AR_SMALL, data="own")),
+        ddp=(Run("configs/fast_weights/ar-r20.yaml", AR_SMALL, data="own", check=_fast_weights),
+             Run("configs/fast_weights/ar-r20-lstm.yaml", AR_SMALL, data="own")),
     ),
     Paper(
         package="forward_forward", arxiv="2212.13345",

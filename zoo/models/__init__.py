@@ -6,8 +6,8 @@ import sys
 import types
 
 from zoo.models import (  # noqa: F401  (registers)
-    baselines, capsnet, cka, commentaries, confidence_penalty, distillation, dmfa, forward_forward, forward_gradient, grbm,
-    label_smoothing, lookahead, nam, pix2seq, snnl, soft_tree, subclass_distillation,
+    baselines, capsnet, cka, commentaries, confidence_penalty, distillation, dmfa, fast_weights, forward_forward,
+    forward_gradient, grbm, label_smoothing, lookahead, nam, pix2seq, snnl, soft_tree, subclass_distillation,
 )
 
 
