@@ -234,7 +234,7 @@ class COCODetectionDataModule(L.LightningDataModule):
                       f"annotations/instances_{split}.json", HOW)
 
     def prepare_data(self) -> None:
-        for split in set(self.splits.values()):
+        for split in dict.fromkeys(self.splits.values()):  # in order (a set's order changes with the hash seed)
             self.root(split)
 
     def setup(self, stage: str | None = None) -> None:
