@@ -104,9 +104,9 @@ def test_data_module_splits_are_seeded_and_distinct():
     a, b, c = splits(0), splits(0), splits(1)
     assert (len(a.train_set), len(a.val_set), len(a.test_set)) == (300, 50, 80)
     for split in ("train_set", "val_set", "test_set"):
-        assert torch.equal(getattr(a, split).tokens, getattr(b, split).tokens)
-        assert not torch.equal(getattr(a, split).tokens, getattr(c, split).tokens)
-    assert not torch.equal(a.val_set.tokens, a.test_set.tokens[:50])
+        assert torch.equal(getattr(a, split).x, getattr(b, split).x)
+        assert not torch.equal(getattr(a, split).x, getattr(c, split).x)
+    assert not torch.equal(a.val_set.x, a.test_set.x[:50])
     x, y = next(iter(a.train_dataloader()))
     assert x.shape == (32, 11) and x.dtype == y.dtype == torch.long
     with pytest.raises(ValueError, match="num_pairs"):

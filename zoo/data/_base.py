@@ -38,6 +38,26 @@ class ImageArrays(Dataset):
         return self.images[i].float() / self.scale, self.labels[i]
 
 
+class Rows(Dataset):
+    """Rows x [N, ...] (features, token sequences) and targets y [N] in memory; `__getitems__` returns a whole
+    batch in one indexing op."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if len(x) != len(y):
+            raise ValueError(f"{len(x)} rows but {len(y)} targets")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.x[i], self.y[i]
+
+    def __getitems__(self, idx: list[int]):
+        i = torch.as_tensor(idx)
+        return self.x[i], self.y[i]
+
+
 def _batch_as_is(batch: Any) -> Any:
     return batch
 

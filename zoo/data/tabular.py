@@ -43,9 +43,9 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Sampler
 
-from zoo.data._base import InMemoryData, _batch_as_is, data_folders, folder_with, locate
+from zoo.data._base import InMemoryData, Rows, _batch_as_is, data_folders, folder_with, locate
 
 COMPAS_FILE = "compas-scores-two-years.csv"
 Task = Literal["binary", "regression"]
@@ -218,23 +218,6 @@ class Encoder:
     def inverse(self, column: int, x: np.ndarray) -> np.ndarray:
         """Model input values of column `column` back to raw units."""
         return (np.asarray(x) + 1) / 2 * (self.high[column] - self.low[column]) + self.low[column]
-
-
-class Rows(Dataset):
-    """Feature rows [N, F] and targets [N] in memory; `__getitems__` returns a whole batch in one indexing op."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
-
-    def __getitems__(self, idx: list[int]):
-        i = torch.as_tensor(idx)
-        return self.x[i], self.y[i]
 
 
 class BalancedSampler(Sampler[int]):

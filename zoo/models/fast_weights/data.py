@@ -12,9 +12,8 @@ from __future__ import annotations
 import string
 
 import torch
-from torch.utils.data import Dataset
 
-from zoo.data._base import InMemoryData
+from zoo.data._base import InMemoryData, Rows
 
 SYMBOLS = string.ascii_lowercase + string.digits + "?"
 LETTERS, DIGIT0, QUERY = 26, 26, 36
@@ -37,25 +36,6 @@ def decode(tokens: torch.Tensor) -> str:
     return "".join(SYMBOLS[i] for i in tokens.tolist())
 
 
-class TokenArrays(Dataset):
-    """Token sequences [N, T] and targets [N] kept in memory; `__getitems__` returns a batch in one indexing op."""
-
-    def __init__(self, tokens: torch.Tensor, targets: torch.Tensor):
-        if len(tokens) != len(targets):
-            raise ValueError(f"{len(tokens)} sequences but {len(targets)} targets")
-        self.tokens, self.labels = tokens.long(), targets.long()
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.tokens[i], self.labels[i]
-
-    def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        i = torch.as_tensor(idx)
-        return self.tokens[i], self.labels[i]
-
-
 class AssociativeRetrievalDataModule(InMemoryData):
     """Generated associative-retrieval sequences (the paper's task): K = `num_pairs` key-value pairs, "??", a query.
 
@@ -75,4 +55,4 @@ class AssociativeRetrievalDataModule(InMemoryData):
             return
         for i, split in enumerate(("train", "val", "test")):
             g = torch.Generator().manual_seed(self.seed * 3 + i)
-            setattr(self, f"{split}_set", TokenArrays(*associative_retrieval(self.sizes[split], self.num_pairs, g)))
+            setattr(self, f"{split}_set", Rows(*associative_retrieval(self.sizes[split], self.num_pairs, g)))
