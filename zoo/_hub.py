@@ -250,6 +250,20 @@ def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in module.state_dict().items()}
 
 
+def _weights_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes of `state` that depend only on its contents: safetensors writes the metadata in the order
+    of a Rust hash map, which changes from call to call, so the same weights would get a new sha256 on every save.
+    The header is rewritten with the metadata keys sorted (same keys and values, so the same length)."""
+    blob = st_save(state, metadata=metadata)
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # cannot happen for the same keys and values; refuse rather than write a broken file
+        raise RuntimeError("safetensors header grew when its metadata was sorted")
+    return blob[:8] + text.ljust(n) + blob[8 + n:]
+
+
 def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics: dict[str, float] | None = None,
                   name: str | None = None, config_yaml: str | None = None,
                   extra_files: dict[str, str | os.PathLike] | None = None,
@@ -266,7 +280,7 @@ def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics
     entry = _catalog.get(name) if name else getattr(module, "zoo_entry", None)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
     try:
-        blob = st_save(_plain_state(module), metadata={"format": "pt", "zoo_model": key, "zoo_version": __version__})
+        blob = _weights_bytes(_plain_state(module), {"format": "pt", "zoo_model": key, "zoo_version": __version__})
         (tmp / WEIGHTS).write_bytes(blob)
         cfg = {"model": key, "init_args": init_args, "head": head, "zoo_version": __version__,
                "name": entry.name if entry else None, "files": {WEIGHTS: sha256_bytes(blob)}}
