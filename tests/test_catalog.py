@@ -102,6 +102,21 @@ def test_baseline_and_requires_must_name_entries(tmp_path):
         _catalog.load_catalog(p)
 
 
+def test_updates_side_by_side_keep_every_entry(tmp_path):
+    # several `zoo reproduce --update-catalog` runs at once: each rewrites the whole file, so without the lock
+    # one run's entry could be lost to another's read-modify-write
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [f"mine-{i}-digits" for i in range(8)]
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {n: _raw(baseline=None) for n in names}}))
+    with ThreadPoolExecutor(8) as pool:
+        measured = {"test/acc": 0.5, "test/acc_linear": 0.25}
+        list(pool.map(lambda n: _catalog.update_entry(n, p, metrics=measured, num_params=7), names * 3))
+    raw = yaml.safe_load(p.read_text())["checkpoints"]
+    assert all(raw[n]["metrics"]["test/acc"] == 0.5 and raw[n]["num_params"] == 7 for n in names)
+
+
 def test_zoo_catalog_env_replaces_the_catalogue(tmp_path, monkeypatch):
     p = tmp_path / "private.yaml"
     p.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {"mine-digits": _raw(baseline=None)}}))

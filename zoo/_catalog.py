@@ -4,6 +4,7 @@ Pure Python (yaml only): `zoo list` and `zoo info` go through here without impor
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import os
@@ -283,17 +284,35 @@ def dump_yaml(doc: Any) -> str:
 
 
 def update_entry(name: str, path: Path | None = None, **changes: Any) -> Path:
-    """Rewrite one entry's fields in the catalogue file, atomically (temp file + rename)."""
+    """Rewrite one entry's fields in the catalogue file, atomically (temp file + rename), holding a lock on its
+    folder so that `zoo reproduce` runs side by side cannot overwrite each other's entries."""
     path = (Path(path) if path else catalog_path()).resolve()
-    doc = yaml.safe_load(path.read_text()) or {}
-    raw = doc.get("checkpoints", {})
-    if name not in raw:
-        raise UnknownCheckpointError(name, difflib.get_close_matches(name, list(raw), n=3, cutoff=0.5))
-    raw[name].update(changes)
-    parse_entry(name, raw[name])
-    text = HEADER + dump_yaml(doc)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoints-", suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with _locked(path.parent):
+        doc = yaml.safe_load(path.read_text()) or {}
+        raw = doc.get("checkpoints", {})
+        if name not in raw:
+            raise UnknownCheckpointError(name, difflib.get_close_matches(name, list(raw), n=3, cutoff=0.5))
+        raw[name].update(changes)
+        parse_entry(name, raw[name])
+        text = HEADER + dump_yaml(doc)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".checkpoints-", suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _locked(folder: Path):
+    """An exclusive advisory lock on a folder (POSIX flock; a no-op where fcntl is missing, e.g. Windows)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
