@@ -2,7 +2,7 @@
 which is imported at run time from a checkout the user passes (nothing of it is in the zoo).
 
     python benchmarks/run.py --ref capsnet=/tmp/ref-capsule-networks --ref grbm=/tmp/ref-grbm \\
-        --ref ff=/tmp/ref-ff --ref cka=/path/to/google-research [--repeats 3] [--only ff,cka] \\
+        --ref ff=/tmp/ref-ff --ref cka=/path/to/google-research --ref moe=/tmp/ref-moe [--repeats 3] [--only ff,cka] \\
         [--variants compile,bf16] [--threads N] [--device cpu] [--write docs/benchmarks.md]
 
 Within each benchmark the two sides take turns in every repeat, so drifting machine load hits both alike. The
@@ -38,6 +38,7 @@ BENCHMARKS = {
     "capsnet": ("capsnet", "gram-ai/capsule-networks"),
     "grbm": ("grbm", "DSL-Lab/GRBM"),
     "cka": ("cka", "google-research/google-research (representation_similarity/Demo.ipynb)"),
+    "moe": ("moe", "davidmrau/mixture-of-experts"),
     "dmfa": ("dmfa", None),
 }
 
@@ -50,7 +51,7 @@ def measure(key: str, ref: Path | None, repeats: int, device: str, variants: tup
         return module.rows(ref, repeats, device=device)
     if key == "grbm":
         return module.rows(str(ref), repeats, device=device)
-    if key == "cka":
+    if key in ("cka", "moe"):
         return module.rows(ref, repeats, device=device)
     return module.rows(repeats, device=device)
 

@@ -179,14 +179,18 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
     from coco_fixture import write_coco_fixture
+    from text_fixture import moby_dick_dir
 
     import zoo
+    from zoo.data.text import TextDataModule
 
     torch.manual_seed(0)
+    text = moby_dick_dir(dest / "moby")
     subclass_teacher = zoo.save_pretrained(zoo.create("subclass_teacher", channels=[4, 8], hidden=[16]),
                                            dest / "subclass_teacher")
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
-            "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco"))}
+            "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
+            "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size)}
 
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
@@ -202,6 +206,11 @@ COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
 COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
+# a language model on the tiny Moby Dick of tests/text_fixture.py, at toy widths
+TEXT_LM = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
+           "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
+           "--data.init_args.eval_batch_size=1", "--data.init_args.bptt=4", "--model.init_args.vocab_size={text_vocab}",
+           "--model.init_args.d=8", "--model.init_args.expert_hidden=6")
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -371,6 +380,21 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",)),),
         # the model ends fit holding the slow weights, which first move at step k = 5: the check reads the optimiser
         ddp=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",), check=_lookahead, moves=False),),
+    ),
+    Paper(
+        package="moe_lm", arxiv=None,  # "1701.06538" once its catalogue entries are measured
+        keys=("moe_lm",),
+        math=("test_moe_lm.py::test_layers_add_up_as_appendix_c_writes_them",
+              "test_moe_lm.py::test_brute_force_mixture_of_the_kept_experts",
+              "test_moe_lm.py::test_state_carried_between_windows_equals_one_long_window",
+              "test_moe.py::test_load_probabilities_match_a_monte_carlo_estimate"),
+        shapes=("test_moe_lm.py::test_shapes_and_release_round_trip",),
+        overfit=("test_moe_lm.py::test_overfits_one_batch",),
+        round_trip=("test_moe_lm.py::test_shapes_and_release_round_trip",),
+        fit=(Run("configs/moe_lm/brown-moe32.yaml", TEXT_LM, data="own"),
+             Run("configs/moe_lm/brown-dense.yaml", TEXT_LM, data="own")),
+        ddp=(Run("configs/moe_lm/brown-moe32.yaml", (*TEXT_LM, "--model.init_args.num_experts=6",
+                                                     "--model.init_args.k=2"), data="own"),),
     ),
     Paper(
         package="nam", arxiv="2004.13912", keys=("nam",),
