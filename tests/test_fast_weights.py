@@ -140,3 +140,26 @@ def test_fast_weights_fit_one_batch():
         opt.step()
     assert loss.item() < 0.05 * first
     assert (module(tokens).argmax(1) == y).all()
+
+
+def test_recall_scores_rebuild_the_fast_weight_term_at_the_query():
+    torch.manual_seed(2)
+    cell = FastWeightsRNN(5, 6, decay=0.9, fast_lr=0.7, w_scale=0.3).double()
+    x = torch.randn(3, 7, 5, dtype=torch.float64)
+    states = cell(x)
+    A = torch.zeros(3, 6, 6, dtype=torch.float64)
+    for t in range(6):  # A(t) after h(1..6), the states before the query
+        A = cell.decay * A + cell.fast_lr * states[:, t, :, None] * states[:, t, None, :]
+    h0 = (states[:, -2] @ cell.W.T + cell.C(x[:, -1])).clamp(min=0)
+    s = cell.recall(x)
+    assert s.shape == (3, 6)
+    assert torch.allclose(torch.einsum("btr,bt->br", states[:, :-1], s), torch.einsum("bij,bj->bi", A, h0),
+                          atol=1e-12, rtol=0)
+
+
+def test_release_figure_shows_the_recall_of_fast_weights_only(tmp_path):
+    dm = AssociativeRetrievalDataModule(train_size=8, val_size=8, test_size=16, batch_size=4)
+    fw = zoo.create("fast_weights", hidden_size=7, embed_dim=6, readout_hidden=9)
+    figs = fw.release_figures(tmp_path, dm)
+    assert list(figs) == ["fast_weights_recall.png"] and figs["fast_weights_recall.png"].stat().st_size > 5000
+    assert zoo.create("fast_weights", cell="lstm", hidden_size=7).release_figures(tmp_path, dm) == {}

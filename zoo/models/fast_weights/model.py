@@ -42,12 +42,22 @@ class FastWeightsRNN(nn.Module):
         self.C = nn.Linear(input_size, hidden_size, bias=False)
         self.ln = nn.LayerNorm(hidden_size)  # over the units of each example, learned gain and bias
 
-    def attend(self, past: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """A(t) h for the past states h(1..t) stacked as past [B, t, R] and h [B, R]: η Σ_τ λ^{t−τ} h(τ)(h(τ)ᵀh)."""
+    def scores(self, past: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """How much A(t) h takes from each past state: η λ^{t−τ} h(τ)ᵀh for past [B, t, R], h [B, R] -> [B, t]."""
         t = past.shape[1]
         d = self.fast_lr * self.decay ** torch.arange(t - 1, -1, -1, dtype=h.dtype, device=h.device)
-        scores = torch.einsum("btr,br->bt", past, h) * d
-        return torch.einsum("btr,bt->br", past, scores)
+        return torch.einsum("btr,br->bt", past, h) * d
+
+    def attend(self, past: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """A(t) h for the past states h(1..t) stacked as past [B, t, R] and h [B, R]: η Σ_τ λ^{t−τ} h(τ)(h(τ)ᵀh)."""
+        return torch.einsum("btr,bt->br", past, self.scores(past, h))
+
+    def recall(self, x: torch.Tensor) -> torch.Tensor:
+        """At the last input (the query), the first inner step's scores over the earlier states: [B, T−1].
+        Row b says which time steps' hidden states the fast weights bring back to answer sequence b."""
+        states = self(x)
+        slow = states[:, -2] @ self.W.T + self.C(x[:, -1])
+        return self.scores(states[:, :-1], F.relu(slow))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape

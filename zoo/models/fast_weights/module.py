@@ -2,6 +2,8 @@
 the fast-weights RNN or one of its controls (IRNN, LSTM) trained by cross-entropy on the queried value with Adam."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 import torchmetrics
@@ -9,7 +11,8 @@ from torch import nn
 
 from zoo._module import ZooClassifier
 from zoo._registry import register_model
-from zoo.models.fast_weights.model import RetrievalNet
+from zoo.models.fast_weights.data import decode
+from zoo.models.fast_weights.model import FastWeightsRNN, RetrievalNet
 
 
 @register_model("fast_weights")
@@ -58,3 +61,39 @@ class FastWeightsRetrieval(ZooClassifier):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+
+    def release_figures(self, folder: Path, datamodule=None, rows: int = 8) -> dict[str, Path]:
+        """What the fast weights recall at the query: for the first `rows` test sequences, the scores
+        η λ^{t−τ} h(τ)ᵀh_0 with which the query step's inner loop takes back each earlier hidden state (each row scaled
+        by its largest), each cell labelled with its symbol, the prediction and answer on the right. Fast-weights
+        cell only."""
+        if not isinstance(self.net.rnn, FastWeightsRNN) or datamodule is None:
+            return {}
+        datamodule.setup("test")
+        tokens, y = datamodule.test_set[:rows]
+        self.eval()
+        with torch.no_grad():
+            emb = self.net.embed(tokens.to(self.device))
+            s = self.net.rnn.recall(emb).cpu()
+            pred = self(tokens.to(self.device)).argmax(1).cpu()
+        from zoo._plots import _pyplot, _save
+
+        plt = _pyplot()
+        n, t = s.shape
+        fig, ax = plt.subplots(figsize=(0.55 * t + 2.2, 0.42 * n + 1.0))
+        im = ax.imshow((s / s.amax(1, keepdim=True).clamp(min=1e-12)).numpy(), cmap="viridis", aspect="auto",
+                       vmin=0, vmax=1)
+        for i in range(n):
+            seq = decode(tokens[i])
+            for j in range(t):
+                ax.text(j, i, seq[j], ha="center", va="center", fontsize=8, color="white")
+            ax.text(t - 0.3, i, f"{seq[-1]} -> {decode(pred[i:i + 1])} ({decode(y[i:i + 1])})", va="center",
+                    fontsize=8)
+        ax.set_xticks(range(t))
+        ax.set_xticklabels([f"τ={j + 1}" for j in range(t)], fontsize=7)
+        ax.set_yticks([])
+        fig.colorbar(im, ax=ax, fraction=0.03, pad=0.22, label=r"$\eta\lambda^{t-\tau} h(\tau)^\top h_0$ / row's largest")
+        path = _save(fig, folder / "fast_weights_recall.png",
+                     f"What the fast weights bring back at the query (first {n} test sequences): query -> "
+                     "prediction (answer)")
+        return {path.name: path}
