@@ -47,12 +47,12 @@ class AssociativeRetrievalDataModule(InMemoryData):
     def __init__(self, num_pairs: int = 4, train_size: int = 100_000, val_size: int = 10_000, test_size: int = 20_000,
                  batch_size: int = 128, seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.num_pairs = num_pairs
-        self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.num_pairs, self.train_size, self.val_size, self.test_size = num_pairs, train_size, val_size, test_size
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
         for i, split in enumerate(("train", "val", "test")):
             g = torch.Generator().manual_seed(self.seed * 3 + i)
-            setattr(self, f"{split}_set", Rows(*associative_retrieval(self.sizes[split], self.num_pairs, g)))
+            n = getattr(self, f"{split}_size")
+            setattr(self, f"{split}_set", Rows(*associative_retrieval(n, self.num_pairs, g)))
