@@ -305,7 +305,7 @@ PAPERS: tuple[Paper, ...] = (
         extra_ddp_tests=("test_dmfa.py::test_ddp_statistics_equal_one_process",),
     ),
     Paper(
-        package="fast_weights", arxiv=None,  # "1610.06258" once its catalogue entries are measured
+        package="fast_weights", arxiv="1610.06258",
         keys=("fast_weights",),
         math=("test_fast_weights.py::test_fast_weights_equal_the_recurrence_with_an_explicit_matrix",
               "test_fast_weights.py::test_layer_norm_is_over_the_units_of_each_example",

@@ -21,13 +21,9 @@ class FastWeightsRetrieval(ZooClassifier):
 
     `cell` picks the recurrent layer: the paper's fast-weights RNN (A(t) = λA(t−1) + ηh(t)h(t)ᵀ, S inner steps
     with layer normalisation over units; model.py) or a control of Table 1, the IRNN or the LSTM. The associative
-    LSTM (Danihelka et al. 2016) is not built. Table 1 of the paper, test error (%) by hidden units R [transcribed
-    from notes, unverified against the paper text]:
-
-        R     IRNN    LSTM    A-LSTM   fast weights
-        20    62.11   60.81   60.13    1.81
-        50    60.23    1.85    1.62    0.00
-        100    0.34    0.00    0.00    0.00
+    LSTM (Danihelka et al. 2016) is not built. Table 1 of the paper compares the test error of these cells at
+    R = 20, 50 and 100; its numbers are not quoted here until checked against the paper text. The catalogue's
+    fast-weights-ar-* entries hold ours.
 
     Args:
         cell: "fast_weights", "irnn" or "lstm".
