@@ -9,6 +9,8 @@ added after the dropout (Appendix C):
     x2 = x1 + drop(MoE(x1))
     x3 = x2 + drop(LSTM2(x2))
     p(w_next) = Softmax(x3 W_o + b_o)
+(This dropout-then-add wiring is Appendix C as remembered: the research notes give only the layer order and sizes,
+so it is still to be checked against the paper text.)
 The MoE layer is zoo.nn.MoE (noisy top-k gating, eqs. 3-5; the importance and load losses of Appendix A); each
 expert is d -> h (ReLU) -> d without biases (h = 1024 in the paper). With one expert the layer is a dense
 feed-forward layer with no gate: the paper's compute-matched "MoE-1-Wide" baseline is one expert with hidden size

@@ -34,8 +34,9 @@ class MoELanguageModel(ZooModule):
         vocab_size: must equal the vocabulary the data module builds (checked before training).
         d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy: see model.MoELM. num_experts=1
             with expert_hidden = k·h is the compute-matched dense baseline (the paper's MoE-1-Wide).
-        lr, warmup_steps: Adam's peak learning rate, reached linearly over `warmup_steps` (1000 in the paper),
-            then decayed in proportion to 1/sqrt(step).
+        lr, warmup_steps: Adam's peak learning rate, reached linearly over `warmup_steps`, then decayed in
+            proportion to 1/sqrt(step) (the schedule of Appendix C as remembered, unverified; its length is not in
+            the notes).
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
 
