@@ -130,3 +130,24 @@ def test_release_carries_the_training_vocabulary(tmp_path, zoo_home):
                            vocab=str(files["vocabulary.json"]), max_unk=1.0)  # tiny text: most held-out words are new
     again.setup()
     assert again.vocab.tokens == dm.vocab.tokens
+
+
+def test_test_set_load_balance_is_the_cv_of_the_summed_loads(tmp_path, zoo_home):
+    import lightning as L
+
+    dm = TextDataModule("moby-dick", data_dir=str(moby_dick_dir(tmp_path)), batch_size=2, eval_batch_size=1, bptt=3,
+                        test_fraction=0.3)
+    torch.manual_seed(0)
+    module = zoo.create("moe_lm", **{**SMALL, "vocab_size": dm.vocab_size})
+    with torch.no_grad():
+        module.net.moe.gate.w_gate.normal_()  # uneven routing, so the CV is not 0
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
+    got = trainer.test(module, datamodule=dm, verbose=False)[0]
+    load, state = 0, None
+    module.eval()  # Lightning puts the module back in training mode after testing
+    with torch.no_grad():
+        for x, _ in dm.test_dataloader():
+            out = module.net(x, state)
+            load, state = load + out.load, out.state
+    assert got["test/load_cv"] == pytest.approx(float(load.std(unbiased=False) / load.mean()), rel=1e-5)
+    assert got["test/load_cv"] > 0.1 and "test/importance_cv" in got and got["test/ppl"] > 1

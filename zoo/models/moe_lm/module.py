@@ -14,6 +14,7 @@ from torchmetrics.text import Perplexity
 from zoo._module import ZooModule
 from zoo._registry import register_model
 from zoo.models.moe_lm.model import MoELM, State
+from zoo.nn.moe import cv_squared
 
 
 def _detach(state: State | None) -> State | None:
@@ -21,9 +22,9 @@ def _detach(state: State | None) -> State | None:
 
 
 def cv(v: torch.Tensor) -> torch.Tensor:
-    """Coefficient of variation, population standard deviation over the mean (0 for one expert)."""
-    v = v.double()
-    return v.std(unbiased=False) / v.mean().clamp(min=1e-12) if v.numel() > 1 else v.new_zeros(())
+    """Coefficient of variation, population standard deviation over the mean (0 for one expert): the square root
+    of the balancing losses' CV² (zoo.nn.moe.cv_squared)."""
+    return cv_squared(v.double()).sqrt()
 
 
 @register_model("moe_lm")
@@ -50,7 +51,7 @@ class MoELanguageModel(ZooModule):
         self.net = MoELM(vocab_size, d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy)
         self.ppl = torch.nn.ModuleDict({s: Perplexity() for s in ("val", "test")})
         self._state: dict[str, State | None] = {}
-        self._load = self._importance = None
+        self._totals: dict[str, torch.Tensor] = {}  # the test set's summed load and importance per expert
         self.init_weights_from(weights)
 
     def forward(self, tokens: torch.Tensor, state: State | None = None) -> torch.Tensor:
@@ -93,7 +94,7 @@ class MoELanguageModel(ZooModule):
 
     def on_test_epoch_start(self) -> None:
         self._eval_start("test")
-        self._load = self._importance = None
+        self._totals = {}
 
     def _eval(self, batch, stage: str) -> None:
         out, ce = self._step(batch, stage)
@@ -101,9 +102,8 @@ class MoELanguageModel(ZooModule):
         self.log(f"{stage}/ppl", self.ppl[stage], prog_bar=stage == "val")
         self.log(f"{stage}/loss", ce, sync_dist=True)
         if stage == "test":
-            self._load = out.load.detach() if self._load is None else self._load + out.load.detach()
-            imp = out.importance.detach()
-            self._importance = imp if self._importance is None else self._importance + imp
+            for key, v in (("load", out.load), ("importance", out.importance)):
+                self._totals[key] = self._totals.get(key, 0) + v.detach()
 
     def validation_step(self, batch, batch_idx):
         self._eval(batch, "val")
@@ -113,12 +113,10 @@ class MoELanguageModel(ZooModule):
 
     def on_test_epoch_end(self) -> None:
         """CV of the experts' load and importance summed over the whole test set (and all processes)."""
-        if self._load is None:
-            return
-        for name, v in (("load_cv", self._load), ("importance_cv", self._importance)):
+        for key, v in self._totals.items():
             total = self.all_gather(v)
             total = total.sum(0) if total.dim() > v.dim() else total
-            self.log(f"test/{name}", cv(total).float(), rank_zero_only=True)
+            self.log(f"test/{key}_cv", cv(total).float(), rank_zero_only=True)
 
     def configure_optimizers(self):
         hp = self.hparams
