@@ -207,10 +207,13 @@ COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
 COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
 # a language model on the tiny Moby Dick of tests/text_fixture.py, at toy widths
-TEXT_LM = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
-           "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
-           "--data.init_args.eval_batch_size=1", "--data.init_args.bptt=4", "--model.init_args.vocab_size={text_vocab}",
-           "--model.init_args.d=8", "--model.init_args.expert_hidden=6")
+TEXT_DATA = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
+             "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
+             "--data.init_args.eval_batch_size=1", "--data.init_args.bptt=4",
+             "--model.init_args.vocab_size={text_vocab}", "--model.init_args.d=8")
+TEXT_LM = (*TEXT_DATA, "--model.init_args.expert_hidden=6")
+FWL_LM = (*TEXT_DATA, "--model.init_args.layers=1", "--model.init_args.heads=2", "--model.init_args.context=8",
+          "--model.init_args.chunk=2", "--model.init_args.dynamic_lrs=[]")
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -395,6 +398,21 @@ PAPERS: tuple[Paper, ...] = (
              Run("configs/moe_lm/brown-dense.yaml", TEXT_LM, data="own")),
         ddp=(Run("configs/moe_lm/brown-moe32.yaml", (*TEXT_LM, "--model.init_args.num_experts=6",
                                                      "--model.init_args.k=2"), data="own"),),
+    ),
+    Paper(
+        package="fwl", arxiv=None,  # "2212.02475" once its catalogue entries are measured
+        keys=("fwl_lm",),
+        math=("test_fwl.py::test_chunked_linear_attention_is_the_strictly_causal_sum",
+              "test_fwl.py::test_hand_written_backward_equals_autograd",
+              "test_fwl.py::test_fast_pass_is_the_slow_weights_after_a_gradient_step_on_the_earlier_positions",
+              "test_fwl.py::test_logits_never_depend_on_later_tokens",
+              "test_fwl.py::test_dynamic_evaluation_by_hand"),
+        shapes=("test_fwl.py::test_shapes_and_release_round_trip",),
+        overfit=("test_fwl.py::test_overfits_one_batch",),
+        round_trip=("test_fwl.py::test_shapes_and_release_round_trip",),
+        fit=(Run("configs/fwl/brown-fwl.yaml", FWL_LM, data="own"),
+             Run("configs/fwl/brown-transformer.yaml", FWL_LM, data="own")),
+        ddp=(Run("configs/fwl/brown-fwl.yaml", FWL_LM, data="own"),),
     ),
     Paper(
         package="nam", arxiv="2004.13912", keys=("nam",),

@@ -533,3 +533,25 @@ class TextDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader(self._windows("test", self.eval_batch_size), batch_size=None)
+
+
+# ------------------------------------------------------------------------------------------------ for LM modules
+def check_model_vocabulary(vocab_size: int, dm, stage: str | None = None) -> None:
+    """Refuse, with what to do, a language model whose output size is not the data module's vocabulary size."""
+    if dm is None or not hasattr(dm, "vocab_size"):
+        return
+    dm.setup(stage)
+    if dm.vocab_size != vocab_size:
+        raise ValueError(f"vocabulary mismatch: the model predicts vocab_size={vocab_size} tokens but the data's "
+                         f"vocabulary holds {dm.vocab_size} (built from {dm.vocab.source or 'unknown data'}): to train "
+                         f"on this data pass --model.init_args.vocab_size={dm.vocab_size}; to score a released model, "
+                         "give the data module the vocabulary.json released with it (--data.init_args.vocab=FILE)")
+
+
+def release_vocabulary(folder: Path, dm) -> dict[str, Path]:
+    """The data module's vocabulary saved as `folder`/vocabulary.json, for a release (empty without text data)."""
+    if dm is None or not hasattr(dm, "save_vocabulary"):
+        return {}
+    path = Path(folder) / "vocabulary.json"
+    dm.save_vocabulary(path)
+    return {path.name: path}

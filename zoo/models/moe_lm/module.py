@@ -13,6 +13,7 @@ from torchmetrics.text import Perplexity
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
+from zoo.data.text import check_model_vocabulary, release_vocabulary
 from zoo.models.moe_lm.model import MoELM, State
 from zoo.nn.moe import cv_squared
 
@@ -61,14 +62,7 @@ class MoELanguageModel(ZooModule):
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and hasattr(dm, "vocab_size"):
-            dm.setup(stage)
-            if dm.vocab_size != self.hparams.vocab_size:
-                raise ValueError(f"vocabulary mismatch: the model predicts vocab_size={self.hparams.vocab_size} "
-                                 f"tokens but the data's vocabulary holds {dm.vocab_size} (built from "
-                                 f"{dm.vocab.source or 'unknown data'}): to train on this data pass "
-                                 f"--model.init_args.vocab_size={dm.vocab_size}; to score a released model, give the "
-                                 "data module the vocabulary.json released with it (--data.init_args.vocab=FILE)")
+        check_model_vocabulary(self.hparams.vocab_size, dm, stage)
 
     # ---- one window, its state carried over from the previous window of the same stage
     def _step(self, batch, stage: str):
@@ -128,8 +122,4 @@ class MoELanguageModel(ZooModule):
     def release_figures(self, folder: Path, datamodule=None) -> dict[str, Path]:
         """The vocabulary the model was trained with, saved beside the weights (vocabulary.json): a release is
         scored on other text with `TextDataModule(..., vocab="<release>/vocabulary.json")`."""
-        if datamodule is None or not hasattr(datamodule, "save_vocabulary"):
-            return {}
-        path = folder / "vocabulary.json"
-        datamodule.save_vocabulary(path)
-        return {path.name: path}
+        return release_vocabulary(folder, datamodule)
