@@ -102,9 +102,9 @@ class FastWeightBlock(nn.Module):
         """∂L/∂(each layer's output) of L = the window's mean next-token cross-entropy, by hand (the official code's
         `bwd`): softmax-CE, the unembedding, the layer norm, the second dense layer and the squared ReLU."""
         T = labels.shape[1]
-        g_logits = F.softmax(s["logits"], -1).scatter_add(-1, labels.unsqueeze(-1),
-                                                         s["logits"].new_full((*labels.shape, 1), -1.0)) / T
-        g_o = g_logits @ self.unembed.weight
+        # ∂L/∂logits = (p − onehot(y)) / T; times the unembedding without forming the [B, T, V] difference
+        U = self.unembed.weight
+        g_o = (F.softmax(s["logits"], -1) @ U - U[labels]) / T
         g_n = g_o * self.alpha
         n = s["n"]
         g_z2 = (g_n - g_n.mean(-1, keepdim=True) - n * (g_n * n).mean(-1, keepdim=True)) / s["sigma"]
