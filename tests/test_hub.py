@@ -234,3 +234,16 @@ def test_failed_release_write_leaves_nothing_that_looks_complete(tmp_path, monke
     with pytest.raises(OSError):
         zoo.save_pretrained(m, tmp_path / "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rel"]  # no partial folder left behind
+
+
+def test_card_shows_pictures_and_links_other_files(tmp_path):
+    from zoo._hub import write_release
+
+    (tmp_path / "curve.png").write_bytes(b"\x89PNG\r\n")
+    (tmp_path / "vocabulary.json").write_text("{}")
+    folder = write_release(tiny(), tmp_path / "rel", metrics={"test/acc": 0.5},
+                           extra_files={"curve.png": tmp_path / "curve.png",
+                                        "vocabulary.json": tmp_path / "vocabulary.json"})
+    card = (folder / "README.md").read_text()
+    assert "![curve.png](curve.png)" in card and "![vocabulary.json]" not in card
+    assert "[`vocabulary.json`](vocabulary.json)" in card

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -49,6 +50,8 @@ fails here stays listed, with the most likely reason.
 {% for f in figures %}
 ![{{ f }}]({{ f }})
 {% endfor %}
+{% if files %}Also in this repository: {% for f in files %}[`{{ f }}`]({{ f }}){{ ", " if not loop.last }}{% endfor %}.
+{% endif %}
 {{ same_paper }}
 ## Use
 
@@ -109,6 +112,9 @@ def _published(name: str) -> str | None:
     return hub.repo_id if hub else None
 
 
+_IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".svg"}
+
+
 def _fmt(v: Any) -> str:
     return "–" if v is None else f"{v:.4f}"
 
@@ -145,7 +151,8 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         baseline_title=f"baseline: {baseline['name']}" if baseline else "baseline",
         baseline_text=baseline.get("description", ""),
         rows=rows,
-        figures=figures,
+        figures=[f for f in figures if Path(f).suffix.lower() in _IMAGES],
+        files=[f for f in figures if Path(f).suffix.lower() not in _IMAGES],  # e.g. a vocabulary.json
         tables=extra.get("tables") or {},
         recipe=entry.recipe if entry else "(not from a zoo recipe)",
         reproduced=extra.get("reproduced") or (entry.reproduced if entry else None),

@@ -98,7 +98,7 @@ class FWLLanguageModel(ZooModule):
     def __init__(self, vocab_size: int, d: int = 256, layers: int = 4, heads: int = 4, context: int = 256,
                  dropout: float = 0.1, fast: bool = True, chunk: int = 256, step_size: float = 0.01, lr: float = 1e-3,
                  weight_decay: float = 0.1, warmup_steps: int = 200,
-                 dynamic_lrs: list[float] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1), tune_tokens: int = 20000,
+                 dynamic_lrs: list[float] = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0), tune_tokens: int = 20000,
                  analysis_tokens: int | None = None, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
