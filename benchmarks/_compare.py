@@ -57,6 +57,29 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     return out
 
 
+PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_grouped_mm")
+
+
+def product_share(fn: Callable[[], object], calls: int = 2) -> float:
+    """The fraction of `fn`'s CPU time (torch.profiler, self time) spent in matrix-product kernels, after one
+    untimed call. An implementation that runs the same products at the same speed and everything else for free is
+    at most 1 / share times faster: the ceiling that a missed target is measured against."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            fn()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in PRODUCTS) / total
+
+
+def ceiling_note(share: float, what: str) -> str:
+    return (f"{what}'s matrix products take {share:.0%} of its time: running the same products at the same speed "
+            f"and everything else for free, an implementation is at most {1 / share:.2f}x faster")
+
+
 def print_rows(rows: list[Row]) -> None:
     """The plain-text table: hot path, reference, medians of both, ratio and the per-repeat ratio range."""
     for r in rows:
