@@ -25,6 +25,10 @@ Dispatch is exact (no capacity limit, no dropped tokens): the N·k (token, exper
 and scattered into an [E, C, d] buffer, C the largest expert's count; the experts, held as batched weights
 [E, d_in, d_hidden] and [E, d_hidden, d_out], run as two batched matrix products; outputs are weighted by their
 gates and summed back per token. No Python loop over tokens or experts.
+
+Not supported: the hierarchical MoE (a primary gate choosing groups, each with its own gate; the paper's largest
+models) and expert parallelism (experts sharded across devices with all-to-all dispatch). Under DDP every process
+holds and runs every expert; FSDP would shard their weights like any other parameter, with dispatch still local.
 """
 from __future__ import annotations
 
