@@ -5,12 +5,17 @@ from __future__ import annotations
 import torch
 
 
-def plain_parts(cli) -> tuple[torch.nn.Module, object, torch.optim.Optimizer]:
-    """(model in train mode, DataModule set up for fitting, its configured optimiser without the scheduler)."""
+def plain_parts(cli, with_scheduler: bool = False):
+    """(model in train mode, DataModule set up for fitting, its configured optimiser), and with_scheduler: its
+    per-step learning-rate scheduler or None."""
     model, dm = cli.model, cli.datamodule
     dm.prepare_data()
     dm.setup("fit")
-    opt = model.configure_optimizers()
-    opt = opt["optimizer"] if isinstance(opt, dict) else opt
+    conf = model.configure_optimizers()
+    opt = conf["optimizer"] if isinstance(conf, dict) else conf
     model.train()
-    return model, dm, opt
+    if not with_scheduler:
+        return model, dm, opt
+    sched = conf.get("lr_scheduler") if isinstance(conf, dict) else None
+    sched = sched.get("scheduler") if isinstance(sched, dict) else sched
+    return model, dm, opt, sched
