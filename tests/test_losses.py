@@ -1,11 +1,12 @@
 """zoo.losses against values derived by hand."""
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.losses import confidence_penalty, distillation_loss, entropy, soft_nearest_neighbor_loss
+from zoo.losses import confidence_penalty, distillation_loss, entropy, soft_nearest_neighbor_loss, transducer_loss
 
 
 def test_distillation_loss_hand_value_and_t_squared_scaling():
@@ -71,3 +72,45 @@ def test_soft_nearest_neighbor_loss_temperature_step():
     optimized = soft_nearest_neighbor_loss(x.double(), y, T0, optimize_temperature=True).item()
     assert optimized == pytest.approx(at(1 - 0.1 * grad), rel=1e-6)
     assert optimized < at(1.0)  # a small descent step on t lowers this batch's loss
+
+
+def _transducer_by_enumeration(logits, y, T, U, blank=0):
+    """−log Σ over every alignment: choose which of the T − 1 + U moves emit a label (the rest advance a frame
+    by a blank), then the final blank at (T − 1, U)."""
+    lp = logits.double().log_softmax(-1)
+    paths = []
+    for emits in itertools.combinations(range(T - 1 + U), U):
+        t = u = 0
+        s = lp.new_zeros(())
+        for move in range(T - 1 + U):
+            if move in emits:
+                s, u = s + lp[t, u, y[u]], u + 1
+            else:
+                s, t = s + lp[t, u, blank], t + 1
+        paths.append(s + lp[T - 1, U, blank])
+    return -torch.logsumexp(torch.stack(paths), 0)
+
+
+def test_transducer_loss_sums_every_alignment_with_its_gradient():
+    torch.manual_seed(0)
+    B, T, U, V = 4, 5, 3, 6
+    logits = torch.randn(B, T, U + 1, V, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(1, V, (B, U))
+    Tl, Ul = torch.tensor([5, 4, 2, 1]), torch.tensor([3, 1, 0, 2])  # padding in both axes; T = 1 emits at once
+    got = transducer_loss(logits, y, Tl, Ul, reduction="none")
+    want = torch.stack([_transducer_by_enumeration(logits[b], y[b], int(Tl[b]), int(Ul[b])) for b in range(B)])
+    assert torch.allclose(got, want, atol=1e-10)
+    g_got, = torch.autograd.grad(got.sum(), logits)
+    g_want, = torch.autograd.grad(want.sum(), logits)
+    assert torch.allclose(g_got, g_want, atol=1e-10)
+    assert transducer_loss(logits, y, Tl, Ul).item() == pytest.approx(want.mean().item())
+    assert transducer_loss(logits, y, Tl, Ul, reduction="sum").item() == pytest.approx(want.sum().item())
+
+
+def test_transducer_loss_of_a_certain_alignment_is_zero_and_shapes_are_checked():
+    # one frame, one label: emit it, then the blank; with both near-certain the loss is near 0
+    logits = torch.full((1, 1, 2, 3), -30.0)
+    logits[0, 0, 0, 2] = logits[0, 0, 1, 0] = 30.0
+    assert transducer_loss(logits, torch.tensor([[2]]), torch.tensor([1]), torch.tensor([1])).item() < 1e-6
+    with pytest.raises(ValueError, match="U\\+1 = 2 label positions but targets have U = 2"):
+        transducer_loss(logits, torch.tensor([[2, 1]]), torch.tensor([1]), torch.tensor([2]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "confidence_penalty", "entropy", "soft_nearest_neighbor_loss"]
+__all__ = ["distillation_loss", "confidence_penalty", "entropy", "soft_nearest_neighbor_loss", "transducer_loss"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,3 +62,50 @@ def soft_nearest_neighbor_loss(features: torch.Tensor, labels: torch.Tensor, tem
             (grad,) = torch.autograd.grad(_snnl(x.detach(), labels, temperature / t, cosine, eps), t)
         temperature = temperature / (1 - 0.1 * grad.detach())
     return _snnl(x, labels, temperature, cosine, eps)
+
+
+def transducer_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,
+                    target_lengths: torch.Tensor, blank: int = 0, reduction: str = "mean") -> torch.Tensor:
+    """The RNN transducer's negative log-likelihood (Graves 2012, "Sequence Transduction with Recurrent Neural
+    Networks", §2; Graves, Mohamed & Hinton 2013, §2.3): −log Σ over all alignments of the label sequence.
+
+    logits [B, T, U+1, V]: the joint network's output for input frame t after the first u labels; targets [B, U]
+    (padded), logit_lengths [B] (T_b), target_lengths [B] (U_b). The forward variable
+        α(t, u) = logaddexp(α(t−1, u) + log ∅(t−1, u), α(t, u−1) + log y(t, u−1)),   α(0, 0) = 0,
+    with ∅ the blank's and y the next label's log-probability, gives −log P(y|x) = −(α(T_b−1, U_b) + log ∅(T_b−1,
+    U_b)). The cells of one anti-diagonal t + u = n depend only on the previous one, so the recursion runs over the
+    T + U − 1 diagonals, each a tensor operation over the batch and the frames (no loop over t or u themselves);
+    autograd gives the gradient. reduction: "mean" (over the batch, as F.ctc_loss divides by target length only
+    when asked), "sum" or "none"."""
+    B, T, U1, V = logits.shape
+    if targets.shape[1] + 1 != U1:
+        raise ValueError(f"logits hold U+1 = {U1} label positions but targets have U = {targets.shape[1]}")
+    lp = (logits if logits.dtype == torch.float64 else logits.float()).log_softmax(-1)
+    blank_lp = lp[..., blank]                                                     # [B, T, U+1]
+    U = U1 - 1
+    emit_lp = lp[:, :, :U].gather(3, targets.long()[:, None, :, None].expand(B, T, U, 1)).squeeze(3)  # [B, T, U]
+    neg = torch.finfo(lp.dtype).min / 4  # "−inf" that stays finite through additions, so gradients stay defined
+    t = torch.arange(T, device=lp.device)
+    diagonals = [torch.full((B, T), neg, device=lp.device, dtype=lp.dtype).index_fill(1, t[:1], 0.0)]
+    for n in range(1, T + U):
+        u = n - t                                                                 # the column of each frame's cell
+        prev = diagonals[-1]
+        # from (t−1, u) by a blank: the previous diagonal shifted one frame on
+        ok_b = (u >= 0) & (u <= U) & (t >= 1)
+        from_blank = (torch.cat([prev.new_full((B, 1), neg), prev[:, :-1]], 1)
+                      + blank_lp[:, (t - 1).clamp(min=0), u.clamp(0, U)])
+        # from (t, u−1) by emitting label u
+        ok_e = (u >= 1) & (u <= U)
+        from_emit = prev + emit_lp[:, t, (u - 1).clamp(0, max(U - 1, 0))] if U else prev
+        a = torch.logaddexp(torch.where(ok_b, from_blank, neg), torch.where(ok_e, from_emit, neg))
+        diagonals.append(torch.where(ok_b | ok_e, a, neg))
+    alpha = torch.stack(diagonals, 1)                                             # [B, T+U, T]: alpha[b, t+u, t]
+    tb, ub = logit_lengths.long() - 1, target_lengths.long()
+    rows = torch.arange(B, device=lp.device)
+    ll = alpha[rows, tb + ub, tb] + blank_lp[rows, tb, ub]
+    loss = -ll
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
