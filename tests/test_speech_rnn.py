@@ -1,0 +1,58 @@
+"""Graves, Mohamed & Hinton 2013 (arXiv 1303.5778): the deep BLSTM ignores padding, best-path CTC decoding by hand,
+batched greedy transducer decoding equal to one utterance at a time, and both output layers learning a tiny batch
+until they decode it. (The transducer loss itself is tested against enumeration in test_losses.py.)"""
+import pytest
+import torch
+
+from zoo.losses import transducer_loss
+from zoo.models.speech_rnn import CTCNet, DeepBLSTM, Transducer, best_path
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_padding_changes_nothing():
+    torch.manual_seed(0)
+    net = DeepBLSTM(5, 6, layers=2)
+    x, lengths = torch.randn(2, 9, 5), torch.tensor([9, 4])
+    both = net(x, lengths)
+    alone = net(x[1:, :4], lengths[1:])
+    assert both.shape == (2, 9, 12)
+    assert torch.allclose(both[1, :4], alone[0], atol=1e-6)  # the backward direction starts at the real last frame
+    assert both[1, 4:].abs().max() == 0
+
+
+def test_best_path_merges_repeats_and_drops_blanks_within_each_length():
+    frames = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 3], [0, 2, 2, 2, 0, 0, 4, 4]])
+    log_probs = torch.nn.functional.one_hot(frames, 5).float().log()
+    assert best_path(log_probs, torch.tensor([8, 6])) == [[1, 1, 2, 3], [2]]
+
+
+def test_batched_greedy_decoding_equals_one_utterance_at_a_time():
+    torch.manual_seed(1)
+    net = Transducer(5, 4, hidden=6, layers=1, pred_hidden=5, joint=7).eval()
+    with torch.no_grad():
+        net.W_hy.bias[0] -= 1.0  # emit more often, so that utterances go out of step with each other
+    x, lengths = torch.randn(3, 6, 5), torch.tensor([6, 3, 5])
+    batched = net.greedy(x, lengths, max_symbols=3)
+    alone = [net.greedy(x[b:b + 1, :int(n)], lengths[b:b + 1], max_symbols=3)[0] for b, n in enumerate(lengths)]
+    assert batched == alone and any(batched)
+
+
+@pytest.mark.parametrize("kind", ["ctc", "transducer"])
+def test_learns_a_tiny_batch_until_it_decodes_it(kind):
+    torch.manual_seed(2)
+    x, lengths = torch.randn(2, 8, 5), torch.tensor([8, 6])
+    y, y_lengths = torch.tensor([[1, 3, 2], [2, 2, 0]]), torch.tensor([3, 2])
+    net = CTCNet(5, 3, hidden=16, layers=1) if kind == "ctc" else Transducer(5, 3, 16, 1, pred_hidden=8, joint=16)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-2)
+    for _ in range(150):
+        if kind == "ctc":
+            loss = net.loss(net(x, lengths), lengths, y, y_lengths)
+        else:
+            loss = transducer_loss(net(x, lengths, y), y, lengths, y_lengths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    decoded = best_path(net(x, lengths), lengths) if kind == "ctc" else net.greedy(x, lengths)
+    assert loss.item() < 0.1 and decoded == [[1, 3, 2], [2, 2]]

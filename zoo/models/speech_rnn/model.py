@@ -1,0 +1,135 @@
+"""Speech Recognition with Deep Recurrent Neural Networks (Graves, Mohamed & Hinton, ICASSP 2013, arXiv 1303.5778).
+
+Deep bidirectional LSTM: N stacked layers, each a forward and a backward LSTM over the frames, the next layer reading
+both directions' outputs concatenated (§2, eqs. 11-12). Two output layers:
+* CTC (§2.1): a softmax over the K phones and the blank at every frame, y_t = W→ h→_t + W← h←_t + b (one linear map of
+  the concatenated top-layer outputs); trained with F.ctc_loss and decoded by best path (the most probable output at
+  each frame, repeats merged, blanks dropped) or by prefix beam search.
+* RNN transducer (§2.3): the same network as the transcription network, l_t; a prediction network, an LSTM over the
+  previous phones (one-hot in; before the first phone a vector of zeros, Graves 2012 §2.2), p_u; the two combined by a
+  feed-forward output network, h(t, u) = tanh(W_lh l_t + W_pb p_u + b_h), y(t, u) = W_hy h(t, u) + b_y, softmaxed over
+  the K phones and the blank; trained with zoo.losses.transducer_loss and decoded greedily. (That l_t and p_u are
+  hidden activations, and the sizes of W_lh and W_pb, are the paper as remembered: unverified.)
+The blank is index 0 throughout, phones 1..K.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class DeepBLSTM(nn.Module):
+    """N stacked (bi)directional LSTM layers over padded frames [B, T, F] with their lengths; packed, so no compute
+    goes to the padding. Output [B, T, directions·hidden]."""
+
+    def __init__(self, in_features: int, hidden: int = 250, layers: int = 3, bidirectional: bool = True):
+        super().__init__()
+        self.out_features = hidden * (2 if bidirectional else 1)
+        self.lstm = nn.LSTM(in_features, hidden, layers, batch_first=True, bidirectional=bidirectional)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])[0]
+
+
+class CTCNet(nn.Module):
+    """Deep BLSTM + the CTC output layer: frames -> log-probabilities [B, T, K+1] (blank = 0)."""
+
+    def __init__(self, in_features: int, num_phones: int, hidden: int = 250, layers: int = 3,
+                 bidirectional: bool = True):
+        super().__init__()
+        self.encoder = DeepBLSTM(in_features, hidden, layers, bidirectional)
+        self.output = nn.Linear(self.encoder.out_features, num_phones + 1)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.output(self.encoder(x, lengths)).log_softmax(-1)
+
+    def loss(self, log_probs: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor,
+             target_lengths: torch.Tensor) -> torch.Tensor:
+        """CTC negative log-likelihood per utterance, averaged over the batch."""
+        return F.ctc_loss(log_probs.transpose(0, 1), targets, lengths, target_lengths, blank=0, reduction="sum",
+                          zero_infinity=True) / log_probs.shape[0]
+
+
+def best_path(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """CTC best-path decoding: the arg-max output per frame, repeats merged, blanks removed (one tensor pass; only
+    the final split into per-utterance lists is a loop over the batch)."""
+    best = log_probs.argmax(-1)                                               # [B, T]
+    T = best.shape[1]
+    valid = torch.arange(T, device=best.device)[None] < lengths.to(best.device)[:, None]
+    new = torch.ones_like(valid)
+    new[:, 1:] = best[:, 1:] != best[:, :-1]
+    keep = valid & new & (best != 0)
+    return [row[k].tolist() for row, k in zip(best, keep)]
+
+
+class Transducer(nn.Module):
+    """The RNN transducer of §2.3: transcription network (a deep BLSTM), prediction network (an LSTM over the
+    previous phones) and the output network joining them; logits [B, T, U+1, K+1] for the loss.
+
+    Args:
+        in_features, num_phones, hidden, layers, bidirectional: the transcription network (as CTCNet).
+        pred_hidden, pred_layers: the prediction network's LSTM.
+        joint: units of the output network's tanh layer.
+    """
+
+    def __init__(self, in_features: int, num_phones: int, hidden: int = 250, layers: int = 3,
+                 bidirectional: bool = True, pred_hidden: int = 250, pred_layers: int = 1, joint: int = 250):
+        super().__init__()
+        K = num_phones
+        self.encoder = DeepBLSTM(in_features, hidden, layers, bidirectional)
+        self.num_phones = K
+        self.prediction = nn.LSTM(K, pred_hidden, pred_layers, batch_first=True)
+        self.W_lh = nn.Linear(self.encoder.out_features, joint)
+        self.W_pb = nn.Linear(pred_hidden, joint, bias=False)
+        self.W_hy = nn.Linear(joint, K + 1)
+
+    def transcribe(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """W_lh l_t + b_h for every frame, [B, T, joint]."""
+        return self.W_lh(self.encoder(x, lengths))
+
+    def one_hot(self, labels: torch.Tensor) -> torch.Tensor:
+        """Phones 1..K as one-hot vectors of length K; 0 (no phone yet) as zeros."""
+        return F.one_hot(labels.long(), self.num_phones + 1)[..., 1:].float()
+
+    def predict(self, labels: torch.Tensor, state=None):
+        """W_pb p_u for "no phone yet" followed by `labels` [B, U]: [B, U+1, joint] and the LSTM state."""
+        start = labels.new_zeros(labels.shape[0], 1)
+        p, state = self.prediction(self.one_hot(torch.cat([start, labels], 1)), state)
+        return self.W_pb(p), state
+
+    def joint(self, l: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """y(t, u) = W_hy tanh(l_t + p_u) for l [..., T, J] and p [..., U+1, J] -> [..., T, U+1, K+1]."""
+        return self.W_hy(torch.tanh(l.unsqueeze(-2) + p.unsqueeze(-3)))
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        l = self.transcribe(x, lengths)
+        p, _ = self.predict(labels)
+        return self.joint(l, p)
+
+    @torch.no_grad()
+    def greedy(self, x: torch.Tensor, lengths: torch.Tensor, max_symbols: int = 5) -> list[list[int]]:
+        """Greedy decoding, batched: at each frame emit the most probable phone and stay on the frame (at most
+        `max_symbols` per frame), or take the blank and move on. The prediction network advances one step only
+        for the utterances that emitted."""
+        l = self.transcribe(x, lengths)
+        B, T, _ = l.shape
+        p, state = self.prediction(l.new_zeros(B, 1, self.num_phones))
+        p = self.W_pb(p[:, 0])
+        out: list[list[int]] = [[] for _ in range(B)]
+        for t in range(T):
+            active = t < lengths.to(l.device)
+            for _ in range(max_symbols):
+                k = self.W_hy(torch.tanh(l[:, t] + p)).argmax(-1)
+                emit = active & (k != 0)
+                if not emit.any():
+                    break
+                q, new = self.prediction(self.one_hot(k[:, None]), state)
+                p = torch.where(emit[:, None], self.W_pb(q[:, 0]), p)
+                state = tuple(torch.where(emit[None, :, None], n, s) for n, s in zip(new, state))
+                for b in emit.nonzero().flatten().tolist():
+                    out[b].append(int(k[b]))
+        return out
