@@ -1,0 +1,67 @@
+"""Speech corpora in their real layouts: NIST SPHERE audio and .PHN alignments as TIMIT ships them (tiny files
+written here), the 61 -> 39 phone folding and the core test set."""
+import struct
+
+import pytest
+import torch
+
+from zoo.data.speech import PHONES_39, TIMIT_PHONES, fold_39, read_phn, read_sphere, timit_utterances
+
+
+def write_sphere(path, samples, rate=16000, byte_format="01", coding="pcm"):
+    fields = (f"database_id -s5 TIMIT\nsample_count -i {len(samples)}\nsample_rate -i {rate}\nchannel_count -i 1\n"
+              f"sample_byte_format -s2 {byte_format}\nsample_n_bytes -i 2\nsample_coding -s{len(coding)} {coding}\n"
+              "sample_min -i -32768\nend_head\n")
+    header = f"NIST_1A\n   1024\n{fields}".encode().ljust(1024, b" ")
+    fmt = "<" if byte_format == "01" else ">"
+    path.write_bytes(header + struct.pack(f"{fmt}{len(samples)}h", *samples))
+
+
+@pytest.mark.parametrize("byte_format", ["01", "10"])
+def test_sphere_samples_and_rate(tmp_path, byte_format):
+    write_sphere(tmp_path / "SX1.WAV", [0, 16384, -32768, 327], byte_format=byte_format)
+    audio, rate = read_sphere(tmp_path / "SX1.WAV")
+    assert rate == 16000 and audio.shape == (1, 4)
+    assert audio[0].tolist() == [0.0, 0.5, -1.0, 327 / 32768]
+
+
+def test_sphere_refuses_riff_and_shorten(tmp_path):
+    (tmp_path / "a.wav").write_bytes(b"RIFF" + bytes(60))
+    with pytest.raises(ValueError, match="not a NIST SPHERE file"):
+        read_sphere(tmp_path / "a.wav")
+    write_sphere(tmp_path / "b.wav", [1, 2], coding="pcm,embedded-shorten-v2.00")
+    with pytest.raises(ValueError, match="sph2pipe"):
+        read_sphere(tmp_path / "b.wav")
+
+
+def test_phn_lines_and_errors_name_the_line(tmp_path):
+    (tmp_path / "a.PHN").write_text("0 3050 h#\n3050 4559 sh\n4559 5723 ix\n")
+    assert read_phn(tmp_path / "a.PHN") == [(0, 3050, "h#"), (3050, 4559, "sh"), (4559, 5723, "ix")]
+    (tmp_path / "b.PHN").write_text("0 3050 h#\n3050 4559 zz\n")
+    with pytest.raises(ValueError, match="b.PHN:2: 'zz' is not one of the 61"):
+        read_phn(tmp_path / "b.PHN")
+    (tmp_path / "c.PHN").write_text("0 h#\n")
+    with pytest.raises(ValueError, match="c.PHN:1: expected 'start end phone'"):
+        read_phn(tmp_path / "c.PHN")
+
+
+def test_folding_61_to_39():
+    assert len(TIMIT_PHONES) == 61 and len(PHONES_39) == 39
+    assert fold_39(["h#", "sh", "ix", "hv", "eh", "dcl", "q", "axr", "pau", "zh", "en"]) == \
+        ["sil", "sh", "ih", "hh", "eh", "sil", "er", "sil", "sh", "n"]
+    with pytest.raises(ValueError, match="'zz' is not one of the 61"):
+        fold_39(["zz"])
+
+
+def test_utterances_skip_sa_and_select_the_core_test_set(tmp_path):
+    for split, dr, spk, utt in [("TEST", "DR1", "MDAB0", "SI1039"), ("TEST", "DR1", "MDAB0", "SA1"),
+                                ("TEST", "DR1", "MREB0", "SX5"), ("TRAIN", "DR2", "FAEM0", "SI762")]:
+        d = tmp_path / split / dr / spk
+        d.mkdir(parents=True, exist_ok=True)
+        write_sphere(d / f"{utt}.WAV", [0, 1])
+        (d / f"{utt}.PHN").write_text("0 2 h#\n")
+    assert [p.name for p in timit_utterances(tmp_path, "test")] == ["SI1039", "SX5"]
+    assert [p.name for p in timit_utterances(tmp_path, "test", core=True)] == ["SI1039"]
+    assert [p.parent.name for p in timit_utterances(tmp_path, "train")] == ["FAEM0"]
+    with pytest.raises(FileNotFoundError, match="no DEV folder"):
+        timit_utterances(tmp_path, "dev")

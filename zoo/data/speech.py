@@ -1,0 +1,115 @@
+"""Speech corpora in their real layouts, for the sequence-transduction papers (Graves et al. 2013, the Imputer).
+
+* TIMIT (LDC93S1): `<root>/{TRAIN,TEST}/DR<n>/<speaker>/<utterance>.{WAV,PHN,TXT}` (any case), the audio in NIST
+  SPHERE files (a 1024-byte text header, then 16-bit PCM), the phone alignment as "start end phone" lines in
+  samples. Read with `read_sphere` and `read_phn`; `timit_utterances` lists a split, without the SA dialect
+  sentences (as usual: every speaker reads the same two) and, for the test split, restricted to the 24-speaker
+  core test set when asked (192 utterances).
+* The 61 TIMIT phones and the standard folding to 39 for scoring (Lee & Hon 1989, used by Graves et al. 2013):
+  `fold_39`; the glottal stop q is dropped.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import torch
+
+TIMIT_PHONES = (
+    "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv ih ix iy jh k kcl "
+    "l m n ng nx ow oy p pau pcl q r s sh t tcl th uh uw ux v w y z zh").split()
+_FOLD = {"ao": "aa", "ax": "ah", "ax-h": "ah", "axr": "er", "hv": "hh", "ix": "ih", "el": "l", "em": "m", "en": "n",
+         "nx": "n", "eng": "ng", "zh": "sh", "ux": "uw", "pcl": "sil", "tcl": "sil", "kcl": "sil", "bcl": "sil",
+         "dcl": "sil", "gcl": "sil", "h#": "sil", "pau": "sil", "epi": "sil", "q": None}
+PHONES_39 = tuple(sorted({_FOLD.get(p, p) for p in TIMIT_PHONES} - {None}))
+#: the core test set: two men and one woman from each of the eight dialect regions (Garofolo et al. 1993)
+CORE_TEST_SPEAKERS = frozenset(
+    "MDAB0 MWBT0 FELC0 MTAS1 MWEW0 FPAS0 MJMP0 MLNT0 FPKT0 MLLL0 MTLS0 FJLM0 MBPM0 MKLT0 FNLP0 MCMJ0 MJDH0 FMGD0 "
+    "MGRT0 MNJM0 FDHC0 MJLN0 MPAM0 FMLD0".split())
+
+
+def fold_39(phones: list[str]) -> list[str]:
+    """The 61-phone labels folded to the 39 scoring classes (q removed); an unknown phone is an error."""
+    out = []
+    for p in phones:
+        if p not in TIMIT_PHONES:
+            raise ValueError(f"{p!r} is not one of the 61 TIMIT phones")
+        q = _FOLD.get(p, p)
+        if q is not None:
+            out.append(q)
+    return out
+
+
+def read_sphere(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """A NIST SPHERE file with uncompressed 16-bit PCM (TIMIT's .WAV): samples in [-1, 1) as float32 [channels, n]
+    and the sample rate. Compressed (shorten) files and other sample widths are refused with what to do."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if not raw.startswith(b"NIST_1A"):
+        raise ValueError(f"{path}: not a NIST SPHERE file (no NIST_1A magic); TIMIT's .WAV files are SPHERE, not RIFF")
+    try:
+        size = int(raw[8:16].split()[0])
+        header = raw[16:size].decode("ascii", errors="replace")
+    except (ValueError, IndexError):
+        raise ValueError(f"{path}: unreadable SPHERE header") from None
+    fields = {}
+    for line in header.splitlines():
+        parts = line.split(None, 2)
+        if len(parts) == 3 and parts[1].startswith("-"):
+            fields[parts[0]] = parts[2].strip()
+    coding = fields.get("sample_coding", "pcm")
+    if coding != "pcm" or fields.get("sample_n_bytes", "2") != "2":
+        raise ValueError(f"{path}: sample_coding={coding!r}, sample_n_bytes={fields.get('sample_n_bytes')!r}; only "
+                         "uncompressed 16-bit PCM is read (decompress shorten files with sph2pipe first)")
+    channels = int(fields.get("channel_count", "1"))
+    order = fields.get("sample_byte_format", "01")
+    data = torch.frombuffer(bytearray(raw[size:]), dtype=torch.int16)
+    if order == "10":
+        data = data.view(torch.uint8).view(-1, 2).flip(1).reshape(-1).view(torch.int16)
+    n = int(fields.get("sample_count", data.numel() // channels))
+    data = data[: n * channels].view(n, channels).T.float() / 32768.0
+    return data, int(fields.get("sample_rate", "16000"))
+
+
+def read_phn(path: str | os.PathLike) -> list[tuple[int, int, str]]:
+    """TIMIT .PHN: (start sample, end sample, phone) per line; a malformed line or an unknown phone is an error
+    naming the file and line."""
+    out = []
+    for i, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            raise ValueError(f"{path}:{i}: expected 'start end phone', got {line!r}")
+        if parts[2] not in TIMIT_PHONES:
+            raise ValueError(f"{path}:{i}: {parts[2]!r} is not one of the 61 TIMIT phones")
+        out.append((int(parts[0]), int(parts[1]), parts[2]))
+    return out
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """`folder/name` in whatever case the copy uses (TIMIT ships upper case, many copies are lower case)."""
+    for p in (folder / name, folder / name.lower(), folder / name.upper()):
+        if p.exists():
+            return p
+    return None
+
+
+def timit_utterances(root: str | os.PathLike, split: str, core: bool = False) -> list[Path]:
+    """The utterances (paths without extension) of TIMIT's TRAIN or TEST split, sorted, without the SA sentences;
+    `core`: only the core test set's 24 speakers."""
+    base = _child(Path(root), split.upper())
+    if base is None:
+        raise FileNotFoundError(f"{root}: no {split.upper()} folder: point data_dir at the folder holding TIMIT's "
+                                "TRAIN and TEST")
+    out = []
+    for wav in sorted(base.glob("*/*/*")):
+        if wav.suffix.upper() != ".WAV" or wav.name.upper().startswith("SA"):
+            continue
+        if core and wav.parent.name.upper() not in CORE_TEST_SPEAKERS:
+            continue
+        if not re.match(r"DR\d", wav.parent.parent.name.upper()):
+            continue
+        out.append(wav.with_suffix(""))
+    return out
