@@ -1,11 +1,13 @@
 """Speech corpora in their real layouts: NIST SPHERE audio and .PHN alignments as TIMIT ships them (tiny files
 written here), the 61 -> 39 phone folding and the core test set."""
+import math
 import struct
 
 import pytest
 import torch
 
-from zoo.data.speech import PHONES_39, TIMIT_PHONES, fold_39, read_phn, read_sphere, timit_utterances
+from zoo.data.speech import (PHONES_39, TIMIT_PHONES, deltas, filterbank_features, fold_39, read_phn, read_sphere,
+                              timit_utterances)
 
 
 def write_sphere(path, samples, rate=16000, byte_format="01", coding="pcm"):
@@ -65,3 +67,25 @@ def test_utterances_skip_sa_and_select_the_core_test_set(tmp_path):
     assert [p.parent.name for p in timit_utterances(tmp_path, "train")] == ["FAEM0"]
     with pytest.raises(FileNotFoundError, match="no DEV folder"):
         timit_utterances(tmp_path, "dev")
+
+
+def test_deltas_by_hand():
+    c = torch.tensor([0.0, 4.0, 16.0, 36.0, 64.0])[:, None]
+    # edges repeated: [0, 0 | 0, 4, 16, 36, 64 | 64, 64]; d_t = (1·(c[t+1] − c[t−1]) + 2·(c[t+2] − c[t−2])) / 10
+    assert deltas(c)[:, 0].tolist() == pytest.approx([3.6, 8.8, 16.0, 16.8, 12.4])
+
+
+def test_filterbank_features_of_a_tone():
+    rate, n = 16000, 8000
+    t = torch.arange(n) / rate
+    tone = 0.5 * torch.sin(2 * math.pi * 1000.0 * t)
+    f = filterbank_features(tone, rate)
+    assert f.shape == (1 + (n - 400) // 160, 123)  # 25 ms windows every 10 ms; 40 mels + energy, with Δ and ΔΔ
+    mel_of = lambda hz: 2595 * math.log10(1 + hz / 700)  # HTK's mel scale
+    centres = [700 * (10 ** (m / 2595) - 1) for m in torch.linspace(0, mel_of(rate / 2), 42)[1:-1].tolist()]
+    loudest = int(f[10, :40].argmax())
+    assert abs(centres[loudest] - 1000.0) < 100  # the band around 1 kHz holds the tone
+    # the log energy of a steady tone is the same in every frame, so its Δ and ΔΔ are ~0 away from the edges
+    assert f[5:-5, 40].std() < 0.01 and f[5:-5, 81].abs().max() < 0.01 and f[5:-5, 122].abs().max() < 0.01
+    with pytest.raises(ValueError, match="shorter than one 25.0 ms window"):
+        filterbank_features(torch.zeros(100), rate)

@@ -7,14 +7,19 @@
   core test set when asked (192 utterances).
 * The 61 TIMIT phones and the standard folding to 39 for scoring (Lee & Hon 1989, used by Graves et al. 2013):
   `fold_39`; the glottal stop q is dropped.
+* `filterbank_features`: the input of Graves et al. 2013 (§4): 40 log mel filterbank energies and the log frame
+  energy, with their first and second temporal derivatives, 123 numbers per 10 ms frame. The mel filters come from
+  librosa (the `speech` extra); the framing, power spectrum and derivatives are torch.
 """
 from __future__ import annotations
 
 import os
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 TIMIT_PHONES = (
     "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv ih ix iy jh k kcl "
@@ -113,3 +118,48 @@ def timit_utterances(root: str | os.PathLike, split: str, core: bool = False) ->
             continue
         out.append(wav.with_suffix(""))
     return out
+
+
+@lru_cache(maxsize=8)
+def _mel_filters(rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    try:
+        import librosa
+    except ImportError:
+        raise ImportError("the mel filterbank needs librosa: pip install 'hinton-zoo[speech]'") from None
+    # HTK's mel scale and triangles of unit height, as the HTK front end the paper's features come from
+    return torch.from_numpy(librosa.filters.mel(sr=rate, n_fft=n_fft, n_mels=n_mels, fmin=0.0, fmax=rate / 2,
+                                                htk=True, norm=None)).float()
+
+
+def deltas(c: torch.Tensor, window: int = 2) -> torch.Tensor:
+    """HTK's regression deltas over frames (dim −2): d_t = Σ_n n (c_{t+n} − c_{t−n}) / (2 Σ_n n²), n = 1..window,
+    the first and last frames repeated at the edges."""
+    n = torch.arange(1, window + 1, dtype=c.dtype, device=c.device)
+    padded = F.pad(c.transpose(-1, -2)[None], (window, window), mode="replicate")[0].transpose(-1, -2)
+    T = c.shape[-2]
+    ahead = torch.stack([padded[..., window + k:window + k + T, :] for k in range(1, window + 1)], -1)
+    behind = torch.stack([padded[..., window - k:window - k + T, :] for k in range(1, window + 1)], -1)
+    return ((ahead - behind) * n).sum(-1) / (2 * n.square().sum())
+
+
+def filterbank_features(audio: torch.Tensor, rate: int = 16000, n_mels: int = 40, win_ms: float = 25.0,
+                        hop_ms: float = 10.0, preemphasis: float = 0.97, order: int = 2) -> torch.Tensor:
+    """[frames, (n_mels + 1)·(order + 1)] from mono audio [n] (or [1, n]): pre-emphasis, Hamming windows of
+    `win_ms` every `hop_ms`, power spectrum, log mel energies and log frame energy, then deltas up to `order`
+    (Graves et al. 2013: 40 + 1 with Δ and ΔΔ, 123). Normalising each input to zero mean and unit variance over
+    the training set is the data module's job."""
+    x = audio.reshape(-1).float()
+    x = torch.cat([x[:1], x[1:] - preemphasis * x[:-1]])
+    win, hop = round(rate * win_ms / 1000), round(rate * hop_ms / 1000)
+    if x.numel() < win:
+        raise ValueError(f"{x.numel()} samples are shorter than one {win_ms} ms window at {rate} Hz")
+    n_fft = 1 << (win - 1).bit_length()
+    frames = x.unfold(0, win, hop) * torch.hamming_window(win, periodic=False)
+    power = torch.fft.rfft(frames, n_fft).abs().square()
+    tiny = torch.finfo(power.dtype).tiny
+    mel = (power @ _mel_filters(rate, n_fft, n_mels).T).clamp_min(tiny).log()
+    energy = frames.square().sum(-1, keepdim=True).clamp_min(tiny).log()
+    feats = [torch.cat([mel, energy], -1)]
+    for _ in range(order):
+        feats.append(deltas(feats[-1]))
+    return torch.cat(feats, -1)
