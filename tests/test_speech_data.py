@@ -6,8 +6,8 @@ import struct
 import pytest
 import torch
 
-from zoo.data.speech import (PHONES_39, TIMIT_PHONES, deltas, filterbank_features, fold_39, read_phn, read_sphere,
-                              timit_utterances)
+from zoo.data.speech import (PHONES_39, TIMIT_PHONES, BucketBatches, SpeechDataModule, deltas, filterbank_features,
+                              fold_39, read_phn, read_sphere, timit_utterances)
 
 
 def write_sphere(path, samples, rate=16000, byte_format="01", coding="pcm"):
@@ -89,3 +89,62 @@ def test_filterbank_features_of_a_tone():
     assert f[5:-5, 40].std() < 0.01 and f[5:-5, 81].abs().max() < 0.01 and f[5:-5, 122].abs().max() < 0.01
     with pytest.raises(ValueError, match="shorter than one 25.0 ms window"):
         filterbank_features(torch.zeros(100), rate)
+
+
+def write_timit(root, rate=16000, empty=None):
+    """A tiny TIMIT tree: three training speakers, a core and a non-core test speaker, utterances of different
+    lengths (0.1 to 0.35 s of noise) with three-phone alignments."""
+    g = torch.Generator().manual_seed(0)
+    layout = {"TRAIN/DR1/FCJF0": 3, "TRAIN/DR1/MDAC0": 3, "TRAIN/DR2/MJSW0": 3, "TEST/DR1/MDAB0": 2, "TEST/DR1/MREB0": 2}
+    for folder, n in layout.items():
+        d = root / folder
+        d.mkdir(parents=True)
+        for i in range(n):
+            samples = (torch.randn(1600 + 800 * i, generator=g) * 3000).clamp(-32768, 32767).short().tolist()
+            write_sphere(d / f"SX{i}.WAV", samples, rate=rate)
+            third = len(samples) // 3
+            text = "" if empty == f"{folder}/SX{i}" else f"0 {third} h#\n{third} {2 * third} sh\n{2 * third} {len(samples)} iy\n"
+            (d / f"SX{i}.PHN").write_text(text)
+        write_sphere(d / "SA1.WAV", [0] * 1600)  # dialect sentences are left out
+        (d / "SA1.PHN").write_text("0 1600 h#\n")
+    return root
+
+
+def test_timit_data_module_splits_normalises_and_buckets(tmp_path):
+    dm = SpeechDataModule(data_dir=str(write_timit(tmp_path)), val_speakers=1, batch_size=2, eval_batch_size=2)
+    dm.setup()
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 6, "validation": 3, "test": 2}  # core test set: MDAB0 only
+    speakers = {k: {u.name.split("/")[0] for u in v} for k, v in dm.splits.items()}
+    assert not speakers["train"] & speakers["validation"] and speakers["test"] == {"MDAB0"}
+    frames = torch.cat([u.features for u in dm.splits["train"]])
+    assert frames.shape[1] == dm.in_features == 123
+    assert frames.mean(0).abs().max() < 1e-4 and (frames.std(0) - 1).abs().max() < 1e-3
+    h, sh, iy = (TIMIT_PHONES.index(p) + 1 for p in ("h#", "sh", "iy"))
+    assert dm.splits["test"][0].labels.tolist() == [h, sh, iy]
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 3 and all(len(b) == 4 for b in batches)
+    for x, lengths, y, y_lengths in batches:  # sorted by length before batching: neighbours in length share a batch
+        assert lengths.max() - lengths.min() <= 5 * 2 and x.shape[1] == lengths.max() and y_lengths.tolist() == [3, 3]
+
+
+def test_buckets_are_shared_out_evenly_between_processes(tmp_path):
+    dm = SpeechDataModule(data_dir=str(write_timit(tmp_path)), val_speakers=1, core_test=False)
+    dm.setup()
+    utts = dm.splits["train"] + dm.splits["validation"]  # 9 utterances: 5 batches of 2, cut to 4 for two processes
+    ranks = [[b[0].shape[1] for b in BucketBatches(utts, 2, True, world=2, rank=r)] for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    names = [[tuple(u.name for u in batch) for batch in BucketBatches(utts, 2, True, world=2, rank=r).batches]
+             for r in (0, 1)]
+    assert names[0] == names[1]  # the same batches on both; each takes its own share of the shuffled order
+    epochs = [[b[1].tolist() for b in BucketBatches(utts, 2, True, epoch=lambda e=e: e)] for e in (0, 1)]
+    assert sorted(map(tuple, epochs[0])) == sorted(map(tuple, epochs[1])) and epochs[0] != epochs[1]
+
+
+def test_timit_bad_input_is_refused_clearly(tmp_path):
+    with pytest.raises(ValueError, match="audio at 8000 Hz where 16000 Hz is expected: resample"):
+        SpeechDataModule(data_dir=str(write_timit(tmp_path / "a", rate=8000)), val_speakers=1).setup()
+    with pytest.raises(ValueError, match="SX1.PHN: empty alignment"):
+        SpeechDataModule(data_dir=str(write_timit(tmp_path / "b", empty="TEST/DR1/MDAB0/SX1")), val_speakers=1).setup()
+    with pytest.raises(FileNotFoundError, match="LDC93S1"):
+        SpeechDataModule(data_dir=str(tmp_path / "nothing")).prepare_data()

@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
+import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset
+
+from zoo.data._base import data_folders, locate
 
 TIMIT_PHONES = (
     "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv ih ix iy jh k kcl "
@@ -163,3 +169,151 @@ def filterbank_features(audio: torch.Tensor, rate: int = 16000, n_mels: int = 40
     for _ in range(order):
         feats.append(deltas(feats[-1]))
     return torch.cat(feats, -1)
+
+
+# ------------------------------------------------------------------------------------------------ batches
+class Utterance(NamedTuple):
+    name: str
+    features: torch.Tensor   # [frames, F]
+    labels: torch.Tensor     # [U] phone ids, 1-based (0 is the blank)
+
+
+def pad_batch(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(features [B, T, F] zero-padded, lengths [B], labels [B, U] zero-padded, label lengths [B])."""
+    x = torch.nn.utils.rnn.pad_sequence([u.features for u in utts], batch_first=True)
+    y = torch.nn.utils.rnn.pad_sequence([u.labels for u in utts], batch_first=True)
+    return (x, torch.tensor([len(u.features) for u in utts]), y, torch.tensor([len(u.labels) for u in utts]))
+
+
+class BucketBatches(IterableDataset):
+    """Batches of utterances of similar length, so little compute goes to padding: the utterances sorted by length
+    (ties by name) and cut into batches of `batch_size`; in training the batch order is shuffled by (seed, epoch).
+    Each of `world` processes takes every world-th batch (the count cut to a multiple of `world`, so that all
+    processes take the same number of steps). An IterableDataset: Lightning does not re-sample it under DDP."""
+
+    def __init__(self, utts: list[Utterance], batch_size: int, shuffle: bool, seed: int = 0, world: int = 1,
+                 rank: int = 0, epoch: Callable[[], int] = lambda: 0):
+        order = sorted(range(len(utts)), key=lambda i: (len(utts[i].features), utts[i].name))
+        self.batches = [[utts[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+        self.shuffle, self.seed, self.world, self.rank, self.epoch = shuffle, seed, world, rank, epoch
+        if len(self.batches) < world:
+            raise ValueError(f"{len(utts)} utterances make {len(self.batches)} batch(es) of {batch_size}, fewer than "
+                             f"the {world} processes: lower the batch size")
+
+    def __len__(self) -> int:
+        return len(self.batches) // self.world
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        idx = list(range(len(self.batches)))
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            idx = torch.randperm(len(idx), generator=g).tolist()
+        idx = idx[: len(self) * self.world][self.rank::self.world]
+        for i in idx:
+            yield pad_batch(self.batches[i])
+
+
+# ------------------------------------------------------------------------------------------------ the DataModule
+_GET = {"timit": "TIMIT is licensed by the LDC (LDC93S1, https://catalog.ldc.upenn.edu/LDC93S1): put the folder "
+                 "holding its TRAIN and TEST in DIR"}
+
+
+class SpeechDataModule(L.LightningDataModule):
+    """Utterances as filterbank features with phone labels, in length-bucketed batches (x, lengths, y, y_lengths).
+
+    Args:
+        dataset: "timit" (the 61 phones as labels 1..61; score after `fold_39`).
+        data_dir: looked in first, then `$ZOO_HOME/data/<dataset>`; the error says how to get the data.
+        val_speakers: training speakers held out for validation (by `seed`; TIMIT's own development set is not
+            part of its distribution).
+        core_test: test on the 24-speaker core test set (else the whole TEST split, without SA sentences).
+        batch_size, eval_batch_size: utterances per batch and process.
+        n_mels, order: the features (filterbank_features); inputs are normalised to zero mean and unit variance
+            with the training set's statistics (`feature_mean`, `feature_std`).
+    """
+
+    def __init__(self, dataset: str = "timit", data_dir: str | None = None, val_speakers: int = 50,
+                 core_test: bool = True, batch_size: int = 8, eval_batch_size: int = 8, n_mels: int = 40,
+                 order: int = 2, seed: int = 0, sample_rate: int = 16000):
+        super().__init__()
+        if dataset not in _GET:
+            raise ValueError(f"dataset must be one of {sorted(_GET)}, got {dataset!r}")
+        self.dataset, self.data_dir, self.val_speakers, self.core_test = dataset, data_dir, val_speakers, core_test
+        self.batch_size, self.eval_batch_size, self.n_mels, self.order = batch_size, eval_batch_size, n_mels, order
+        self.seed, self.sample_rate = seed, sample_rate
+        self.splits: dict[str, list[Utterance]] = {}
+        self.feature_mean = self.feature_std = None
+
+    @property
+    def num_phones(self) -> int:
+        return len(TIMIT_PHONES)
+
+    @property
+    def in_features(self) -> int:
+        return (self.n_mels + 1) * (self.order + 1)
+
+    def locate(self) -> Path:
+        def find(folder: Path) -> Path | None:
+            return folder if folder.is_dir() and _child(folder, "TRAIN") and _child(folder, "TEST") else None
+        return locate(data_folders(self.data_dir, self.dataset, subfolder="TIMIT"), find, "TIMIT's TRAIN and TEST "
+                      "folders", f"{_GET[self.dataset]}, then pass --data.init_args.data_dir=DIR.")
+
+    def prepare_data(self) -> None:
+        self.locate()
+
+    def read(self, stem: Path) -> Utterance:
+        """One utterance: features of its .WAV, labels of its .PHN (errors name the file)."""
+        wav = next(p for p in (stem.with_suffix(".WAV"), stem.with_suffix(".wav")) if p.is_file())
+        phn = next((p for p in (stem.with_suffix(".PHN"), stem.with_suffix(".phn")) if p.is_file()), None)
+        if phn is None:
+            raise FileNotFoundError(f"{wav} has no .PHN alignment beside it")
+        audio, rate = read_sphere(wav)
+        if rate != self.sample_rate:
+            raise ValueError(f"{wav}: audio at {rate} Hz where {self.sample_rate} Hz is expected: resample it (e.g. "
+                             f"sox in.wav -r {self.sample_rate} out.wav) or pass --data.init_args.sample_rate={rate}")
+        phones = [p for _, _, p in read_phn(phn)]
+        if not phones:
+            raise ValueError(f"{phn}: empty alignment (no phones)")
+        labels = torch.tensor([TIMIT_PHONES.index(p) + 1 for p in phones])
+        name = f"{stem.parent.name}/{stem.name}"
+        return Utterance(name, filterbank_features(audio[0], rate, self.n_mels, order=self.order), labels)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        root = self.locate()
+        train = timit_utterances(root, "train")
+        speakers = sorted({p.parent.name.upper() for p in train})
+        if not 0 <= self.val_speakers < len(speakers):
+            raise ValueError(f"val_speakers={self.val_speakers} must leave training speakers: TIMIT's TRAIN has "
+                             f"{len(speakers)}")
+        perm = torch.randperm(len(speakers), generator=torch.Generator().manual_seed(self.seed)).tolist()
+        held = {speakers[i] for i in perm[: self.val_speakers]}
+        stems = {"train": [p for p in train if p.parent.name.upper() not in held],
+                 "validation": [p for p in train if p.parent.name.upper() in held],
+                 "test": timit_utterances(root, "test", core=self.core_test)}
+        for k, v in stems.items():
+            if not v:
+                raise ValueError(f"the {k} split of {root} holds no utterances")
+        self.splits = {k: [self.read(p) for p in v] for k, v in stems.items()}
+        frames = torch.cat([u.features for u in self.splits["train"]])
+        self.feature_mean, self.feature_std = frames.mean(0), frames.std(0).clamp_min(1e-5)
+        self.splits = {k: [u._replace(features=(u.features - self.feature_mean) / self.feature_std) for u in v]
+                       for k, v in self.splits.items()}
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        self.setup()
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+        return DataLoader(BucketBatches(self.splits[split], batch_size, shuffle, self.seed, world, rank, epoch),
+                          batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, False)
