@@ -10,7 +10,8 @@ and lists recipes that the checklist itself runs:
 Every registered model must be stepped by some `ddp` run, and every paper the catalogue cites needs a record.
 Placeholders in args (made once per session by `context`): {idx_dir} (fixture IDX files), {teacher} (a tiny MLP
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
-fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {root} (the run's output folder).
+fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
+tests/text_fixture.py), {timit_dir} (a tiny TIMIT, tests/speech_fixture.py), {root} (the run's output folder).
 """
 from __future__ import annotations
 
@@ -179,6 +180,7 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
     from coco_fixture import write_coco_fixture
+    from speech_fixture import write_timit
     from text_fixture import moby_dick_dir
 
     import zoo
@@ -190,7 +192,8 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
                                            dest / "subclass_teacher")
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
-            "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size)}
+            "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
+            "timit_dir": str(write_timit(dest / "timit"))}
 
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
@@ -214,6 +217,10 @@ TEXT_DATA = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={t
 TEXT_LM = (*TEXT_DATA, "--model.init_args.expert_hidden=6")
 FWL_LM = (*TEXT_DATA, "--model.init_args.layers=1", "--model.init_args.heads=2", "--model.init_args.context=8",
           "--model.init_args.chunk=2", "--model.init_args.dynamic_lrs=[]")
+# the tiny TIMIT of tests/speech_fixture.py (one validation speaker, the core test speaker), toy widths
+SPEECH = ("--data.init_args.data_dir={timit_dir}", "--data.init_args.val_speakers=1", "--data.init_args.batch_size=1",
+          "--data.init_args.eval_batch_size=2", "--model.init_args.hidden=8", "--model.init_args.layers=1",
+          "--model.init_args.pred_hidden=6", "--model.init_args.joint=8")
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -460,6 +467,21 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/soft_tree/fmnist.yaml", ("--model.init_args.depth=3",)),),
         ddp=(Run("configs/soft_tree/fmnist_distilled.yaml", ("--model.init_args.depth=3", TEACHER), check=_soft_tree),
              Run("configs/soft_tree/fmnist.yaml", ("--model.init_args.depth=3",), check=_soft_tree)),
+    ),
+    Paper(
+        package="speech_rnn", arxiv=None,  # "1303.5778" once it has measured entries (TIMIT is licensed)
+        keys=("speech_rnn",),
+        math=("test_losses.py::test_transducer_loss_sums_every_alignment_with_its_gradient",
+              "test_speech_rnn.py::test_best_path_merges_repeats_and_drops_blanks_within_each_length",
+              "test_speech_rnn.py::test_batched_greedy_decoding_equals_one_utterance_at_a_time",
+              "test_speech_rnn.py::test_weight_noise_is_on_for_the_gradient_and_off_for_the_update",
+              "test_speech_data.py::test_deltas_by_hand"),
+        shapes=("test_speech_rnn.py::test_shapes_and_release_round_trip",),
+        overfit=("test_speech_rnn.py::test_learns_a_tiny_batch_until_it_decodes_it",),
+        round_trip=("test_speech_rnn.py::test_shapes_and_release_round_trip",),
+        fit=(Run("configs/speech_rnn/timit-ctc-3l250.yaml", SPEECH, data="own"),
+             Run("configs/speech_rnn/timit-transducer-3l250.yaml", SPEECH, data="own")),
+        ddp=(Run("configs/speech_rnn/timit-transducer-3l250.yaml", SPEECH, data="own"),),
     ),
     Paper(
         package="subclass_distillation", arxiv="2002.03936", keys=("subclass_student", "subclass_teacher"),

@@ -1,22 +1,13 @@
 """Speech corpora in their real layouts: NIST SPHERE audio and .PHN alignments as TIMIT ships them (tiny files
 written here), the 61 -> 39 phone folding and the core test set."""
 import math
-import struct
 
 import pytest
 import torch
+from speech_fixture import write_sphere, write_timit
 
 from zoo.data.speech import (PHONES_39, TIMIT_PHONES, BucketBatches, SpeechDataModule, deltas, filterbank_features,
                               fold_39, read_phn, read_sphere, timit_utterances)
-
-
-def write_sphere(path, samples, rate=16000, byte_format="01", coding="pcm"):
-    fields = (f"database_id -s5 TIMIT\nsample_count -i {len(samples)}\nsample_rate -i {rate}\nchannel_count -i 1\n"
-              f"sample_byte_format -s2 {byte_format}\nsample_n_bytes -i 2\nsample_coding -s{len(coding)} {coding}\n"
-              "sample_min -i -32768\nend_head\n")
-    header = f"NIST_1A\n   1024\n{fields}".encode().ljust(1024, b" ")
-    fmt = "<" if byte_format == "01" else ">"
-    path.write_bytes(header + struct.pack(f"{fmt}{len(samples)}h", *samples))
 
 
 @pytest.mark.parametrize("byte_format", ["01", "10"])
@@ -89,25 +80,6 @@ def test_filterbank_features_of_a_tone():
     assert f[5:-5, 40].std() < 0.01 and f[5:-5, 81].abs().max() < 0.01 and f[5:-5, 122].abs().max() < 0.01
     with pytest.raises(ValueError, match="shorter than one 25.0 ms window"):
         filterbank_features(torch.zeros(100), rate)
-
-
-def write_timit(root, rate=16000, empty=None):
-    """A tiny TIMIT tree: three training speakers, a core and a non-core test speaker, utterances of different
-    lengths (0.1 to 0.35 s of noise) with three-phone alignments."""
-    g = torch.Generator().manual_seed(0)
-    layout = {"TRAIN/DR1/FCJF0": 3, "TRAIN/DR1/MDAC0": 3, "TRAIN/DR2/MJSW0": 3, "TEST/DR1/MDAB0": 2, "TEST/DR1/MREB0": 2}
-    for folder, n in layout.items():
-        d = root / folder
-        d.mkdir(parents=True)
-        for i in range(n):
-            samples = (torch.randn(1600 + 800 * i, generator=g) * 3000).clamp(-32768, 32767).short().tolist()
-            write_sphere(d / f"SX{i}.WAV", samples, rate=rate)
-            third = len(samples) // 3
-            text = "" if empty == f"{folder}/SX{i}" else f"0 {third} h#\n{third} {2 * third} sh\n{2 * third} {len(samples)} iy\n"
-            (d / f"SX{i}.PHN").write_text(text)
-        write_sphere(d / "SA1.WAV", [0] * 1600)  # dialect sentences are left out
-        (d / "SA1.PHN").write_text("0 1600 h#\n")
-    return root
 
 
 def test_timit_data_module_splits_normalises_and_buckets(tmp_path):

@@ -1,10 +1,13 @@
 """Graves, Mohamed & Hinton 2013 (arXiv 1303.5778): the deep BLSTM ignores padding, best-path CTC decoding by hand,
-batched greedy transducer decoding equal to one utterance at a time, and both output layers learning a tiny batch
-until they decode it. (The transducer loss itself is tested against enumeration in test_losses.py.)"""
+batched greedy transducer decoding equal to one utterance at a time, both output layers learning a tiny batch
+until they decode it, weight noise, the phone strings scored, and the release round trip. (The transducer loss
+itself is tested against enumeration in test_losses.py.)"""
 import pytest
 import torch
 
+import zoo
 from zoo.losses import transducer_loss
+from zoo.data.speech import TIMIT_PHONES
 from zoo.models.speech_rnn import CTCNet, DeepBLSTM, Transducer, best_path
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -56,3 +59,38 @@ def test_learns_a_tiny_batch_until_it_decodes_it(kind):
     net.eval()
     decoded = best_path(net(x, lengths), lengths) if kind == "ctc" else net.greedy(x, lengths)
     assert loss.item() < 0.1 and decoded == [[1, 3, 2], [2, 2]]
+
+
+SMALL = {"in_features": 5, "num_phones": 61, "hidden": 6, "layers": 1, "pred_hidden": 5, "joint": 7}
+
+
+def test_weight_noise_is_on_for_the_gradient_and_off_for_the_update():
+    torch.manual_seed(3)
+    module = zoo.create("speech_rnn", **SMALL, weight_noise=0.5)
+    clean = {k: v.clone() for k, v in module.state_dict().items()}
+    module.on_train_batch_start(None, 0)
+    noisy = {k: v.clone() for k, v in module.state_dict().items()}
+    moved = [k for k in clean if not torch.equal(clean[k], noisy[k])]
+    assert moved and all(clean[k].dim() >= 2 for k in moved)  # weight matrices only, biases untouched
+    module.on_before_optimizer_step(None)
+    for k, v in module.state_dict().items():
+        assert torch.allclose(v, clean[k], atol=1e-6), k  # the optimiser steps from the clean weights
+
+
+def test_phone_strings_are_folded_to_39():
+    ids = [TIMIT_PHONES.index(p) + 1 for p in ("h#", "sh", "ix", "q", "pcl", "p")]
+    assert zoo.create("speech_rnn", **SMALL).phone_string(ids) == "sil sh ih sil p"
+
+
+@pytest.mark.parametrize("output", ["ctc", "transducer"])
+def test_shapes_and_release_round_trip(output, tmp_path):
+    torch.manual_seed(0)
+    module = zoo.create("speech_rnn", **SMALL, output=output).eval()
+    x, lengths = torch.randn(2, 9, 5), torch.tensor([9, 6])
+    y = torch.tensor([[3, 1, 2], [5, 5, 0]])
+    loss = module.loss((x, lengths, y, torch.tensor([3, 2])))
+    assert loss.dim() == 0 and loss.item() > 0 and len(module(x, lengths)) == 2
+    back = zoo.load(zoo.save_pretrained(module, tmp_path / "release"))
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, back.state_dict()[k]), k
+    assert back(x, lengths) == module(x, lengths)

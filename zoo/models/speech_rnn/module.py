@@ -1,0 +1,103 @@
+"""Lightning glue for Graves, Mohamed & Hinton 2013 (arXiv 1303.5778): a deep (bi)directional LSTM trained with CTC
+or as an RNN transducer on filterbank frames, SGD with momentum, Gaussian weight noise (drawn once per batch, the
+gradient taken at the noisy weights and applied to the clean ones), and the phone error rate after folding the 61
+TIMIT phones to 39 (torchmetrics' word error rate over phone strings)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torchmetrics.text import WordErrorRate
+
+from zoo._module import ZooModule
+from zoo._registry import register_model
+from zoo.data.speech import TIMIT_PHONES, fold_39
+from zoo.losses import transducer_loss
+from zoo.models.speech_rnn.model import CTCNet, Transducer, best_path
+
+
+@register_model("speech_rnn")
+class SpeechRecognizer(ZooModule):
+    """Phone recognition from filterbank frames (model.CTCNet or model.Transducer).
+
+    Args:
+        in_features: inputs per frame (123: 40 mels + energy with Δ, ΔΔ).
+        num_phones: K output phones (61 for TIMIT), plus the blank.
+        output: "ctc" or "transducer".
+        hidden, layers, bidirectional: the deep LSTM (the paper's best: 3 layers of 250 cells per direction).
+        pred_hidden, joint: the transducer's prediction LSTM and output-network sizes.
+        weight_noise: standard deviation of the Gaussian noise added to every weight for each batch (0: none).
+        lr, momentum: SGD (the paper: 1e-4 and 0.9).
+        weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
+    """
+
+    head_keys = ("net.output.*", "net.W_hy.*")
+
+    def __init__(self, in_features: int = 123, num_phones: int = 61, output: Literal["ctc", "transducer"] = "ctc",
+                 hidden: int = 250, layers: int = 3, bidirectional: bool = True, pred_hidden: int = 250,
+                 joint: int = 250, weight_noise: float = 0.075, lr: float = 1e-4, momentum: float = 0.9,
+                 weights: str | None = None):
+        super().__init__()
+        if output not in ("ctc", "transducer"):
+            raise ValueError(f"output must be 'ctc' or 'transducer', got {output!r}")
+        self.save_hyperparameters(ignore=["weights"])
+        self.net = (CTCNet(in_features, num_phones, hidden, layers, bidirectional) if output == "ctc" else
+                    Transducer(in_features, num_phones, hidden, layers, bidirectional, pred_hidden, 1, joint))
+        self.per = torch.nn.ModuleDict({s: WordErrorRate() for s in ("val", "test")})
+        self._noise: list[torch.Tensor] | None = None
+        self.init_weights_from(weights)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+        """Decoded phone ids (1..K) per utterance: CTC best path, or greedy transducer decoding."""
+        if self.hparams.output == "ctc":
+            return best_path(self.net(x, lengths), lengths)
+        return self.net.greedy(x, lengths)
+
+    def loss(self, batch) -> torch.Tensor:
+        x, lengths, y, y_lengths = batch
+        if self.hparams.output == "ctc":
+            return self.net.loss(self.net(x, lengths), lengths, y, y_lengths)
+        return transducer_loss(self.net(x, lengths, y), y, lengths, y_lengths)
+
+    # ---- weight noise: on for the forward and backward pass, off before the optimiser steps
+    def _weights(self) -> list[torch.Tensor]:
+        return [p for p in self.net.parameters() if p.dim() >= 2]
+
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if self.hparams.weight_noise > 0:
+            with torch.no_grad():
+                self._noise = [torch.randn_like(p) * self.hparams.weight_noise for p in self._weights()]
+                torch._foreach_add_(self._weights(), self._noise)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        if self._noise is not None:
+            with torch.no_grad():
+                torch._foreach_sub_(self._weights(), self._noise)
+            self._noise = None
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    @staticmethod
+    def phone_string(ids: list[int]) -> str:
+        """Ids 1..61 as the 39 folded phones, space-separated (what the phone error rate compares)."""
+        return " ".join(fold_39([TIMIT_PHONES[i - 1] for i in ids]))
+
+    def _eval(self, batch, stage: str) -> None:
+        x, lengths, y, y_lengths = batch
+        hyp = [self.phone_string(h) for h in self(x, lengths)]
+        ref = [self.phone_string(r[:n].tolist()) for r, n in zip(y, y_lengths)]
+        self.per[stage].update(hyp, ref)
+        self.log(f"{stage}/per", self.per[stage], prog_bar=stage == "val", batch_size=len(lengths))
+        self.log(f"{stage}/loss", self.loss(batch), sync_dist=True, batch_size=len(lengths))
+
+    def validation_step(self, batch, batch_idx):
+        self._eval(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._eval(batch, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
