@@ -2,13 +2,17 @@
 batched greedy transducer decoding equal to one utterance at a time, both output layers learning a tiny batch
 until they decode it, weight noise, the phone strings scored, and the release round trip. (The transducer loss
 itself is tested against enumeration in test_losses.py.)"""
+import itertools
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 import zoo
 from zoo.losses import transducer_loss
 from zoo.data.speech import TIMIT_PHONES
 from zoo.models.speech_rnn import CTCNet, DeepBLSTM, Transducer, best_path
+from zoo.models.speech_rnn.model import ctc_beam_search
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,7 +94,48 @@ def test_shapes_and_release_round_trip(output, tmp_path):
     y = torch.tensor([[3, 1, 2], [5, 5, 0]])
     loss = module.loss((x, lengths, y, torch.tensor([3, 2])))
     assert loss.dim() == 0 and loss.item() > 0 and len(module(x, lengths)) == 2
+    module.hparams.beam = 3
+    assert len(module(x, lengths)) == 2 and all(0 < i <= 61 for h in module(x, lengths) for i in h)
+    module.hparams.beam = 1
     back = zoo.load(zoo.save_pretrained(module, tmp_path / "release"))
     for k, v in module.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
     assert back(x, lengths) == module(x, lengths)
+
+
+def _all_label_sequences(K: int, longest: int):
+    yield ()
+    for n in range(1, longest + 1):
+        yield from itertools.product(range(1, K + 1), repeat=n)
+
+
+def test_ctc_prefix_beam_search_finds_the_most_probable_labelling():
+    torch.manual_seed(4)
+    T, K = 5, 3
+    for _ in range(3):
+        lp = torch.randn(T, K + 1).log_softmax(-1)
+
+        def log_p(y):  # every alignment of y, by F.ctc_loss; the empty labelling is all blanks
+            if not y:
+                return lp[:, 0].sum().item()
+            return -F.ctc_loss(lp[:, None], torch.tensor([y]), torch.tensor([T]), torch.tensor([len(y)]),
+                               reduction="sum").item()
+        want = max(_all_label_sequences(K, T), key=log_p)
+        assert tuple(ctc_beam_search(lp, T, beam=1000)) == want
+
+
+def test_transducer_beam_search_finds_the_most_probable_labelling():
+    for seed in range(2):
+        torch.manual_seed(seed)
+        net = Transducer(4, 3, hidden=5, layers=1, pred_hidden=4, joint=6).eval()
+        with torch.no_grad():
+            net.W_hy.bias[0] += 1.0  # most of the probability on short labellings, so enumeration covers it
+        x, T = torch.randn(1, 4, 4), 4
+
+        def log_p(y):
+            y = torch.tensor([y]) if y else torch.zeros(1, 0, dtype=torch.long)
+            with torch.no_grad():
+                return -transducer_loss(net(x, torch.tensor([T]), y), y, torch.tensor([T]),
+                                        torch.tensor([y.shape[1]])).item()
+        want = max(_all_label_sequences(3, 5), key=log_p)
+        assert tuple(net.beam_search(x, T, beam=300, normalise_length=False)) == want, seed

@@ -14,6 +14,8 @@ The blank is index 0 throughout, phones 1..K.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -133,3 +135,85 @@ class Transducer(nn.Module):
                 for b in emit.nonzero().flatten().tolist():
                     out[b].append(int(k[b]))
         return out
+
+    @torch.no_grad()
+    def beam_search(self, x: torch.Tensor, length: int, beam: int = 16, normalise_length: bool = True) -> list[int]:
+        """Beam search for one utterance x [T, F] (or [1, T, F]) after Graves (2012, §2.5, Algorithm 1): at each frame
+        the most probable hypothesis of A (those reaching the frame) is moved to B by a blank, or extended by every
+        phone back into A, until B holds `beam` hypotheses more probable than any left in A; B's best `beam` go on
+        to the next frame. Where two paths reach the same hypothesis their probabilities add. Unlike Algorithm 1 as
+        printed there is no separate pass adding each hypothesis' prefixes' probability to it: popping a prefix
+        already extends it into the longer hypotheses, so that pass would count those paths twice; with a wide
+        enough beam the search then returns the most probable phone sequence (tested against enumeration). The
+        prediction network runs once per prefix. Returns the best final hypothesis by log P(y) / |y| (Graves'
+        choice) or, normalise_length=False, by log P(y)."""
+        x = x.reshape(1, -1, x.shape[-1])[:, :length]
+        l = self.transcribe(x, torch.tensor([length]))[0]
+        cache: dict[tuple[int, ...], tuple[torch.Tensor, tuple]] = {}
+
+        def prediction(y: tuple[int, ...]) -> tuple[torch.Tensor, tuple]:
+            if y not in cache:
+                if y:
+                    _, state = prediction(y[:-1])
+                    out, state = self.prediction(self.one_hot(torch.tensor([[y[-1]]])), state)
+                else:
+                    out, state = self.prediction(l.new_zeros(1, 1, self.num_phones))
+                cache[y] = (self.W_pb(out[0, 0]), state)
+            return cache[y]
+
+        def log_probs(y: tuple[int, ...], t: int) -> list[float]:
+            return self.W_hy(torch.tanh(l[t] + prediction(y)[0])).log_softmax(-1).tolist()
+
+        B: dict[tuple[int, ...], float] = {(): 0.0}
+        for t in range(length):
+            A, B = dict(B), {}
+            while A:
+                best = max(A, key=A.get)
+                if len(B) >= beam and sorted(B.values(), reverse=True)[beam - 1] >= A[best]:
+                    break
+                p = A.pop(best)
+                lp = log_probs(best, t)
+                B[best] = _lse(B.get(best, float("-inf")), p + lp[0])
+                for k in range(1, len(lp)):
+                    A[best + (k,)] = _lse(A.get(best + (k,), float("-inf")), p + lp[k])
+            B = dict(sorted(B.items(), key=lambda kv: -kv[1])[:beam])
+        score = (lambda kv: kv[1] / max(len(kv[0]), 1)) if normalise_length else (lambda kv: kv[1])
+        return list(max(B.items(), key=score)[0])
+
+
+def ctc_beam_search(log_probs: torch.Tensor, length: int, beam: int = 16) -> list[int]:
+    """CTC prefix beam search for one utterance (log_probs [T, K+1], blank 0): each kept prefix carries the
+    log-probabilities of its alignments ending in a blank and in its last label; at each frame every prefix is
+    extended by the blank, by its own last label (merged) and by every other label, then the `beam` most probable
+    prefixes are kept. Returns the most probable prefix. Exact over all alignments when `beam` covers every prefix."""
+    neg = float("-inf")
+    lp = log_probs[:length].double()
+    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg)}      # prefix -> (ends in blank, in label)
+    for t in range(length):
+        row = lp[t].tolist()
+        nxt: dict[tuple[int, ...], list[float]] = {}
+
+        def add(prefix, blank, label):
+            b, n = nxt.setdefault(prefix, [neg, neg])
+            nxt[prefix] = [_lse(b, blank), _lse(n, label)]
+
+        for prefix, (b, n) in beams.items():
+            total = _lse(b, n)
+            add(prefix, total + row[0], neg)                                  # a blank: the prefix stays
+            last = prefix[-1] if prefix else None
+            if last is not None:
+                add(prefix, neg, n + row[last])                               # the last label repeated: merged
+            for k in range(1, len(row)):
+                # a new label; after its own repeat only through a blank in between
+                add(prefix + (k,), neg, (b if k == last else total) + row[k])
+        beams = dict(sorted(((p, (v[0], v[1])) for p, v in nxt.items()), key=lambda kv: -_lse(*kv[1]))[:beam])
+    return list(max(beams.items(), key=lambda kv: _lse(*kv[1]))[0])
+
+
+def _lse(a: float, b: float) -> float:
+    if a == float("-inf"):
+        return b
+    if b == float("-inf"):
+        return a
+    m = max(a, b)
+    return m + math.log(math.exp(a - m) + math.exp(b - m))

@@ -13,7 +13,7 @@ from zoo._module import ZooModule
 from zoo._registry import register_model
 from zoo.data.speech import TIMIT_PHONES, fold_39
 from zoo.losses import transducer_loss
-from zoo.models.speech_rnn.model import CTCNet, Transducer, best_path
+from zoo.models.speech_rnn.model import CTCNet, Transducer, best_path, ctc_beam_search
 
 
 @register_model("speech_rnn")
@@ -28,6 +28,9 @@ class SpeechRecognizer(ZooModule):
         pred_hidden, joint: the transducer's prediction LSTM and output-network sizes.
         weight_noise: standard deviation of the Gaussian noise added to every weight for each batch (0: none).
         lr, momentum: SGD (the paper: 1e-4 and 0.9).
+        beam: decoding in validation and test: 1 is CTC best path or greedy transducer decoding, more is beam search
+            with that many hypotheses (CTC prefix beam search, or the transducer's beam search), one utterance
+            at a time.
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
 
@@ -36,7 +39,7 @@ class SpeechRecognizer(ZooModule):
     def __init__(self, in_features: int = 123, num_phones: int = 61, output: Literal["ctc", "transducer"] = "ctc",
                  hidden: int = 250, layers: int = 3, bidirectional: bool = True, pred_hidden: int = 250,
                  joint: int = 250, weight_noise: float = 0.075, lr: float = 1e-4, momentum: float = 0.9,
-                 weights: str | None = None):
+                 beam: int = 1, weights: str | None = None):
         super().__init__()
         if output not in ("ctc", "transducer"):
             raise ValueError(f"output must be 'ctc' or 'transducer', got {output!r}")
@@ -48,10 +51,14 @@ class SpeechRecognizer(ZooModule):
         self.init_weights_from(weights)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-        """Decoded phone ids (1..K) per utterance: CTC best path, or greedy transducer decoding."""
-        if self.hparams.output == "ctc":
-            return best_path(self.net(x, lengths), lengths)
-        return self.net.greedy(x, lengths)
+        """Decoded phone ids (1..K) per utterance (see `beam`)."""
+        beam, ctc = self.hparams.beam, self.hparams.output == "ctc"
+        if beam <= 1:
+            return best_path(self.net(x, lengths), lengths) if ctc else self.net.greedy(x, lengths)
+        if ctc:
+            lp = self.net(x, lengths)
+            return [ctc_beam_search(lp[b], int(n), beam) for b, n in enumerate(lengths)]
+        return [self.net.beam_search(x[b], int(n), beam) for b, n in enumerate(lengths)]
 
     def loss(self, batch) -> torch.Tensor:
         x, lengths, y, y_lengths = batch
