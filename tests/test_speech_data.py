@@ -120,3 +120,27 @@ def test_timit_bad_input_is_refused_clearly(tmp_path):
         SpeechDataModule(data_dir=str(write_timit(tmp_path / "b", empty="TEST/DR1/MDAB0/SX1")), val_speakers=1).setup()
     with pytest.raises(FileNotFoundError, match="LDC93S1"):
         SpeechDataModule(data_dir=str(tmp_path / "nothing")).prepare_data()
+
+
+def test_librispeech_layout_and_cmudict_phones(tmp_path):
+    import soundfile
+
+    from zoo.data.speech import read_audio, read_cmudict, read_librispeech, words_to_phones
+
+    chapter = tmp_path / "dev-clean" / "84" / "121123"
+    chapter.mkdir(parents=True)
+    for i, n in enumerate((1600, 800)):
+        soundfile.write(str(chapter / f"84-121123-000{i}.flac"), (torch.arange(n) % 7 / 10 - 0.3).numpy(), 16000)
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0001 THE CAT\n84-121123-0000 A CAT\n")
+    utts = read_librispeech(tmp_path / "dev-clean")
+    assert [(u[0], u[2]) for u in utts] == [("84-121123-0000", ["A", "CAT"]), ("84-121123-0001", ["THE", "CAT"])]
+    audio, rate = read_audio(utts[0][1])
+    assert rate == 16000 and audio.shape == (1, 1600) and abs(float(audio[0, 1]) - (-0.2)) < 1e-4  # FLAC is lossless
+    (tmp_path / "cmudict.dict").write_text("a AH\na(2) EY\ncat K AE T\nthe DH AH\nthe(2) DH IY\n")
+    lexicon = read_cmudict(tmp_path / "cmudict.dict")
+    assert words_to_phones(["THE", "CAT"], lexicon) == ["DH", "AH", "K", "AE", "T"]
+    with pytest.raises(KeyError, match="'dog'"):
+        words_to_phones(["the", "dog"], lexicon)
+    (chapter / "84-121123.trans.txt").write_text("84-121123-0002 A DOG\n")
+    with pytest.raises(FileNotFoundError, match="trans.txt:1: 84-121123-0002.flac is missing"):
+        read_librispeech(tmp_path / "dev-clean")

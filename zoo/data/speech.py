@@ -7,6 +7,8 @@
   core test set when asked (192 utterances).
 * The 61 TIMIT phones and the standard folding to 39 for scoring (Lee & Hon 1989, used by Graves et al. 2013):
   `fold_39`; the glottal stop q is dropped.
+* LibriSpeech (`read_librispeech`: FLAC audio and `*.trans.txt` transcripts) with phone targets from CMUdict
+  (`read_cmudict`, `words_to_phones`; pocketsphinx's wheel ships the dictionary).
 * `filterbank_features`: the input of Graves et al. 2013 (§4): 40 log mel filterbank energies and the log frame
   energy, with their first and second temporal derivatives, 123 numbers per 10 ms frame. The mel filters come from
   librosa (the `speech` extra); the framing, power spectrum and derivatives are torch.
@@ -170,6 +172,61 @@ def filterbank_features(audio: torch.Tensor, rate: int = 16000, n_mels: int = 40
         feats.append(deltas(feats[-1]))
     return torch.cat(feats, -1)
 
+
+
+# ------------------------------------------------------------------------------------------------ LibriSpeech, CMUdict
+def read_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """FLAC/WAV/OGG through soundfile (the `speech` extra): float32 [channels, n] in [-1, 1) and the sample rate."""
+    try:
+        import soundfile
+    except ImportError:
+        raise ImportError("reading FLAC needs soundfile: pip install 'hinton-zoo[speech]'") from None
+    data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    return torch.from_numpy(data.T.copy()), int(rate)
+
+
+def read_librispeech(folder: str | os.PathLike) -> list[tuple[str, Path, list[str]]]:
+    """One LibriSpeech split in its layout, `<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt` (lines
+    "ID WORD WORD ...") beside `ID.flac`: (id, audio path, words) sorted by id. A transcript line without its audio,
+    or an empty transcript, is an error naming the file and line."""
+    folder = Path(folder)
+    out = []
+    for trans in sorted(folder.glob("*/*/*.trans.txt")):
+        for i, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise ValueError(f"{trans}:{i}: empty transcript for {parts[0]}")
+            audio = trans.parent / f"{parts[0]}.flac"
+            if not audio.is_file():
+                raise FileNotFoundError(f"{trans}:{i}: {audio.name} is missing")
+            out.append((parts[0], audio, parts[1:]))
+    if not out:
+        raise FileNotFoundError(f"{folder}: no */*/*.trans.txt transcripts (a LibriSpeech split such as "
+                                "train-clean-100 is expected)")
+    return sorted(out, key=lambda u: u[0])
+
+
+def read_cmudict(path: str | os.PathLike) -> dict[str, list[str]]:
+    """CMUdict as pocketsphinx ships it (`word PH PH ...`, alternatives as `word(2)`, stress already removed):
+    lower-case word -> its first pronunciation."""
+    lexicon: dict[str, list[str]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) < 2 or line.startswith(";;;"):
+            continue
+        word = re.sub(r"\(\d+\)$", "", parts[0]).lower()
+        lexicon.setdefault(word, [re.sub(r"\d", "", p) for p in parts[1:]])
+    return lexicon
+
+
+def words_to_phones(words: list[str], lexicon: dict[str, list[str]]) -> list[str]:
+    """The words' pronunciations, concatenated; words missing from the lexicon are an error listing them."""
+    missing = [w for w in words if w.lower() not in lexicon]
+    if missing:
+        raise KeyError(f"not in the pronunciation dictionary: {sorted(set(missing))[:10]}")
+    return [p for w in words for p in lexicon[w.lower()]]
 
 # ------------------------------------------------------------------------------------------------ batches
 class Utterance(NamedTuple):
