@@ -144,3 +144,15 @@ def test_librispeech_layout_and_cmudict_phones(tmp_path):
     (chapter / "84-121123.trans.txt").write_text("84-121123-0002 A DOG\n")
     with pytest.raises(FileNotFoundError, match="trans.txt:1: 84-121123-0002.flac is missing"):
         read_librispeech(tmp_path / "dev-clean")
+
+
+def test_sphinx_transcriptions_as_pocketsphinx_testdata_writes_them(tmp_path):
+    from zoo.data.speech import read_sphinx_transcription
+
+    (tmp_path / "transcription").write_text("<s> he was not an ill disposed young man </s> (sense-0880)\n"
+                                            "<s> ten of clubs  </s> (001)\n\n")
+    assert read_sphinx_transcription(tmp_path / "transcription") == [
+        ("sense-0880", "he was not an ill disposed young man".split()), ("001", ["ten", "of", "clubs"])]
+    (tmp_path / "bad").write_text("<s> ten of clubs </s>\n")
+    with pytest.raises(ValueError, match="bad:1: expected 'words \\(utterance id\\)'"):
+        read_sphinx_transcription(tmp_path / "bad")

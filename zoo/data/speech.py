@@ -8,7 +8,8 @@
 * The 61 TIMIT phones and the standard folding to 39 for scoring (Lee & Hon 1989, used by Graves et al. 2013):
   `fold_39`; the glottal stop q is dropped.
 * LibriSpeech (`read_librispeech`: FLAC audio and `*.trans.txt` transcripts) with phone targets from CMUdict
-  (`read_cmudict`, `words_to_phones`; pocketsphinx's wheel ships the dictionary).
+  (`read_cmudict`, `words_to_phones`; pocketsphinx's wheel ships the dictionary), and CMU Sphinx transcriptions
+  (`read_sphinx_transcription`: the real clips of Debian's pocketsphinx-testdata).
 * `filterbank_features`: the input of Graves et al. 2013 (§4): 40 log mel filterbank energies and the log frame
   energy, with their first and second temporal derivatives, 123 numbers per 10 ms frame. The mel filters come from
   librosa (the `speech` extra); the framing, power spectrum and derivatives are torch.
@@ -207,6 +208,21 @@ def read_librispeech(folder: str | os.PathLike) -> list[tuple[str, Path, list[st
                                 "train-clean-100 is expected)")
     return sorted(out, key=lambda u: u[0])
 
+
+def read_sphinx_transcription(path: str | os.PathLike) -> list[tuple[str, list[str]]]:
+    """A CMU Sphinx transcription file, lines "<s> words </s> (utterance id)" (as in Debian's pocketsphinx-testdata,
+    whose 10 real clips are a small real test set here): (id, words); a line without its id is an error naming the
+    file and line."""
+    out = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        m = re.fullmatch(r"\s*(.*?)\s*\(([^()]+)\)\s*", line)
+        if m is None:
+            raise ValueError(f"{path}:{i}: expected 'words (utterance id)', got {line!r}")
+        words = [w for w in m.group(1).split() if w not in ("<s>", "</s>", "<sil>")]
+        out.append((m.group(2), words))
+    return out
 
 def read_cmudict(path: str | os.PathLike) -> dict[str, list[str]]:
     """CMUdict as pocketsphinx ships it (`word PH PH ...`, alternatives as `word(2)`, stress already removed):
