@@ -237,6 +237,16 @@ def read_cmudict(path: str | os.PathLike) -> dict[str, list[str]]:
     return lexicon
 
 
+def find_cmudict() -> Path:
+    """CMUdict as the installed pocketsphinx wheel ships it (found without importing pocketsphinx)."""
+    from zoo.data.text import _package_file
+
+    path = _package_file("pocketsphinx", lambda f: f.endswith("cmudict-en-us.dict"))
+    if path is None or not Path(path).is_file():
+        raise FileNotFoundError("CMUdict not found: pip install pocketsphinx (its wheel ships cmudict-en-us.dict), "
+                                "or pass the dictionary file")
+    return Path(path)
+
 def words_to_phones(words: list[str], lexicon: dict[str, list[str]]) -> list[str]:
     """The words' pronunciations, concatenated; words missing from the lexicon are an error listing them."""
     missing = [w for w in words if w.lower() not in lexicon]
