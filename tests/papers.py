@@ -11,7 +11,8 @@ Every registered model must be stepped by some `ddp` run, and every paper the ca
 Placeholders in args (made once per session by `context`): {idx_dir} (fixture IDX files), {teacher} (a tiny MLP
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
-tests/text_fixture.py), {timit_dir} (a tiny TIMIT, tests/speech_fixture.py), {root} (the run's output folder).
+tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
+and its dictionary; both tests/speech_fixture.py), {root} (the run's output folder).
 """
 from __future__ import annotations
 
@@ -180,7 +181,7 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
     from coco_fixture import write_coco_fixture
-    from speech_fixture import write_timit
+    from speech_fixture import write_synthetic, write_timit
     from text_fixture import moby_dick_dir
 
     import zoo
@@ -193,7 +194,8 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
-            "timit_dir": str(write_timit(dest / "timit"))}
+            "timit_dir": str(write_timit(dest / "timit")),
+            **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
 
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
@@ -221,6 +223,8 @@ FWL_LM = (*TEXT_DATA, "--model.init_args.layers=1", "--model.init_args.heads=2",
 SPEECH = ("--data.init_args.data_dir={timit_dir}", "--data.init_args.val_speakers=1", "--data.init_args.batch_size=1",
           "--data.init_args.eval_batch_size=2", "--model.init_args.hidden=8", "--model.init_args.layers=1",
           "--model.init_args.pred_hidden=6", "--model.init_args.joint=8")
+SYNTH_SPEECH = ("--data.init_args.data_dir={synth_dir}", "--data.init_args.cmudict={cmudict}",
+                "--data.init_args.batch_size=1", *SPEECH[3:])
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -480,7 +484,8 @@ PAPERS: tuple[Paper, ...] = (
         overfit=("test_speech_rnn.py::test_learns_a_tiny_batch_until_it_decodes_it",),
         round_trip=("test_speech_rnn.py::test_shapes_and_release_round_trip",),
         fit=(Run("configs/speech_rnn/timit-ctc-3l250.yaml", SPEECH, data="own"),
-             Run("configs/speech_rnn/timit-transducer-3l250.yaml", SPEECH, data="own")),
+             Run("configs/speech_rnn/timit-transducer-3l250.yaml", SPEECH, data="own"),
+             Run("configs/speech_rnn/synth-ctc-3l250.yaml", SYNTH_SPEECH, data="own")),
         ddp=(Run("configs/speech_rnn/timit-transducer-3l250.yaml", SPEECH, data="own"),),
     ),
     Paper(

@@ -30,3 +30,28 @@ def write_timit(root, rate=16000, empty=None):
         write_sphere(d / "SA1.WAV", [0] * 1600)  # dialect sentences are left out
         (d / "SA1.PHN").write_text("0 1600 h#\n")
     return root
+
+
+WORDS = {"the": "DH AH", "cat": "K AE T", "sat": "S AE T", "on": "AA N", "a": "AH", "mat": "M AE T"}
+
+
+def write_synthetic(root):
+    """A tiny corpus in LibriSpeech's layout (train/validation/test, 22,050 Hz FLAC tones standing in for speech)
+    and a matching CMUdict file; returns (corpus folder, dictionary path)."""
+    import soundfile
+
+    g = torch.Generator().manual_seed(0)
+    sentences = [["the", "cat", "sat"], ["a", "cat", "sat", "on", "the", "mat"], ["the", "mat"]]
+    for split, n in (("train", 4), ("validation", 2), ("test", 2)):
+        folder = root / "synthetic" / split / "en-us-m1" / "ca01"
+        folder.mkdir(parents=True)
+        lines = []
+        for i in range(n):
+            words = sentences[i % len(sentences)]
+            audio = 0.1 * torch.randn(2205 * (len(words) + 1), generator=g)
+            soundfile.write(str(folder / f"en-us-m1-ca01-{i:04d}.flac"), audio.numpy(), 22050)
+            lines.append(f"en-us-m1-ca01-{i:04d} {' '.join(words).upper()}")
+        (folder / "en-us-m1-ca01.trans.txt").write_text("\n".join(lines) + "\n")
+    cmudict = root / "cmudict.dict"
+    cmudict.write_text("".join(f"{w} {p}\n" for w, p in WORDS.items()))
+    return root / "synthetic", cmudict

@@ -156,3 +156,18 @@ def test_sphinx_transcriptions_as_pocketsphinx_testdata_writes_them(tmp_path):
     (tmp_path / "bad").write_text("<s> ten of clubs </s>\n")
     with pytest.raises(ValueError, match="bad:1: expected 'words \\(utterance id\\)'"):
         read_sphinx_transcription(tmp_path / "bad")
+
+
+def test_synthetic_corpus_gets_cmudict_phones_and_its_own_splits(tmp_path):
+    from speech_fixture import write_synthetic
+
+    from zoo.data.speech import CMUDICT_PHONES
+
+    corpus, cmudict = write_synthetic(tmp_path)
+    dm = SpeechDataModule("synthetic", data_dir=str(corpus), cmudict=str(cmudict), batch_size=2)
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "validation": 2, "test": 2}
+    assert dm.phone_set == "cmudict39" and dm.num_phones == 39 and dm.sample_rate == 22050
+    assert [CMUDICT_PHONES[i - 1] for i in dm.splits["train"][0].labels] == "DH AH K AE T S AE T".split()
+    with pytest.raises(ValueError, match="audio at 22050 Hz where 16000 Hz is expected"):
+        SpeechDataModule("synthetic", data_dir=str(corpus), cmudict=str(cmudict), sample_rate=16000).setup()

@@ -65,7 +65,7 @@ def test_learns_a_tiny_batch_until_it_decodes_it(kind):
     assert loss.item() < 0.1 and decoded == [[1, 3, 2], [2, 2]]
 
 
-SMALL = {"in_features": 5, "num_phones": 61, "hidden": 6, "layers": 1, "pred_hidden": 5, "joint": 7}
+SMALL = {"in_features": 5, "hidden": 6, "layers": 1, "pred_hidden": 5, "joint": 7}
 
 
 def test_weight_noise_is_on_for_the_gradient_and_off_for_the_update():
@@ -84,6 +84,7 @@ def test_weight_noise_is_on_for_the_gradient_and_off_for_the_update():
 def test_phone_strings_are_folded_to_39():
     ids = [TIMIT_PHONES.index(p) + 1 for p in ("h#", "sh", "ix", "q", "pcl", "p")]
     assert zoo.create("speech_rnn", **SMALL).phone_string(ids) == "sil sh ih sil p"
+    assert zoo.create("speech_rnn", **SMALL, phone_set="cmudict39").phone_string([1, 39]) == "AA ZH"
 
 
 @pytest.mark.parametrize("output", ["ctc", "transducer"])

@@ -297,74 +297,102 @@ class BucketBatches(IterableDataset):
 
 
 # ------------------------------------------------------------------------------------------------ the DataModule
+CMUDICT_PHONES = tuple(sorted(
+    "AA AE AH AO AW AY B CH D DH EH ER EY F G HH IH IY JH K L M N NG OW OY P R S SH T TH UH UW V W Y Z ZH".split()))
+#: phone set name -> its labels (1-based ids in this order; 0 is the blank)
+PHONE_SETS = {"timit61": tuple(TIMIT_PHONES), "cmudict39": CMUDICT_PHONES}
 _GET = {"timit": "TIMIT is licensed by the LDC (LDC93S1, https://catalog.ldc.upenn.edu/LDC93S1): put the folder "
-                 "holding its TRAIN and TEST in DIR"}
+                 "holding its TRAIN and TEST in DIR",
+        "librispeech": "download train-clean-100, dev-clean and test-clean from https://www.openslr.org/12 and "
+                       "unpack them into DIR (DIR/LibriSpeech/<split>/...)",
+        "synthetic": "write it with `python -m zoo.data.speech_synth DIR` (espeak-ng speaking Brown sentences)"}
+_SPLITS = {"librispeech": ("train-clean-100", "dev-clean", "test-clean"), "synthetic": ("train", "validation", "test")}
 
 
 class SpeechDataModule(L.LightningDataModule):
     """Utterances as filterbank features with phone labels, in length-bucketed batches (x, lengths, y, y_lengths).
 
     Args:
-        dataset: "timit" (the 61 phones as labels 1..61; score after `fold_39`).
+        dataset: "timit" (its 61 phones as labels; scored after `fold_39`), "librispeech" or "synthetic" (the
+            derived corpus of zoo.data.speech_synth, in LibriSpeech's layout); for the last two the labels are
+            the words' CMUdict phones (39), and utterances with a word outside the dictionary are left out.
         data_dir: looked in first, then `$ZOO_HOME/data/<dataset>`; the error says how to get the data.
-        val_speakers: training speakers held out for validation (by `seed`; TIMIT's own development set is not
-            part of its distribution).
-        core_test: test on the 24-speaker core test set (else the whole TEST split, without SA sentences).
+        val_speakers: TIMIT only: training speakers held out for validation (by `seed`; TIMIT's development set
+            is not part of its distribution). LibriSpeech validates on dev-clean, the synthetic corpus on its own
+            validation split.
+        core_test: TIMIT only: the 24-speaker core test set (else the whole TEST split, without SA sentences).
+        splits: LibriSpeech's (train, validation, test) folders.
+        cmudict: the pronunciation dictionary (default: pocketsphinx's, see find_cmudict).
         batch_size, eval_batch_size: utterances per batch and process.
         n_mels, order: the features (filterbank_features); inputs are normalised to zero mean and unit variance
             with the training set's statistics (`feature_mean`, `feature_std`).
+        sample_rate: what the audio must be (TIMIT and LibriSpeech 16 kHz; espeak-ng writes 22,050 Hz).
+        max_utterances: read at most this many utterances per split (None: all), for quick runs.
     """
 
     def __init__(self, dataset: str = "timit", data_dir: str | None = None, val_speakers: int = 50,
-                 core_test: bool = True, batch_size: int = 8, eval_batch_size: int = 8, n_mels: int = 40,
-                 order: int = 2, seed: int = 0, sample_rate: int = 16000):
+                 core_test: bool = True, splits: tuple[str, str, str] | None = None, cmudict: str | None = None,
+                 batch_size: int = 8, eval_batch_size: int = 8, n_mels: int = 40, order: int = 2, seed: int = 0,
+                 sample_rate: int | None = None, max_utterances: int | None = None):
         super().__init__()
         if dataset not in _GET:
             raise ValueError(f"dataset must be one of {sorted(_GET)}, got {dataset!r}")
         self.dataset, self.data_dir, self.val_speakers, self.core_test = dataset, data_dir, val_speakers, core_test
+        self.split_names = tuple(splits or _SPLITS.get(dataset, ("TRAIN", "", "TEST")))
+        self.cmudict, self.max_utterances = cmudict, max_utterances
         self.batch_size, self.eval_batch_size, self.n_mels, self.order = batch_size, eval_batch_size, n_mels, order
-        self.seed, self.sample_rate = seed, sample_rate
+        self.seed = seed
+        self.sample_rate = sample_rate or (22050 if dataset == "synthetic" else 16000)
         self.splits: dict[str, list[Utterance]] = {}
         self.feature_mean = self.feature_std = None
 
     @property
+    def phone_set(self) -> str:
+        return "timit61" if self.dataset == "timit" else "cmudict39"
+
+    @property
     def num_phones(self) -> int:
-        return len(TIMIT_PHONES)
+        return len(PHONE_SETS[self.phone_set])
 
     @property
     def in_features(self) -> int:
         return (self.n_mels + 1) * (self.order + 1)
 
     def locate(self) -> Path:
-        def find(folder: Path) -> Path | None:
-            return folder if folder.is_dir() and _child(folder, "TRAIN") and _child(folder, "TEST") else None
-        return locate(data_folders(self.data_dir, self.dataset, subfolder="TIMIT"), find, "TIMIT's TRAIN and TEST "
-                      "folders", f"{_GET[self.dataset]}, then pass --data.init_args.data_dir=DIR.")
+        if self.dataset == "timit":
+            def find(folder: Path) -> Path | None:
+                return folder if folder.is_dir() and _child(folder, "TRAIN") and _child(folder, "TEST") else None
+            sub, what = "TIMIT", "TIMIT's TRAIN and TEST folders"
+        else:
+            def find(folder: Path) -> Path | None:
+                return folder if all((folder / s).is_dir() for s in self.split_names) else None
+            sub, what = ("LibriSpeech" if self.dataset == "librispeech" else None,
+                         f"{self.dataset}'s {', '.join(self.split_names)} folders")
+        return locate(data_folders(self.data_dir, self.dataset, subfolder=sub), find, what,
+                      f"{_GET[self.dataset]}, then pass --data.init_args.data_dir=DIR.")
 
     def prepare_data(self) -> None:
         self.locate()
 
+    def _features(self, audio: torch.Tensor, rate: int, where: Path) -> torch.Tensor:
+        if rate != self.sample_rate:
+            raise ValueError(f"{where}: audio at {rate} Hz where {self.sample_rate} Hz is expected: resample it (e.g. "
+                             f"sox in.wav -r {self.sample_rate} out.wav) or pass --data.init_args.sample_rate={rate}")
+        return filterbank_features(audio[0], rate, self.n_mels, order=self.order)
+
     def read(self, stem: Path) -> Utterance:
-        """One utterance: features of its .WAV, labels of its .PHN (errors name the file)."""
+        """One TIMIT utterance: features of its .WAV, labels of its .PHN (errors name the file)."""
         wav = next(p for p in (stem.with_suffix(".WAV"), stem.with_suffix(".wav")) if p.is_file())
         phn = next((p for p in (stem.with_suffix(".PHN"), stem.with_suffix(".phn")) if p.is_file()), None)
         if phn is None:
             raise FileNotFoundError(f"{wav} has no .PHN alignment beside it")
-        audio, rate = read_sphere(wav)
-        if rate != self.sample_rate:
-            raise ValueError(f"{wav}: audio at {rate} Hz where {self.sample_rate} Hz is expected: resample it (e.g. "
-                             f"sox in.wav -r {self.sample_rate} out.wav) or pass --data.init_args.sample_rate={rate}")
         phones = [p for _, _, p in read_phn(phn)]
         if not phones:
             raise ValueError(f"{phn}: empty alignment (no phones)")
         labels = torch.tensor([TIMIT_PHONES.index(p) + 1 for p in phones])
-        name = f"{stem.parent.name}/{stem.name}"
-        return Utterance(name, filterbank_features(audio[0], rate, self.n_mels, order=self.order), labels)
+        return Utterance(f"{stem.parent.name}/{stem.name}", self._features(*read_sphere(wav), wav), labels)
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        root = self.locate()
+    def _timit(self, root: Path) -> dict[str, list[Utterance]]:
         train = timit_utterances(root, "train")
         speakers = sorted({p.parent.name.upper() for p in train})
         if not 0 <= self.val_speakers < len(speakers):
@@ -375,14 +403,39 @@ class SpeechDataModule(L.LightningDataModule):
         stems = {"train": [p for p in train if p.parent.name.upper() not in held],
                  "validation": [p for p in train if p.parent.name.upper() in held],
                  "test": timit_utterances(root, "test", core=self.core_test)}
-        for k, v in stems.items():
+        return {k: [self.read(p) for p in v[: self.max_utterances]] for k, v in stems.items()}
+
+    def _transcribed(self, root: Path) -> dict[str, list[Utterance]]:
+        lexicon = read_cmudict(self.cmudict or find_cmudict())
+        ids = {p: i + 1 for i, p in enumerate(CMUDICT_PHONES)}
+        out = {}
+        for key, folder in zip(("train", "validation", "test"), self.split_names):
+            utts, skipped = [], 0
+            for name, audio_path, words in read_librispeech(root / folder)[: self.max_utterances]:
+                try:
+                    phones = words_to_phones(words, lexicon)
+                except KeyError:
+                    skipped += 1
+                    continue
+                feats = self._features(*read_audio(audio_path), audio_path)
+                utts.append(Utterance(name, feats, torch.tensor([ids[p] for p in phones])))
+            if skipped:
+                print(f"{self.dataset} {folder}: {skipped} utterance(s) left out, a word not in the dictionary")
+            out[key] = utts
+        return out
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        root = self.locate()
+        splits = self._timit(root) if self.dataset == "timit" else self._transcribed(root)
+        for k, v in splits.items():
             if not v:
                 raise ValueError(f"the {k} split of {root} holds no utterances")
-        self.splits = {k: [self.read(p) for p in v] for k, v in stems.items()}
-        frames = torch.cat([u.features for u in self.splits["train"]])
+        frames = torch.cat([u.features for u in splits["train"]])
         self.feature_mean, self.feature_std = frames.mean(0), frames.std(0).clamp_min(1e-5)
         self.splits = {k: [u._replace(features=(u.features - self.feature_mean) / self.feature_std) for u in v]
-                       for k, v in self.splits.items()}
+                       for k, v in splits.items()}
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         self.setup()

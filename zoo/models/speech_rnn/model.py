@@ -139,9 +139,10 @@ class Transducer(nn.Module):
     @torch.no_grad()
     def beam_search(self, x: torch.Tensor, length: int, beam: int = 16, normalise_length: bool = True) -> list[int]:
         """Beam search for one utterance x [T, F] (or [1, T, F]) after Graves (2012, §2.5, Algorithm 1): at each frame
-        the most probable hypothesis of A (those reaching the frame) is moved to B by a blank, or extended by every
-        phone back into A, until B holds `beam` hypotheses more probable than any left in A; B's best `beam` go on
-        to the next frame. Where two paths reach the same hypothesis their probabilities add. Unlike Algorithm 1 as
+        the most probable hypothesis of A (those reaching the frame) is moved to B by a blank, or extended by its
+        `beam` most probable phones (Algorithm 1 extends by every phone; with an untrained, near-uniform network
+        that floods A) back into A, until B holds `beam` hypotheses more probable than any left in A; B's best
+        `beam` go on to the next frame. Where two paths reach the same hypothesis their probabilities add. Unlike Algorithm 1 as
         printed there is no separate pass adding each hypothesis' prefixes' probability to it: popping a prefix
         already extends it into the longer hypotheses, so that pass would count those paths twice; with a wide
         enough beam the search then returns the most probable phone sequence (tested against enumeration). The
@@ -174,7 +175,7 @@ class Transducer(nn.Module):
                 p = A.pop(best)
                 lp = log_probs(best, t)
                 B[best] = _lse(B.get(best, float("-inf")), p + lp[0])
-                for k in range(1, len(lp)):
+                for k in sorted(range(1, len(lp)), key=lp.__getitem__)[-beam:]:
                     A[best + (k,)] = _lse(A.get(best + (k,), float("-inf")), p + lp[k])
             B = dict(sorted(B.items(), key=lambda kv: -kv[1])[:beam])
         score = (lambda kv: kv[1] / max(len(kv[0]), 1)) if normalise_length else (lambda kv: kv[1])

@@ -11,7 +11,7 @@ from torchmetrics.text import WordErrorRate
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
-from zoo.data.speech import TIMIT_PHONES, fold_39
+from zoo.data.speech import PHONE_SETS, fold_39
 from zoo.losses import transducer_loss
 from zoo.models.speech_rnn.model import CTCNet, Transducer, best_path, ctc_beam_search
 
@@ -22,7 +22,8 @@ class SpeechRecognizer(ZooModule):
 
     Args:
         in_features: inputs per frame (123: 40 mels + energy with Δ, ΔΔ).
-        num_phones: K output phones (61 for TIMIT), plus the blank.
+        phone_set: the output phones, plus the blank: "timit61" (scored after folding to 39) or "cmudict39"
+            (LibriSpeech and the synthetic corpus); it must be the data module's.
         output: "ctc" or "transducer".
         hidden, layers, bidirectional: the deep LSTM (the paper's best: 3 layers of 250 cells per direction).
         pred_hidden, joint: the transducer's prediction LSTM and output-network sizes.
@@ -36,14 +37,18 @@ class SpeechRecognizer(ZooModule):
 
     head_keys = ("net.output.*", "net.W_hy.*")
 
-    def __init__(self, in_features: int = 123, num_phones: int = 61, output: Literal["ctc", "transducer"] = "ctc",
+    def __init__(self, in_features: int = 123, phone_set: Literal["timit61", "cmudict39"] = "timit61",
+                 output: Literal["ctc", "transducer"] = "ctc",
                  hidden: int = 250, layers: int = 3, bidirectional: bool = True, pred_hidden: int = 250,
                  joint: int = 250, weight_noise: float = 0.075, lr: float = 1e-4, momentum: float = 0.9,
                  beam: int = 1, weights: str | None = None):
         super().__init__()
         if output not in ("ctc", "transducer"):
             raise ValueError(f"output must be 'ctc' or 'transducer', got {output!r}")
+        if phone_set not in PHONE_SETS:
+            raise ValueError(f"phone_set must be one of {sorted(PHONE_SETS)}, got {phone_set!r}")
         self.save_hyperparameters(ignore=["weights"])
+        num_phones = len(PHONE_SETS[phone_set])
         self.net = (CTCNet(in_features, num_phones, hidden, layers, bidirectional) if output == "ctc" else
                     Transducer(in_features, num_phones, hidden, layers, bidirectional, pred_hidden, 1, joint))
         self.per = torch.nn.ModuleDict({s: WordErrorRate() for s in ("val", "test")})
@@ -87,10 +92,21 @@ class SpeechRecognizer(ZooModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
         return loss
 
-    @staticmethod
-    def phone_string(ids: list[int]) -> str:
-        """Ids 1..61 as the 39 folded phones, space-separated (what the phone error rate compares)."""
-        return " ".join(fold_39([TIMIT_PHONES[i - 1] for i in ids]))
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "phone_set"):
+            return
+        hp = self.hparams
+        if (dm.phone_set, dm.in_features) != (hp.phone_set, hp.in_features):
+            raise ValueError(f"the data gives {dm.in_features} inputs per frame and {dm.phone_set} phones, the model "
+                             f"expects {hp.in_features} and {hp.phone_set}: pass --model.init_args.phone_set="
+                             f"{dm.phone_set} --model.init_args.in_features={dm.in_features}")
+
+    def phone_string(self, ids: list[int]) -> str:
+        """Phone ids as a space-separated string, what the phone error rate compares; TIMIT's 61 phones folded to
+        the 39 scoring classes."""
+        phones = [PHONE_SETS[self.hparams.phone_set][i - 1] for i in ids]
+        return " ".join(fold_39(phones) if self.hparams.phone_set == "timit61" else phones)
 
     def _eval(self, batch, stage: str) -> None:
         x, lengths, y, y_lengths = batch
