@@ -140,3 +140,24 @@ def test_transducer_beam_search_finds_the_most_probable_labelling():
                                         torch.tensor([y.shape[1]])).item()
         want = max(_all_label_sequences(3, 5), key=log_p)
         assert tuple(net.beam_search(x, T, beam=300, normalise_length=False)) == want, seed
+
+
+def test_fit_records_the_feature_statistics_and_transcribe_uses_them(tmp_path, monkeypatch):
+    from speech_fixture import write_timit
+
+    from zoo.data.speech import SpeechDataModule, filterbank_features
+
+    dm = SpeechDataModule(data_dir=str(write_timit(tmp_path)), val_speakers=1)
+    module = zoo.create("speech_rnn", in_features=123, hidden=6, layers=1)
+    monkeypatch.setattr(module, "_trainer", type("T", (), {"datamodule": dm})())
+    module.setup("fit")
+    assert torch.equal(module.feature_mean, dm.feature_mean) and torch.equal(module.feature_std, dm.feature_std)
+    audio = torch.randn(4000) * 0.1
+    x = (filterbank_features(audio, 16000) - dm.feature_mean) / dm.feature_std
+    want = module.phone_string(module(x[None], torch.tensor([len(x)]))[0])
+    back = zoo.load(zoo.save_pretrained(module, tmp_path / "release"))  # the statistics travel with the weights
+    assert back.transcribe(audio, 16000) == want
+    with pytest.raises(ValueError, match="--model.init_args.phone_set=timit61 --model.init_args.in_features=123"):
+        wrong = zoo.create("speech_rnn", in_features=41, hidden=6, layers=1)
+        monkeypatch.setattr(wrong, "_trainer", type("T", (), {"datamodule": dm})())
+        wrong.setup("fit")

@@ -11,7 +11,7 @@ from torchmetrics.text import WordErrorRate
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
-from zoo.data.speech import PHONE_SETS, fold_39
+from zoo.data.speech import PHONE_SETS, filterbank_features, fold_39
 from zoo.losses import transducer_loss
 from zoo.models.speech_rnn.model import CTCNet, Transducer, best_path, ctc_beam_search
 
@@ -52,6 +52,10 @@ class SpeechRecognizer(ZooModule):
         self.net = (CTCNet(in_features, num_phones, hidden, layers, bidirectional) if output == "ctc" else
                     Transducer(in_features, num_phones, hidden, layers, bidirectional, pred_hidden, 1, joint))
         self.per = torch.nn.ModuleDict({s: WordErrorRate() for s in ("val", "test")})
+        # the training data's feature statistics, taken from the data module when fitting and released with the
+        # weights, so that `transcribe` normalises new audio as the network's inputs were
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
         self._noise: list[torch.Tensor] | None = None
         self.init_weights_from(weights)
 
@@ -101,6 +105,11 @@ class SpeechRecognizer(ZooModule):
             raise ValueError(f"the data gives {dm.in_features} inputs per frame and {dm.phone_set} phones, the model "
                              f"expects {hp.in_features} and {hp.phone_set}: pass --model.init_args.phone_set="
                              f"{dm.phone_set} --model.init_args.in_features={dm.in_features}")
+        if stage == "fit":
+            dm.setup(stage)
+            with torch.no_grad():
+                self.feature_mean.copy_(dm.feature_mean)
+                self.feature_std.copy_(dm.feature_std)
 
     def phone_string(self, ids: list[int]) -> str:
         """Phone ids as a space-separated string, what the phone error rate compares; TIMIT's 61 phones folded to
@@ -121,6 +130,14 @@ class SpeechRecognizer(ZooModule):
 
     def test_step(self, batch, batch_idx):
         self._eval(batch, "test")
+
+    @torch.no_grad()
+    def transcribe(self, audio: torch.Tensor, rate: int, n_mels: int = 40, order: int = 2) -> str:
+        """The phone string of one recording (mono samples [n] in [-1, 1] at `rate` Hz, as the training audio),
+        its features normalised with the training data's statistics saved in this module."""
+        x = (filterbank_features(audio, rate, n_mels, order=order) - self.feature_mean) / self.feature_std
+        self.eval()
+        return self.phone_string(self(x[None], torch.tensor([len(x)]))[0])
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr, momentum=self.hparams.momentum)
