@@ -161,3 +161,21 @@ def test_fit_records_the_feature_statistics_and_transcribe_uses_them(tmp_path, m
         wrong = zoo.create("speech_rnn", in_features=41, hidden=6, layers=1)
         monkeypatch.setattr(wrong, "_trainer", type("T", (), {"datamodule": dm})())
         wrong.setup("fit")
+
+
+def test_transducer_starts_from_a_ctc_release(tmp_path):
+    torch.manual_seed(5)
+    ctc = zoo.create("speech_rnn", **SMALL, output="ctc")
+    with torch.no_grad():
+        ctc.feature_mean.fill_(0.5)
+    release = zoo.save_pretrained(ctc, tmp_path / "ctc")
+    trans = zoo.create("speech_rnn", **SMALL, output="transducer", transcription_from=str(release))
+    for k, v in ctc.net.encoder.state_dict().items():
+        assert torch.equal(trans.net.encoder.state_dict()[k], v), k
+    assert torch.equal(trans.feature_mean, ctc.feature_mean)
+    assert "transcription_from" not in trans.zoo_init_args()  # its release loads without the CTC release
+    with pytest.raises(ValueError, match="not a CTC speech model"):
+        zoo.create("speech_rnn", **SMALL, output="transducer",
+                   transcription_from=str(zoo.save_pretrained(trans, tmp_path / "t")))
+    with pytest.raises(ValueError, match="output='transducer'"):
+        zoo.create("speech_rnn", **SMALL, output="ctc", transcription_from=str(release))

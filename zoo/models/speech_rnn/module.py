@@ -29,6 +29,9 @@ class SpeechRecognizer(ZooModule):
         pred_hidden, joint: the transducer's prediction LSTM and output-network sizes.
         weight_noise: standard deviation of the Gaussian noise added to every weight for each batch (0: none).
         lr, momentum: SGD (the paper: 1e-4 and 0.9).
+        transcription_from: a CTC release (name or folder) whose deep LSTM starts the transducer's transcription
+            network, with its feature statistics: the paper's PreTrans, less its phone-LM-initialised prediction
+            network, which is not in the zoo. Like `weights`, not saved as a hyperparameter.
         beam: decoding in validation and test: 1 is CTC best path or greedy transducer decoding, more is beam search
             with that many hypotheses (CTC prefix beam search, or the transducer's beam search), one utterance
             at a time.
@@ -41,13 +44,13 @@ class SpeechRecognizer(ZooModule):
                  output: Literal["ctc", "transducer"] = "ctc",
                  hidden: int = 250, layers: int = 3, bidirectional: bool = True, pred_hidden: int = 250,
                  joint: int = 250, weight_noise: float = 0.075, lr: float = 1e-4, momentum: float = 0.9,
-                 beam: int = 1, weights: str | None = None):
+                 beam: int = 1, transcription_from: str | None = None, weights: str | None = None):
         super().__init__()
         if output not in ("ctc", "transducer"):
             raise ValueError(f"output must be 'ctc' or 'transducer', got {output!r}")
         if phone_set not in PHONE_SETS:
             raise ValueError(f"phone_set must be one of {sorted(PHONE_SETS)}, got {phone_set!r}")
-        self.save_hyperparameters(ignore=["weights"])
+        self.save_hyperparameters(ignore=["weights", "transcription_from"])  # a release loads without its start
         num_phones = len(PHONE_SETS[phone_set])
         self.net = (CTCNet(in_features, num_phones, hidden, layers, bidirectional) if output == "ctc" else
                     Transducer(in_features, num_phones, hidden, layers, bidirectional, pred_hidden, 1, joint))
@@ -57,7 +60,23 @@ class SpeechRecognizer(ZooModule):
         self.register_buffer("feature_mean", torch.zeros(in_features))
         self.register_buffer("feature_std", torch.ones(in_features))
         self._noise: list[torch.Tensor] | None = None
+        if transcription_from:
+            self._start_transcription_from(transcription_from)
         self.init_weights_from(weights)
+
+    def _start_transcription_from(self, source: str) -> None:
+        from zoo._hub import load_state_strict, resolve
+
+        if self.hparams.output != "transducer":
+            raise ValueError("transcription_from starts a transducer's transcription network: output='transducer'")
+        src = resolve(source)
+        if src.init_args.get("output") != "ctc":
+            raise ValueError(f"{source} is not a CTC speech model (its output is {src.init_args.get('output')!r})")
+        enc = {k[len("net.encoder."):]: v for k, v in src.state.items() if k.startswith("net.encoder.")}
+        load_state_strict(self.net.encoder, enc)
+        with torch.no_grad():
+            self.feature_mean.copy_(src.state["feature_mean"])
+            self.feature_std.copy_(src.state["feature_std"])
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
         """Decoded phone ids (1..K) per utterance (see `beam`)."""
