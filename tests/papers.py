@@ -396,7 +396,7 @@ PAPERS: tuple[Paper, ...] = (
         ddp=(Run("configs/lookahead/fmnist.yaml", ("--data.init_args.batch_size=40",), check=_lookahead, moves=False),),
     ),
     Paper(
-        package="moe_lm", arxiv=None,  # "1701.06538" once its catalogue entries are measured
+        package="moe_lm", arxiv="1701.06538",
         keys=("moe_lm",),
         math=("test_moe_lm.py::test_layers_add_up_as_appendix_c_writes_them",
               "test_moe_lm.py::test_brute_force_mixture_of_the_kept_experts",
