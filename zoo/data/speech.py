@@ -13,6 +13,8 @@
 * `filterbank_features`: the input of Graves et al. 2013 (§4): 40 log mel filterbank energies and the log frame
   energy, with their first and second temporal derivatives, 123 numbers per 10 ms frame. The mel filters come from
   librosa (the `speech` extra); the framing, power spectrum and derivatives are torch.
+* `SpeechDataModule`: TIMIT, LibriSpeech or the synthetic corpus of zoo.data.speech_synth as normalised features
+  and phone labels in length-bucketed batches (`BucketBatches`).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Lightning glue for Graves, Mohamed & Hinton 2013 (arXiv 1303.5778): a deep (bi)directional LSTM trained with CTC
 or as an RNN transducer on filterbank frames, SGD with momentum, Gaussian weight noise (drawn once per batch, the
-gradient taken at the noisy weights and applied to the clean ones), and the phone error rate after folding the 61
-TIMIT phones to 39 (torchmetrics' word error rate over phone strings)."""
+gradient taken at the noisy weights and applied to the clean ones), and the phone error rate (torchmetrics' word
+error rate over phone strings; TIMIT's 61 phones folded to 39 first)."""
 from __future__ import annotations
 
 from typing import Literal
