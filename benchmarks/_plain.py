@@ -2,8 +2,6 @@
 a LightningCLI built with run=False, for a training loop without the Trainer."""
 from __future__ import annotations
 
-import torch
-
 
 def plain_parts(cli, with_scheduler: bool = False):
     """(model in train mode, DataModule set up for fitting, its configured optimiser), and with_scheduler: its

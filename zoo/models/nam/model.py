@@ -93,7 +93,6 @@ class NAM(nn.Module):
         """The official initialisers (module docstring), Glorot fans per feature net."""
         g = torch.Generator().manual_seed(seed)
         E, U = self.weight.shape
-        K = len(self.units)
         per_unit = self.units.cpu()[self.feature_of.cpu()]  # the width of each unit's own feature net
         if self.activation == "exu":
             self.weight.copy_(_trunc_normal((E, U), 4.0, 0.5, g))

@@ -4,12 +4,13 @@ Deep bidirectional LSTM: N stacked layers, each a forward and a backward LSTM ov
 both directions' outputs concatenated (§2, eqs. 11-12). Two output layers:
 * CTC (§2.1): a softmax over the K phones and the blank at every frame, y_t = W→ h→_t + W← h←_t + b (one linear map of
   the concatenated top-layer outputs); trained with F.ctc_loss and decoded by best path (the most probable output at
-  each frame, repeats merged, blanks dropped) or by prefix beam search.
+  each frame, repeats merged, blanks dropped) or by prefix beam search (ctc_beam_search).
 * RNN transducer (§2.3): the same network as the transcription network, l_t; a prediction network, an LSTM over the
   previous phones (one-hot in; before the first phone a vector of zeros, Graves 2012 §2.2), p_u; the two combined by a
   feed-forward output network, h(t, u) = tanh(W_lh l_t + W_pb p_u + b_h), y(t, u) = W_hy h(t, u) + b_y, softmaxed over
-  the K phones and the blank; trained with zoo.losses.transducer_loss and decoded greedily. (That l_t and p_u are
-  hidden activations, and the sizes of W_lh and W_pb, are the paper as remembered: unverified.)
+  the K phones and the blank; trained with zoo.losses.transducer_loss and decoded greedily or by beam search.
+  (That l_t and p_u are hidden activations, and the sizes of W_lh and W_pb, are the paper as remembered:
+  unverified.)
 The blank is index 0 throughout, phones 1..K.
 """
 from __future__ import annotations
@@ -142,12 +143,12 @@ class Transducer(nn.Module):
         the most probable hypothesis of A (those reaching the frame) is moved to B by a blank, or extended by its
         `beam` most probable phones (Algorithm 1 extends by every phone; with an untrained, near-uniform network
         that floods A) back into A, until B holds `beam` hypotheses more probable than any left in A; B's best
-        `beam` go on to the next frame. Where two paths reach the same hypothesis their probabilities add. Unlike Algorithm 1 as
-        printed there is no separate pass adding each hypothesis' prefixes' probability to it: popping a prefix
-        already extends it into the longer hypotheses, so that pass would count those paths twice; with a wide
-        enough beam the search then returns the most probable phone sequence (tested against enumeration). The
-        prediction network runs once per prefix. Returns the best final hypothesis by log P(y) / |y| (Graves'
-        choice) or, normalise_length=False, by log P(y)."""
+        `beam` go on to the next frame. Where two paths reach the same hypothesis their probabilities add.
+        Unlike Algorithm 1 as printed there is no separate pass adding each hypothesis' prefixes' probability to
+        it: popping a prefix already extends it into the longer hypotheses, so that pass would count those paths
+        twice; with a wide enough beam the search then returns the most probable phone sequence (tested against
+        enumeration). The prediction network runs once per prefix. Returns the best final hypothesis by
+        log P(y) / |y| (Graves' choice) or, normalise_length=False, by log P(y)."""
         x = x.reshape(1, -1, x.shape[-1])[:, :length]
         l = self.transcribe(x, torch.tensor([length]))[0]
         cache: dict[tuple[int, ...], tuple[torch.Tensor, tuple]] = {}
