@@ -179,3 +179,18 @@ def test_transducer_starts_from_a_ctc_release(tmp_path):
                    transcription_from=str(zoo.save_pretrained(trans, tmp_path / "t")))
     with pytest.raises(ValueError, match="output='transducer'"):
         zoo.create("speech_rnn", **SMALL, output="ctc", transcription_from=str(release))
+
+
+def test_stacked_frames_by_hand_and_in_the_module(tmp_path):
+    from zoo.models.speech_rnn.model import stack_frames
+
+    x = torch.arange(2 * 5 * 2.0).view(2, 5, 2)
+    y, n = stack_frames(x, torch.tensor([5, 3]), 2)
+    assert y.shape == (2, 3, 4) and n.tolist() == [3, 2]
+    assert y[0, 1].tolist() == [4, 5, 6, 7] and y[0, 2].tolist() == [8, 9, 0, 0]   # the last group zero-padded
+    module = zoo.create("speech_rnn", **SMALL, stack=3).eval()
+    assert module.net.encoder.lstm.input_size == 15
+    assert len(module(torch.randn(2, 7, 5), torch.tensor([7, 4]))) == 2
+    with pytest.raises(ValueError, match="stacks 3 frames"):
+        zoo.create("speech_rnn", **SMALL, output="transducer",
+                   transcription_from=str(zoo.save_pretrained(module, tmp_path / "r")))

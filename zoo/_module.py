@@ -73,3 +73,79 @@ class ZooClassifier(ZooModule):
 
     def predict_step(self, batch, batch_idx) -> torch.Tensor:
         return self(batch[0]).argmax(1)
+
+
+class ZooPhoneRecognizer(ZooModule):
+    """A phone recogniser over filterbank frames (the speech papers): `forward(x, lengths)` returns phone ids
+    (1..K) per utterance; `loss(batch)` the training loss. This base scores them by the phone error rate (torchmetrics'
+    word error rate over phone strings, TIMIT's 61 phones folded to 39), checks the data module's phones and inputs,
+    keeps the training data's feature statistics in buffers released with the weights, and transcribes audio.
+    Subclasses call `self.init_speech(in_features)` after `save_hyperparameters` (hparams `phone_set`,
+    `in_features`)."""
+
+    def init_speech(self, in_features: int) -> None:
+        from torchmetrics.text import WordErrorRate
+
+        self.per = torch.nn.ModuleDict({s: WordErrorRate() for s in ("val", "test")})
+        # the training data's statistics, taken from the data module when fitting and released with the weights, so
+        # that `transcribe` normalises new audio as the network's inputs were
+        self.register_buffer("feature_mean", torch.zeros(in_features))
+        self.register_buffer("feature_std", torch.ones(in_features))
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None or not hasattr(dm, "phone_set"):
+            return
+        hp = self.hparams
+        if (dm.phone_set, dm.in_features) != (hp.phone_set, hp.in_features):
+            raise ValueError(f"the data gives {dm.in_features} inputs per frame and {dm.phone_set} phones, the model "
+                             f"expects {hp.in_features} and {hp.phone_set}: pass --model.init_args.phone_set="
+                             f"{dm.phone_set} --model.init_args.in_features={dm.in_features}")
+        if stage == "fit":
+            dm.setup(stage)
+            with torch.no_grad():
+                self.feature_mean.copy_(dm.feature_mean)
+                self.feature_std.copy_(dm.feature_std)
+
+    def phone_string(self, ids: list[int]) -> str:
+        """Phone ids as a space-separated string, what the phone error rate compares; TIMIT's 61 phones folded to
+        the 39 scoring classes."""
+        from zoo.data.speech import PHONE_SETS, fold_39
+
+        phones = [PHONE_SETS[self.hparams.phone_set][i - 1] for i in ids]
+        return " ".join(fold_39(phones) if self.hparams.phone_set == "timit61" else phones)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch[1]))
+        return loss
+
+    def evaluate(self, batch, stage: str) -> None:
+        x, lengths, y, y_lengths = batch
+        hyp = [self.phone_string(h) for h in self(x, lengths)]
+        ref = [self.phone_string(r[:n].tolist()) for r, n in zip(y, y_lengths)]
+        self.per[stage].update(hyp, ref)
+        self.log(f"{stage}/per", self.per[stage], prog_bar=stage == "val", batch_size=len(lengths))
+        loss = self.eval_loss(batch)
+        if loss is not None:
+            self.log(f"{stage}/loss", loss, sync_dist=True, batch_size=len(lengths))
+
+    def eval_loss(self, batch) -> torch.Tensor | None:
+        """The loss logged in validation and test (None: none)."""
+        return self.loss(batch)
+
+    def validation_step(self, batch, batch_idx):
+        self.evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self.evaluate(batch, "test")
+
+    @torch.no_grad()
+    def transcribe(self, audio: torch.Tensor, rate: int, n_mels: int = 40, order: int = 2) -> str:
+        """The phone string of one recording (mono samples [n] in [-1, 1] at `rate` Hz, as the training audio),
+        its features normalised with the training data's statistics saved in this module."""
+        from zoo.data.speech import filterbank_features
+
+        x = (filterbank_features(audio, rate, n_mels, order=order) - self.feature_mean) / self.feature_std
+        self.eval()
+        return self.phone_string(self(x[None], torch.tensor([len(x)]))[0])

@@ -22,6 +22,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from zoo.nn.ctc import collapse
+
+
+def stack_frames(x: torch.Tensor, lengths: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every k consecutive frames [B, T, F] concatenated into one [B, ceil(T/k), k·F] (the last group zero-padded),
+    and the new lengths: a lower frame rate, k times less recurrent computation (not in the paper; the CPU recipes'
+    choice, k = 1 is the paper's 10 ms frames)."""
+    if k == 1:
+        return x, lengths
+    b, t, f = x.shape
+    x = F.pad(x, (0, 0, 0, -t % k))
+    return x.reshape(b, -1, k * f), torch.div(lengths + k - 1, k, rounding_mode="floor")
+
 
 class DeepBLSTM(nn.Module):
     """N stacked (bi)directional LSTM layers over padded frames [B, T, F] with their lengths; packed, so no compute
@@ -58,15 +71,8 @@ class CTCNet(nn.Module):
 
 
 def best_path(log_probs: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
-    """CTC best-path decoding: the arg-max output per frame, repeats merged, blanks removed (one tensor pass; only
-    the final split into per-utterance lists is a loop over the batch)."""
-    best = log_probs.argmax(-1)                                               # [B, T]
-    T = best.shape[1]
-    valid = torch.arange(T, device=best.device)[None] < lengths.to(best.device)[:, None]
-    new = torch.ones_like(valid)
-    new[:, 1:] = best[:, 1:] != best[:, :-1]
-    keep = valid & new & (best != 0)
-    return [row[k].tolist() for row, k in zip(best, keep)]
+    """CTC best-path decoding: the arg-max output per frame, repeats merged, blanks removed."""
+    return collapse(log_probs.argmax(-1), lengths)
 
 
 class Transducer(nn.Module):
