@@ -12,7 +12,8 @@ Placeholders in args (made once per session by `context`): {idx_dir} (fixture ID
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
-and its dictionary; both tests/speech_fixture.py), {root} (the run's output folder).
+and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {root} (the run's
+output folder).
 """
 from __future__ import annotations
 
@@ -195,6 +196,8 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")),
+            "imputer_expert": str(zoo.save_pretrained(zoo.create("imputer", d=8, layers=1, heads=2, ff=16, channels=2,
+                                                                 loss="ctc"), dest / "imputer_expert")),
             **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
 
 
@@ -225,6 +228,10 @@ SPEECH = ("--data.init_args.data_dir={timit_dir}", "--data.init_args.val_speaker
           "--model.init_args.pred_hidden=6", "--model.init_args.joint=8")
 SYNTH_SPEECH = ("--data.init_args.data_dir={synth_dir}", "--data.init_args.cmudict={cmudict}",
                 "--data.init_args.batch_size=1", *SPEECH[3:])
+IMPUTER_SPEECH = ("--data.init_args.data_dir={synth_dir}", "--data.init_args.cmudict={cmudict}",
+                  "--data.init_args.batch_size=1", "--data.init_args.eval_batch_size=1", "--model.init_args.d=8",
+                  "--model.init_args.layers=1", "--model.init_args.heads=2", "--model.init_args.ff=16",
+                  "--model.init_args.channels=2", "--model.init_args.block=4")
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -374,6 +381,24 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_grbm.py::test_shapes_samples_and_round_trip",),
         fit=(Run("configs/grbm/gmm2d.yaml", ("--model.init_args.cd_steps=5",), data="own"),),
         ddp=(Run("configs/grbm/fmnist.yaml", ("--model.init_args.hidden=32", "--model.init_args.cd_steps=3"), check=_grbm),),
+    ),
+    Paper(
+        package="imputer", arxiv=None,  # "2002.08926" once its catalogue entries are measured
+        keys=("imputer",),
+        math=("test_imputer.py::test_imputation_loss_sums_the_consistent_alignments_with_its_gradient",
+              "test_imputer.py::test_viterbi_alignment_is_the_most_probable_alignment",
+              "test_imputer.py::test_block_masks_hide_the_same_count_in_every_block",
+              "test_imputer.py::test_imitation_loss_by_hand",
+              "test_imputer.py::test_block_decoding_takes_b_passes_whatever_the_length"),
+        shapes=("test_imputer.py::test_shapes_and_release_round_trip",),
+        overfit=("test_imputer.py::test_learns_a_tiny_batch_until_it_decodes_it",),
+        round_trip=("test_imputer.py::test_shapes_and_release_round_trip",
+                    "test_imputer.py::test_the_imputer_starts_as_its_ctc_expert_and_releases_without_it"),
+        fit=(Run("configs/imputer/synth-ctc.yaml", IMPUTER_SPEECH, data="own"),
+             Run("configs/imputer/synth-imputer.yaml", (*IMPUTER_SPEECH, "--model.init_args.expert={imputer_expert}"),
+                 data="own")),
+        ddp=(Run("configs/imputer/synth-imputer.yaml", (*IMPUTER_SPEECH, "--model.init_args.expert={imputer_expert}"),
+                 data="own"),),
     ),
     Paper(
         package="label_smoothing", arxiv="1906.02629", keys=("label_smoothing_mlp",),
