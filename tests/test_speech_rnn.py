@@ -194,3 +194,31 @@ def test_stacked_frames_by_hand_and_in_the_module(tmp_path):
     with pytest.raises(ValueError, match="stacks 3 frames"):
         zoo.create("speech_rnn", **SMALL, output="transducer",
                    transcription_from=str(zoo.save_pretrained(module, tmp_path / "r")))
+
+
+def test_analysis_scores_the_real_clips_at_the_training_rate(tmp_path, monkeypatch):
+    import types
+
+    import soundfile
+
+    import zoo.data.speech as speech
+
+    (tmp_path / "cards").mkdir()
+    lines = []
+    for i, words in enumerate((["the", "cat"], ["a", "mat"])):
+        soundfile.write(str(tmp_path / "cards" / f"00{i}.wav"), (0.1 * torch.randn(8000)).numpy(), 16000)
+        lines.append(f"<s> {' '.join(words)} </s> (00{i})")
+    (tmp_path / "cards" / "cards.transcription").write_text("\n".join(lines) + "\n")
+    (tmp_path / "dict").write_text("the DH AH\ncat K AE T\na AH\nmat M AE T\n")
+    monkeypatch.setattr(speech, "SPHINX_TEST_DATA", tmp_path)
+    assert [c[0] for c in speech.real_clips()] == ["000", "001"]
+    seen = []
+    module = zoo.create("speech_rnn", in_features=123, hidden=4, layers=1, phone_set="cmudict39")
+    transcribe = module.transcribe
+    module.transcribe = lambda audio, rate, *a: seen.append((len(audio), rate)) or transcribe(audio, rate, *a)
+    dm = types.SimpleNamespace(sample_rate=22050, n_mels=40, order=2, cmudict=str(tmp_path / "dict"))
+    out = module.analyse(tmp_path, dm)
+    assert seen == [(11025, 22050)] * 2                 # half a second, resampled from 16 kHz to the training rate
+    assert out["metrics"]["real/per"] >= 0 and "| 001 | a mat | AH M AE T |" in next(iter(out["tables"].values()))
+    monkeypatch.setattr(speech, "SPHINX_TEST_DATA", tmp_path / "absent")
+    assert module.analyse(tmp_path, dm) == {}

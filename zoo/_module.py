@@ -140,6 +140,34 @@ class ZooPhoneRecognizer(ZooModule):
     def test_step(self, batch, batch_idx):
         self.evaluate(batch, "test")
 
+    def analyse(self, folder: Path, datamodule: Any = None) -> dict[str, Any]:
+        """The phone error rate on the real recordings of CMU Sphinx's test data (zoo.data.speech.real_clips,
+        resampled to the training audio's rate), where they are installed and the model's phones are CMUdict's:
+        `real/per` and a table of each clip's reference and recognised phones."""
+        from torchmetrics.text import WordErrorRate
+
+        from zoo.data.speech import find_cmudict, read_audio, read_cmudict, real_clips, words_to_phones
+
+        clips = real_clips()
+        if not clips or self.hparams.phone_set != "cmudict39" or not hasattr(datamodule, "sample_rate"):
+            return {}
+        import librosa
+
+        lexicon = read_cmudict(getattr(datamodule, "cmudict", None) or find_cmudict())
+        metric, rows = WordErrorRate(), []
+        for uid, path, words in clips:
+            audio, rate = read_audio(path)
+            audio = torch.from_numpy(librosa.resample(audio[0].numpy(), orig_sr=rate,
+                                                      target_sr=datamodule.sample_rate))
+            ref = " ".join(words_to_phones(words, lexicon))
+            hyp = self.transcribe(audio, datamodule.sample_rate, datamodule.n_mels, datamodule.order)
+            metric.update([hyp], [ref])
+            rows.append(f"| {uid} | {' '.join(words)} | {ref} | {hyp} |")
+        per = float(metric.compute())
+        table = ("| clip | words | reference phones | recognised phones |\n|---|---|---|---|\n" + "\n".join(rows) +
+                 f"\n\nPhone error rate over the {len(clips)} clips: {per:.4f}")
+        return {"metrics": {"real/per": per}, "tables": {"Real recordings (CMU Sphinx test data)": table}}
+
     @torch.no_grad()
     def transcribe(self, audio: torch.Tensor, rate: int, n_mels: int = 40, order: int = 2) -> str:
         """The phone string of one recording (mono samples [n] in [-1, 1] at `rate` Hz, as the training audio),

@@ -226,6 +226,22 @@ def read_sphinx_transcription(path: str | os.PathLike) -> list[tuple[str, list[s
         out.append((m.group(2), words))
     return out
 
+#: where Debian's pocketsphinx-testdata puts its recordings (apt-get install pocketsphinx-testdata)
+SPHINX_TEST_DATA = Path("/usr/share/pocketsphinx/test/data")
+
+
+def real_clips(root: str | os.PathLike | None = None) -> list[tuple[str, Path, list[str]]]:
+    """The real recordings of CMU Sphinx's test data (Debian's pocketsphinx-testdata): five LibriVox sentences read
+    from Sense and Sensibility and five read card names, 16 kHz WAV with their words, as (id, audio path, words);
+    [] where they are not installed. Ten clips, 38 seconds: a small real test set beside the synthetic corpus."""
+    root = Path(root) if root else SPHINX_TEST_DATA
+    out = []
+    for trans in (root / "librivox" / "transcription", root / "cards" / "cards.transcription"):
+        if trans.is_file():
+            out += [(uid, trans.parent / f"{uid}.wav", words) for uid, words in read_sphinx_transcription(trans)]
+    return out
+
+
 def read_cmudict(path: str | os.PathLike) -> dict[str, list[str]]:
     """CMUdict as pocketsphinx ships it (`word PH PH ...`, alternatives as `word(2)`, stress already removed):
     lower-case word -> its first pronunciation."""

@@ -125,8 +125,9 @@ class ImputerRecognizer(ZooPhoneRecognizer):
         """The test set's phone error rate against the number of decoding passes: 1 (everything at once, CTC-like),
         2, 4 and B block-decoding passes, and one position per pass over the whole utterance (T' passes, the
         sequential limit); a table and a figure."""
+        real = super().analyse(folder, datamodule)
         if datamodule is None or self.hparams.loss == "ctc" or not hasattr(datamodule, "test_dataloader"):
-            return {}
+            return real
         datamodule.setup("test")
         self.eval()
         B = self.hparams.block
@@ -152,7 +153,8 @@ class ImputerRecognizer(ZooPhoneRecognizer):
         figures = {}
         if folder is not None:
             figures["per_by_passes.png"] = self._passes_figure(per, Path(folder) / "per_by_passes.png")
-        return {"metrics": metrics, "tables": {"Phone error rate by decoding passes": table}, "figures": figures}
+        return {"metrics": {**metrics, **real.get("metrics", {})},
+                "tables": {"Phone error rate by decoding passes": table, **real.get("tables", {})}, "figures": figures}
 
     @staticmethod
     def _passes_figure(per: dict[str, float], path: Path) -> Path:
