@@ -5,10 +5,13 @@ process.
     python benchmarks/overhead.py [--recipe configs/forward_forward/fmnist.yaml] [--steps 150] [--repeats 3]
     python benchmarks/overhead.py --recipe configs/moe_lm/brown-moe32.yaml --steps 20 --warmup 3
     python benchmarks/overhead.py --recipe configs/fwl/brown-fwl.yaml --steps 10 --warmup 2
+    python benchmarks/overhead.py --recipe configs/speech_rnn/synth-ctc-3l128.yaml --steps 30 --warmup 3 \
+        --data.init_args.max_utterances=300
 
 Prints steps/s for each path and the ratio (target: the Lightning path at least 0.9x the plain loop). Recipes of
-the models in PLAIN_LOSS are supported. Uses the recipe's data (Fashion-MNIST needs its IDX files, the language
-models the Brown corpus; `--recipe configs/forward_forward/digits.yaml` runs anywhere).
+the models in PLAIN_LOSS are supported; further `--key=value` arguments override the recipe for both paths. Uses the
+recipe's data (Fashion-MNIST needs its IDX files, the language models the Brown corpus, the speech models the
+synthetic corpus; `--recipe configs/forward_forward/digits.yaml` runs anywhere).
 """
 from __future__ import annotations
 
@@ -38,10 +41,10 @@ class _Clock(L.Callback):
         self.end, self.steps = time.perf_counter(), trainer.global_step - self.warmup
 
 
-def _cli(recipe: str, steps: int, lean: bool) -> ZooCLI:
-    args = ["--config", str(resolve_recipe(recipe)), f"--trainer.max_steps={steps}", "--trainer.max_epochs=-1",
-            "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0", "--trainer.enable_checkpointing=false",
-            "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
+def _cli(recipe: str, steps: int, lean: bool, overrides: tuple[str, ...] = ()) -> ZooCLI:
+    args = ["--config", str(resolve_recipe(recipe)), *overrides, f"--trainer.max_steps={steps}",
+            "--trainer.max_epochs=-1", "--trainer.limit_val_batches=0", "--trainer.num_sanity_val_steps=0",
+            "--trainer.enable_checkpointing=false", "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
     if lean:
         args += ["--trainer.logger=false", "--trainer.enable_progress_bar=false"]
     else:
@@ -49,8 +52,9 @@ def _cli(recipe: str, steps: int, lean: bool) -> ZooCLI:
     return ZooCLI(args=args, run=False, save_config_callback=None)
 
 
-def lightning_steps_per_s(recipe: str, steps: int, warmup: int, lean: bool) -> float:
-    cli = _cli(recipe, steps + warmup, lean)
+def lightning_steps_per_s(recipe: str, steps: int, warmup: int, lean: bool,
+                          overrides: tuple[str, ...] = ()) -> float:
+    cli = _cli(recipe, steps + warmup, lean, overrides)
     clock = _Clock(warmup)
     cli.trainer.callbacks.append(clock)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -60,23 +64,48 @@ def lightning_steps_per_s(recipe: str, steps: int, warmup: int, lean: bool) -> f
 def _moe_lm_loss():
     state: list = [None]
 
-    def loss(model, x, y):
+    def loss(model, batch):
+        x, y = batch
         out = model.net(x, state[0])
         state[0] = tuple(tuple(t.detach() for t in s) for s in out.state)  # carried to the next window
         return F.cross_entropy(out.logits.flatten(0, 1), y.flatten()) + out.aux_loss
     return loss
 
 
-#: registry key -> a factory of the plain loop's loss(model, x, y): the training objective written out directly
+def _speech_loss():
+    from zoo.losses import transducer_loss
+    from zoo.models.speech_rnn.model import stack_frames
+
+    def loss(model, batch):
+        x, n, y, yn = batch
+        x, n = stack_frames(x, n, model.hparams.stack)
+        if model.hparams.output == "transducer":
+            return transducer_loss(model.net(x, n, y), y, n, yn)
+        lp = model.net(x, n)
+        return F.ctc_loss(lp.transpose(0, 1), y, n, yn, reduction="sum", zero_infinity=True) / len(n)
+    return loss
+
+
+def _imputer_ctc_loss():
+    def loss(model, batch):
+        x, n, y, yn = batch
+        lp, n = model.net(x, n)
+        return F.ctc_loss(lp.transpose(0, 1), y, n, yn, reduction="none", zero_infinity=True).mean()
+    return loss
+
+
+#: registry key -> a factory of the plain loop's loss(model, batch): the training objective written out directly
 PLAIN_LOSS: dict[str, Callable] = {
-    "forward_forward": lambda: lambda model, x, y: model.local_losses(x, y)[0],
+    "forward_forward": lambda: lambda model, batch: model.local_losses(*batch)[0],
     "moe_lm": _moe_lm_loss,
-    "fwl_lm": lambda: lambda model, x, y: F.cross_entropy(model(x).flatten(0, 1), y.flatten()),
+    "fwl_lm": lambda: lambda model, batch: F.cross_entropy(model(batch[0]).flatten(0, 1), batch[1].flatten()),
+    "speech_rnn": _speech_loss,
+    "imputer": _imputer_ctc_loss,   # the expert's recipe (loss: ctc)
 }
 
 
-def plain_steps_per_s(recipe: str, steps: int, warmup: int) -> float:
-    cli = _cli(recipe, steps + warmup, True)  # only to build the same model and DataModule from the recipe
+def plain_steps_per_s(recipe: str, steps: int, warmup: int, overrides: tuple[str, ...] = ()) -> float:
+    cli = _cli(recipe, steps + warmup, True, overrides)  # only to build the same model and DataModule from the recipe
     key = type(cli.model).zoo_key
     if key not in PLAIN_LOSS:
         raise SystemExit(f"no plain loop for {key!r} recipes: one of {sorted(PLAIN_LOSS)}")
@@ -85,11 +114,11 @@ def plain_steps_per_s(recipe: str, steps: int, warmup: int) -> float:
     clip = cli.trainer.gradient_clip_val
     done, start = 0, None
     while done < steps + warmup:
-        for x, y in dm.train_dataloader():
+        for batch in dm.train_dataloader():
             if done == warmup:
                 start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss_fn(model, x, y).backward()
+            loss_fn(model, batch).backward()
             if clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
@@ -107,16 +136,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeats", type=int, default=3)
-    a = p.parse_args()
+    a, overrides = p.parse_known_args()
+    overrides = tuple(overrides)
     torch.use_deterministic_algorithms(True)  # what the recipes' `deterministic: true` sets for the Lightning path
     plain, lean, full = [], [], []
     for _ in range(a.repeats):  # interleaved, so drift in machine load hits every path alike
-        plain.append(plain_steps_per_s(a.recipe, a.steps, a.warmup))
-        lean.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, lean=True))
-        full.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, lean=False))
+        plain.append(plain_steps_per_s(a.recipe, a.steps, a.warmup, overrides))
+        lean.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, True, overrides))
+        full.append(lightning_steps_per_s(a.recipe, a.steps, a.warmup, False, overrides))
     m_plain, m_lean, m_full = (statistics.median(v) for v in (plain, lean, full))
-    print(f"recipe {a.recipe}, {a.steps} timed steps after {a.warmup} warm-up, median of {a.repeats}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"recipe {a.recipe} {' '.join(overrides)}, {a.steps} timed steps after {a.warmup} warm-up, median of "
+          f"{a.repeats}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"plain PyTorch loop                       {m_plain:8.2f} steps/s")
     print(f"zoo fit, no logger/progress bar          {m_lean:8.2f} steps/s   ratio {m_lean / m_plain:.3f}")
     print(f"zoo fit, recipe defaults (bar, CSV logs) {m_full:8.2f} steps/s   ratio {m_full / m_plain:.3f}")
