@@ -11,7 +11,7 @@ from typing import Any, Callable, TypeVar
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler
 
 from zoo._paths import zoo_home
 
@@ -75,6 +75,65 @@ class EpochSampler(RandomSampler):
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         yield from torch.randperm(len(self.data_source), generator=g).tolist()
+
+
+class LengthBuckets(IterableDataset):
+    """Batches of items of similar length, so little compute goes to padding: the items sorted by `key` (their
+    length first) and cut into batches of `batch_size`; in training the batch order is shuffled by (seed, epoch).
+    Each of `world` processes takes every world-th batch (the count cut to a multiple of `world`, so that all
+    processes take the same number of steps), each made by `collate`. An IterableDataset: Lightning does not
+    re-sample it under DDP."""
+
+    def __init__(self, items: list, batch_size: int, shuffle: bool, seed: int = 0, world: int = 1, rank: int = 0,
+                 epoch: Callable[[], int] = lambda: 0, *, key: Callable[[Any], Any], collate: Callable[[list], Any],
+                 what: str = "items"):
+        order = sorted(range(len(items)), key=lambda i: key(items[i]))
+        self.batches = [[items[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
+        self.shuffle, self.seed, self.world, self.rank, self.epoch = shuffle, seed, world, rank, epoch
+        self.collate = collate
+        if len(self.batches) < world:
+            raise ValueError(f"{len(items)} {what} make {len(self.batches)} batch(es) of {batch_size}, fewer than "
+                             f"the {world} processes: lower the batch size")
+
+    def __len__(self) -> int:
+        return len(self.batches) // self.world
+
+    def __iter__(self):
+        idx = list(range(len(self.batches)))
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed + self.epoch())
+            idx = torch.randperm(len(idx), generator=g).tolist()
+        idx = idx[: len(self) * self.world][self.rank::self.world]
+        for i in idx:
+            yield self.collate(self.batches[i])
+
+
+class BucketedData(L.LightningDataModule):
+    """A DataModule serving length-bucketed batches: subclasses set `batch_size`, `eval_batch_size` and implement
+    `buckets` (a LengthBuckets of a split for this process); `setup` runs before the first loader."""
+
+    batch_size: int
+    eval_batch_size: int
+
+    def buckets(self, split: str, batch_size: int, shuffle: bool, world: int, rank: int,
+                epoch: Callable[[], int]) -> LengthBuckets:
+        raise NotImplementedError
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        self.setup()
+        trainer = getattr(self, "trainer", None)
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
+        return DataLoader(self.buckets(split, batch_size, shuffle, world, rank, epoch), batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("validation", self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", self.eval_batch_size, False)
 
 
 def split_off(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, IterableDataset
 
-from zoo.data._base import data_folders, locate
+from zoo.data._base import BucketedData, LengthBuckets, data_folders, locate
 
 TIMIT_PHONES = (
     "aa ae ah ao aw ax ax-h axr ay b bcl ch d dcl dh dx eh el em en eng epi er ey f g gcl h# hh hv ih ix iy jh k kcl "
@@ -286,32 +284,13 @@ def pad_batch(utts: list[Utterance]) -> tuple[torch.Tensor, torch.Tensor, torch.
     return (x, torch.tensor([len(u.features) for u in utts]), y, torch.tensor([len(u.labels) for u in utts]))
 
 
-class BucketBatches(IterableDataset):
-    """Batches of utterances of similar length, so little compute goes to padding: the utterances sorted by length
-    (ties by name) and cut into batches of `batch_size`; in training the batch order is shuffled by (seed, epoch).
-    Each of `world` processes takes every world-th batch (the count cut to a multiple of `world`, so that all
-    processes take the same number of steps). An IterableDataset: Lightning does not re-sample it under DDP."""
+class BucketBatches(LengthBuckets):
+    """Length-bucketed batches of utterances (zoo.data._base.LengthBuckets, ties by name), padded by `pad_batch`."""
 
     def __init__(self, utts: list[Utterance], batch_size: int, shuffle: bool, seed: int = 0, world: int = 1,
                  rank: int = 0, epoch: Callable[[], int] = lambda: 0):
-        order = sorted(range(len(utts)), key=lambda i: (len(utts[i].features), utts[i].name))
-        self.batches = [[utts[i] for i in order[s:s + batch_size]] for s in range(0, len(order), batch_size)]
-        self.shuffle, self.seed, self.world, self.rank, self.epoch = shuffle, seed, world, rank, epoch
-        if len(self.batches) < world:
-            raise ValueError(f"{len(utts)} utterances make {len(self.batches)} batch(es) of {batch_size}, fewer than "
-                             f"the {world} processes: lower the batch size")
-
-    def __len__(self) -> int:
-        return len(self.batches) // self.world
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
-        idx = list(range(len(self.batches)))
-        if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed + self.epoch())
-            idx = torch.randperm(len(idx), generator=g).tolist()
-        idx = idx[: len(self) * self.world][self.rank::self.world]
-        for i in idx:
-            yield pad_batch(self.batches[i])
+        super().__init__(utts, batch_size, shuffle, seed, world, rank, epoch, key=lambda u: (len(u.features), u.name),
+                         collate=pad_batch, what="utterances")
 
 
 # ------------------------------------------------------------------------------------------------ the DataModule
@@ -334,7 +313,7 @@ def _progress(items: list, what: str):
     return tqdm(items, desc=f"features: {what}", unit="utt", leave=False, disable=len(items) < 200)
 
 
-class SpeechDataModule(L.LightningDataModule):
+class SpeechDataModule(BucketedData):
     """Utterances as filterbank features with phone labels, in length-bucketed batches (x, lengths, y, y_lengths).
 
     Args:
@@ -468,19 +447,5 @@ class SpeechDataModule(L.LightningDataModule):
         self.splits = {k: [u._replace(features=(u.features - self.feature_mean) / self.feature_std) for u in v]
                        for k, v in splits.items()}
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        self.setup()
-        trainer = getattr(self, "trainer", None)
-        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        epoch = (lambda: trainer.current_epoch) if trainer is not None else (lambda: 0)
-        return DataLoader(BucketBatches(self.splits[split], batch_size, shuffle, self.seed, world, rank, epoch),
-                          batch_size=None)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("validation", self.eval_batch_size, False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.eval_batch_size, False)
+    def buckets(self, split, batch_size, shuffle, world, rank, epoch) -> BucketBatches:
+        return BucketBatches(self.splits[split], batch_size, shuffle, self.seed, world, rank, epoch)
