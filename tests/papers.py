@@ -12,8 +12,8 @@ Placeholders in args (made once per session by `context`): {idx_dir} (fixture ID
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
-and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {root} (the run's
-output folder).
+and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {treebank_dir} and
+{treebank_vocab} (a tiny synthetic treebank and its vocabulary size), {root} (the run's output folder).
 """
 from __future__ import annotations
 
@@ -186,16 +186,21 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     from text_fixture import moby_dick_dir
 
     import zoo
+    from zoo.data.parsing import TreebankDataModule, write_synthetic_treebank
     from zoo.data.text import TextDataModule
 
     torch.manual_seed(0)
     text = moby_dick_dir(dest / "moby")
+    lexicon = {t: [(f"{t.lower()}{i}", 10 - i) for i in range(5)]
+               for t in ("DT", "NN", "NNS", "NNP", "JJ", "VBD", "VB", "IN", "RB", "MD", "CC", "PRP", "IN_SUB")}
+    treebank = write_synthetic_treebank(dest / "treebank", lexicon, (8, 4, 4))
     subclass_teacher = zoo.save_pretrained(zoo.create("subclass_teacher", channels=[4, 8], hidden=[16]),
                                            dest / "subclass_teacher")
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")),
+            "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "imputer_expert": str(zoo.save_pretrained(zoo.create("imputer", d=8, layers=1, heads=2, ff=16, channels=2,
                                                                  loss="ctc"), dest / "imputer_expert")),
             **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
@@ -232,6 +237,9 @@ IMPUTER_SPEECH = ("--data.init_args.data_dir={synth_dir}", "--data.init_args.cmu
                   "--data.init_args.batch_size=1", "--data.init_args.eval_batch_size=1", "--model.init_args.d=8",
                   "--model.init_args.layers=1", "--model.init_args.heads=2", "--model.init_args.ff=16",
                   "--model.init_args.channels=2", "--model.init_args.block=4")
+TREEBANK = ("--data.init_args.data_dir={treebank_dir}", "--model.init_args.vocab_size={treebank_vocab}",
+            "--data.init_args.batch_size=2", "--data.init_args.eval_batch_size=2", "--model.init_args.d=8",
+            "--model.init_args.embed=6", "--model.init_args.layers=1")
 COMMENTARY_BLEND = ("--model.init_args.channels=[4, 8]", "--model.init_args.meta_batch=20", "--data.init_args.batch_size=20")
 
 PAPERS: tuple[Paper, ...] = (
@@ -476,6 +484,21 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_pix2seq.py::test_training_step_and_release_round_trip",),
         fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),),
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),),
+    ),
+    Paper(
+        package="seq2seq_parser", arxiv=None,  # "1412.7449" once its catalogue entries are measured
+        keys=("seq2seq_parser",),
+        math=("test_parsing.py::test_labelled_brackets_match_evalbs_sample",
+              "test_parsing.py::test_collins_conventions_punctuation_top_and_equal_labels",
+              "test_parsing.py::test_delinearise_inverts_linearise_and_repairs_malformed_output",
+              "test_seq2seq_parser.py::test_attention_by_hand",
+              "test_seq2seq_parser.py::test_beam_search_finds_the_most_probable_sequence"),
+        shapes=("test_seq2seq_parser.py::test_shapes_and_bad_arguments",),
+        overfit=("test_seq2seq_parser.py::test_learns_a_tiny_treebank_until_it_parses_it",),
+        round_trip=("test_seq2seq_parser.py::test_learns_a_tiny_treebank_until_it_parses_it",),
+        fit=(Run("configs/seq2seq_parser/synth-attention.yaml", TREEBANK, data="own"),
+             Run("configs/seq2seq_parser/synth-noattention.yaml", TREEBANK, data="own")),
+        ddp=(Run("configs/seq2seq_parser/synth-attention.yaml", TREEBANK, data="own"),),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),
