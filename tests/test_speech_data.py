@@ -120,6 +120,10 @@ def test_timit_bad_input_is_refused_clearly(tmp_path):
         SpeechDataModule(data_dir=str(write_timit(tmp_path / "b", empty="TEST/DR1/MDAB0/SX1")), val_speakers=1).setup()
     with pytest.raises(FileNotFoundError, match="LDC93S1"):
         SpeechDataModule(data_dir=str(tmp_path / "nothing")).prepare_data()
+    root = write_timit(tmp_path / "c")
+    (root / "TRAIN/DR1/FCJF0/SX2.PHN").write_text("0 100 h#\n100 200 zz\n")
+    with pytest.raises(ValueError, match=r"SX2.PHN: phone label\(s\) \['zz'\] outside TIMIT's 61"):
+        SpeechDataModule(data_dir=str(root), val_speakers=1).setup()
 
 
 def test_librispeech_layout_and_cmudict_phones(tmp_path):
