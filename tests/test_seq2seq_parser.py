@@ -57,7 +57,7 @@ def test_beam_search_finds_the_most_probable_sequence():
     def logp(seq):       # log p(seq, <eos>) by teacher forcing
         full = torch.tensor([seq + [1]])
         lp = net(src[None], torch.tensor([4]), torch.cat([torch.ones(1, 1, dtype=torch.long), full[:, :-1]], 1))
-        return float(lp.log_softmax(-1).gather(2, full[..., None]).sum())
+        return float(lp.detach().log_softmax(-1).gather(2, full[..., None]).sum())
 
     best = max((list(s) for k in range(4) for s in itertools.product([0, 2, 3], repeat=k)), key=logp)
     assert net.beam_search(src, 4, beam=50, max_len=3) == best
