@@ -114,3 +114,20 @@ def test_transducer_loss_of_a_certain_alignment_is_zero_and_shapes_are_checked()
     assert transducer_loss(logits, torch.tensor([[2]]), torch.tensor([1]), torch.tensor([1])).item() < 1e-6
     with pytest.raises(ValueError, match="U\\+1 = 2 label positions but targets have U = 2"):
         transducer_loss(logits, torch.tensor([[2, 1]]), torch.tensor([1]), torch.tensor([2]))
+
+
+def test_transducer_loss_matches_torchaudio_where_it_loads():
+    """torchaudio is not a dependency (its wheels pin one torch); where a build loads, its rnnt_loss must agree."""
+    try:
+        from torchaudio.functional import rnnt_loss
+    except (ImportError, OSError):
+        pytest.skip("torchaudio does not load with this torch")
+    torch.manual_seed(3)
+    logits = torch.randn(3, 7, 5, 6, requires_grad=True)
+    y, T, U = torch.randint(1, 6, (3, 4)), torch.tensor([7, 5, 3]), torch.tensor([4, 2, 3])
+    ours = transducer_loss(logits, y, T, U, reduction="none")
+    theirs = rnnt_loss(logits, y.int(), T.int(), U.int(), blank=0, reduction="none")
+    assert torch.allclose(ours, theirs, atol=1e-4)
+    g_ours, = torch.autograd.grad(ours.sum(), logits)
+    g_theirs, = torch.autograd.grad(theirs.sum(), logits)
+    assert torch.allclose(g_ours, g_theirs, atol=1e-5)
