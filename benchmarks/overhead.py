@@ -94,6 +94,15 @@ def _imputer_ctc_loss():
     return loss
 
 
+def _parser_loss():
+    from zoo.models.seq2seq_parser.model import sequence_loss
+
+    def loss(model, batch):
+        src, n, tgt = batch[:3]
+        return sequence_loss(model.net(src, n, torch.cat([torch.ones_like(tgt[:, :1]), tgt[:, :-1]], 1)), tgt)
+    return loss
+
+
 #: registry key -> a factory of the plain loop's loss(model, batch): the training objective written out directly
 PLAIN_LOSS: dict[str, Callable] = {
     "forward_forward": lambda: lambda model, batch: model.local_losses(*batch)[0],
@@ -101,6 +110,7 @@ PLAIN_LOSS: dict[str, Callable] = {
     "fwl_lm": lambda: lambda model, batch: F.cross_entropy(model(batch[0]).flatten(0, 1), batch[1].flatten()),
     "speech_rnn": _speech_loss,
     "imputer": _imputer_ctc_loss,   # the expert's recipe (loss: ctc)
+    "seq2seq_parser": _parser_loss,
 }
 
 
@@ -111,7 +121,7 @@ def plain_steps_per_s(recipe: str, steps: int, warmup: int, overrides: tuple[str
         raise SystemExit(f"no plain loop for {key!r} recipes: one of {sorted(PLAIN_LOSS)}")
     loss_fn = PLAIN_LOSS[key]()
     model, dm, opt, sched = plain_parts(cli, with_scheduler=True)
-    clip = cli.trainer.gradient_clip_val
+    clip = cli.trainer.gradient_clip_val or model.hparams.get("clip")  # the parser clips in its module
     done, start = 0, None
     while done < steps + warmup:
         for batch in dm.train_dataloader():
