@@ -99,3 +99,18 @@ def test_a_baseline_brings_its_own_comparison_first(zoo_home, monkeypatch, with_
     with pytest.raises(_Trained):
         _reproduce.reproduce("grbm-digits", with_baseline=with_baseline, echo=lambda *a: None)
     assert trained == [first]
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(catalog_copy, zoo_home):
+    env = {"ZOO_CATALOG": str(catalog_copy), "ZOO_HOME": str(zoo_home)}
+    assert run_zoo("reproduce", NAME, "--no-baseline", *FAST, env=env, check=False).returncode in (0, 3)  # 2 epochs
+    measured = json.loads((zoo_home / "releases" / NAME / "metrics.json").read_text())
+    ckpt = next((zoo_home / "runs" / NAME).glob("*/**/*.ckpt"))
+    out = run_zoo("reproduce", NAME, "--no-baseline", "--update-catalog", *FAST, f"--ckpt_path={ckpt}", env=env,
+                  check=False)
+    assert out.returncode in (0, 3), out.stderr[-2000:]
+    assert json.loads((zoo_home / "releases" / NAME / "metrics.json").read_text()) == measured  # the same weights
+    entry = yaml.safe_load(catalog_copy.read_text())["checkpoints"][NAME]
+    assert entry["reproduced"]["resumed_from"] == str(ckpt) and entry["metrics"] == measured
+    bad = run_zoo("reproduce", NAME, "--no-baseline", *FAST, "--ckpt_path=/nowhere.ckpt", env=env, check=False)
+    assert bad.returncode != 0 and "no such checkpoint" in bad.stdout + bad.stderr

@@ -79,11 +79,17 @@ def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any
     from zoo._lightning_cli import ZooCLI
 
     run_dir = zoo_home() / "runs" / entry.name / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    args = ["--config", str(resolve_recipe(entry.recipe)), f"--trainer.default_root_dir={run_dir}", *overrides]
+    # --ckpt_path=FILE resumes an interrupted run (e.g. one whose analysis failed after training) from its checkpoint
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("--ckpt_path=")), None)
+    cli_overrides = [o for o in overrides if not o.startswith("--ckpt_path=")]
+    if resume and not Path(resume).is_file():
+        raise FileNotFoundError(f"--ckpt_path={resume}: no such checkpoint (a run's checkpoints are under "
+                                f"{zoo_home() / 'runs' / entry.name}/*/checkpoints/)")
+    args = ["--config", str(resolve_recipe(entry.recipe)), f"--trainer.default_root_dir={run_dir}", *cli_overrides]
     start = time.perf_counter()
     with _argv_of(["zoo"]):  # LightningCLI warns when both sys.argv and args carry options
         cli = ZooCLI(args=args, run=False)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=resume)
     results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
     wall = time.perf_counter() - start
     metrics = {k: round(float(v), 6) for k, v in results[0].items() if k.startswith("test/")}
@@ -99,6 +105,7 @@ def train_and_test(entry: _catalog.Entry, overrides: list[str]) -> dict[str, Any
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             "torch": torch.__version__.split("+")[0],
             "lightning": lightning.__version__,
+            **({"resumed_from": resume} if resume else {}),
         },
         "run_dir": str(run_dir),
     }

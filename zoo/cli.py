@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("reproduce", description=(
         "Train an entry's recipe, test it, print measured vs catalogue vs paper, and save the release in "
         "$ZOO_HOME/releases/NAME. Extra options go to LightningCLI as --key=value, e.g. --trainer.max_epochs=1 "
-        "--trainer.accelerator=gpu --config configs/strategies/ddp.yaml. With --all: every entry matching PATTERN "
+        "--trainer.accelerator=gpu --config configs/strategies/ddp.yaml; --ckpt_path=FILE resumes one entry's "
+        "interrupted run from a checkpoint under $ZOO_HOME/runs/NAME/ (recorded as resumed_from). "
+        "With --all: every entry matching PATTERN "
         "(default all), baselines and required entries first, going on past a failure, then one summary table; "
         "it first prints the plan and the expected time from the catalogue's recorded times, and never asks. "
         "Stopped and run again with the same options, it resumes after the last finished entry. Exit status: "

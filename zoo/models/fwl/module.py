@@ -72,7 +72,10 @@ def _fold(sums, counts, nll: torch.Tensor):
 
 
 def ppl(per_position: torch.Tensor) -> float:
-    return math.exp(float(per_position[0].sum() / per_position[1].sum()))
+    """exp of the mean NLL; infinite where it overflows or is not a number (a diverged dynamic evaluation), so
+    that choosing the best learning rate never picks it."""
+    mean = float(per_position[0].sum() / per_position[1].sum())
+    return math.exp(mean) if mean < 700 else math.inf
 
 
 @register_model("fwl_lm")
