@@ -38,7 +38,7 @@ def test_batched_greedy_decoding_equals_one_utterance_at_a_time():
     torch.manual_seed(1)
     net = Transducer(5, 4, hidden=6, layers=1, pred_hidden=5, joint=7).eval()
     with torch.no_grad():
-        net.W_hy.bias[0] -= 1.0  # emit more often, so that utterances go out of step with each other
+        net.output.bias[0] -= 1.0  # emit more often, so that utterances go out of step with each other
     x, lengths = torch.randn(3, 6, 5), torch.tensor([6, 3, 5])
     batched = net.greedy(x, lengths, max_symbols=3)
     alone = [net.greedy(x[b:b + 1, :int(n)], lengths[b:b + 1], max_symbols=3)[0] for b, n in enumerate(lengths)]
@@ -130,7 +130,7 @@ def test_transducer_beam_search_finds_the_most_probable_labelling():
         torch.manual_seed(seed)
         net = Transducer(4, 3, hidden=5, layers=1, pred_hidden=4, joint=6).eval()
         with torch.no_grad():
-            net.W_hy.bias[0] += 1.0  # most of the probability on short labellings, so enumeration covers it
+            net.output.bias[0] += 1.0  # most of the probability on short labellings, so enumeration covers it
         x, T = torch.randn(1, 4, 4), 4
 
         def log_p(y):

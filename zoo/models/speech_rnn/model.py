@@ -94,7 +94,7 @@ class Transducer(nn.Module):
         self.prediction = nn.LSTM(K, pred_hidden, pred_layers, batch_first=True)
         self.W_lh = nn.Linear(self.encoder.out_features, joint)
         self.W_pb = nn.Linear(pred_hidden, joint, bias=False)
-        self.W_hy = nn.Linear(joint, K + 1)
+        self.output = nn.Linear(joint, K + 1)      # W_hy and b_y of the paper, named as CTCNet's
 
     def transcribe(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """W_lh l_t + b_h for every frame, [B, T, joint]."""
@@ -112,7 +112,7 @@ class Transducer(nn.Module):
 
     def joint(self, l: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """y(t, u) = W_hy tanh(l_t + p_u) for l [..., T, J] and p [..., U+1, J] -> [..., T, U+1, K+1]."""
-        return self.W_hy(torch.tanh(l.unsqueeze(-2) + p.unsqueeze(-3)))
+        return self.output(torch.tanh(l.unsqueeze(-2) + p.unsqueeze(-3)))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         l = self.transcribe(x, lengths)
@@ -132,7 +132,7 @@ class Transducer(nn.Module):
         for t in range(T):
             active = t < lengths.to(l.device)
             for _ in range(max_symbols):
-                k = self.W_hy(torch.tanh(l[:, t] + p)).argmax(-1)
+                k = self.output(torch.tanh(l[:, t] + p)).argmax(-1)
                 emit = active & (k != 0)
                 if not emit.any():
                     break
@@ -170,7 +170,7 @@ class Transducer(nn.Module):
             return cache[y]
 
         def log_probs(y: tuple[int, ...], t: int) -> list[float]:
-            return self.W_hy(torch.tanh(l[t] + prediction(y)[0])).log_softmax(-1).tolist()
+            return self.output(torch.tanh(l[t] + prediction(y)[0])).log_softmax(-1).tolist()
 
         B: dict[tuple[int, ...], float] = {(): 0.0}
         for t in range(length):

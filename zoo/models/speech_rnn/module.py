@@ -40,7 +40,7 @@ class SpeechRecognizer(ZooPhoneRecognizer):
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
 
-    head_keys = ("net.output.*", "net.W_hy.*")
+    head_keys = ("net.output.*",)
 
     def __init__(self, in_features: int = 123, phone_set: Literal["timit61", "cmudict39"] = "timit61",
                  output: Literal["ctc", "transducer"] = "ctc",
