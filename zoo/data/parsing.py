@@ -378,20 +378,21 @@ class TreebankDataModule(BucketedData):
             error naming it.
         vocab: a released source vocabulary (vocabulary.json) to encode words with; default: built from training.
         min_count: training words seen fewer times become <unk>.
-        sizes: the synthetic treebank's train/validation/test sentences.
+        sizes: the synthetic treebank's train/validation/test sentences (default 20,000, 1,000, 1,000).
         batch_size, eval_batch_size: sentences per batch, grouped by length (shuffled groups in training).
     """
 
     def __init__(self, dataset: str = "synthetic", data_dir: str | None = None,
                  labels: list[str] | None = None, vocab: str | None = None, min_count: int = 1,
-                 sizes: tuple[int, int, int] = (20000, 1000, 1000), batch_size: int = 64, eval_batch_size: int = 128,
+                 sizes: list[int] | None = None, batch_size: int = 64, eval_batch_size: int = 128,
                  seed: int = 0):
         super().__init__()
         if dataset not in ("synthetic", "wsj"):
             raise ValueError(f"dataset must be 'synthetic' or 'wsj', got {dataset!r}")
         self.dataset, self.data_dir, self.vocab_path, self.min_count = dataset, data_dir, vocab, min_count
         self.labels = tuple(labels or PTB_LABELS)
-        self.sizes, self.batch_size, self.eval_batch_size, self.seed = tuple(sizes), batch_size, eval_batch_size, seed
+        self.sizes = list(sizes or [20000, 1000, 1000])
+        self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.vocab: Vocabulary | None = None
         self.trees: dict[str, list[Tree]] = {}
         self.items: dict[str, list[Sentence]] = {}
@@ -414,7 +415,8 @@ class TreebankDataModule(BucketedData):
         if not all((folder / f"{s}.mrg").is_file() for s in ("train", "validation", "test")):
             from zoo.data.text import TextDataModule
 
-            write_synthetic_treebank(folder, brown_lexicon(TextDataModule("brown").locate()), self.sizes, self.seed)
+            write_synthetic_treebank(folder, brown_lexicon(TextDataModule("brown").locate()), tuple(self.sizes),
+                                     self.seed)
 
     def read(self) -> dict[str, list[Tree]]:
         if self.dataset == "wsj":
