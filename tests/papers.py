@@ -444,7 +444,7 @@ PAPERS: tuple[Paper, ...] = (
                                                      "--model.init_args.k=2"), data="own"),),
     ),
     Paper(
-        package="fwl", arxiv=None,  # "2212.02475" once its catalogue entries are measured
+        package="fwl", arxiv="2212.02475",
         keys=("fwl_lm",),
         math=("test_fwl.py::test_chunked_linear_attention_is_the_strictly_causal_sum",
               "test_fwl.py::test_hand_written_backward_equals_autograd",
@@ -486,7 +486,7 @@ PAPERS: tuple[Paper, ...] = (
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),),
     ),
     Paper(
-        package="seq2seq_parser", arxiv=None,  # "1412.7449" once its catalogue entries are measured
+        package="seq2seq_parser", arxiv="1412.7449",
         keys=("seq2seq_parser",),
         math=("test_parsing.py::test_labelled_brackets_match_evalbs_sample",
               "test_parsing.py::test_collins_conventions_punctuation_top_and_equal_labels",
@@ -521,7 +521,7 @@ PAPERS: tuple[Paper, ...] = (
              Run("configs/soft_tree/fmnist.yaml", ("--model.init_args.depth=3",), check=_soft_tree)),
     ),
     Paper(
-        package="speech_rnn", arxiv=None,  # "1303.5778" once it has measured entries (TIMIT is licensed)
+        package="speech_rnn", arxiv="1303.5778",
         keys=("speech_rnn",),
         math=("test_losses.py::test_transducer_loss_sums_every_alignment_with_its_gradient",
               "test_speech_rnn.py::test_best_path_merges_repeats_and_drops_blanks_within_each_length",
