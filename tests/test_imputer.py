@@ -108,6 +108,7 @@ def test_the_imputer_starts_as_its_ctc_expert_and_releases_without_it(tmp_path):
     expert = zoo.create("imputer", **SMALL, loss="ctc")
     release = zoo.save_pretrained(expert, tmp_path / "expert")
     imputer = zoo.create("imputer", **SMALL, loss="imputation", block=4, expert=str(release)).eval()
+    imputer.prepare_expert()                      # what fitting does first (building the recipe needs no release)
     x, lengths = torch.randn(2, 16, 6), torch.tensor([16, 9])
     want, n = expert.eval().net(x, lengths)
     partial = torch.randint(0, 41, (2, 4))
@@ -122,9 +123,10 @@ def test_the_imputer_starts_as_its_ctc_expert_and_releases_without_it(tmp_path):
     assert "expert" not in back.zoo_init_args() and not any(k.startswith("_expert") for k in back.state_dict())
     assert all(torch.equal(back.state_dict()[k], v) for k, v in imputer.state_dict().items())
     with pytest.raises(ValueError, match="not an Imputer trained as a CTC expert"):
-        zoo.create("imputer", **SMALL, loss="imputation", expert=str(zoo.save_pretrained(imputer, tmp_path / "i2")))
+        zoo.create("imputer", **SMALL, loss="imputation",
+                   expert=str(zoo.save_pretrained(imputer, tmp_path / "i2"))).prepare_expert()
     with pytest.raises(ValueError, match="give it the expert's sizes"):
-        zoo.create("imputer", **{**SMALL, "d": 12}, loss="imputation", expert=str(release))
+        zoo.create("imputer", **{**SMALL, "d": 12}, loss="imputation", expert=str(release)).prepare_expert()
 
 
 def test_shapes_and_release_round_trip(tmp_path):

@@ -28,9 +28,10 @@ class ImputerRecognizer(ZooPhoneRecognizer):
             dynamic programme over alignments that agree with the unmasked positions of the expert's alignment) or
             "imitation" (cross-entropy on the expert's outputs at the masked positions).
         block: B, the block size of the masks and of decoding (B decoding passes).
-        expert: a release of this model trained with loss="ctc" whose Viterbi alignments the Imputer learns from;
-            unless `weights` is given the Imputer starts from the expert's weights with every alignment embedding
-            set to the mask's, so that it starts as the expert. Like `weights`, not saved as a hyperparameter.
+        expert: a release of this model trained with loss="ctc" whose Viterbi alignments the Imputer learns from,
+            loaded when fitting starts (prepare_expert); unless `weights` is given the Imputer starts from the
+            expert's weights with every alignment embedding set to the mask's, so that it starts as the expert.
+            Like `weights`, not saved as a hyperparameter.
         lr, weight_decay, warmup_steps: AdamW with linear warm-up, then constant.
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
@@ -53,13 +54,17 @@ class ImputerRecognizer(ZooPhoneRecognizer):
         self.net = Imputer(in_features, len(PHONE_SETS[phone_set]), d, layers, heads, ff, dropout, channels)
         self.init_speech(in_features)
         self._expert: list[Imputer] = []                     # a list: kept out of the state dict and the release
-        if expert:
-            self._load_expert(expert, start_from_it=not weights)
+        self._expert_source, self._start_from_expert = expert, not weights
         self.init_weights_from(weights)
 
-    def _load_expert(self, source: str, start_from_it: bool) -> None:
+    def prepare_expert(self) -> None:
+        """Load the expert release (once; called when fitting starts, so that building the recipe does not need it)
+        and, unless `weights` was given, start from it."""
         from zoo._hub import load_state_strict, resolve
 
+        source, self._expert_source = self._expert_source, None
+        if not source:
+            return
         src = resolve(source)
         if src.model != "imputer" or src.init_args.get("loss") != "ctc":
             raise ValueError(f"{source} is not an Imputer trained as a CTC expert (model {src.model!r}, loss "
@@ -75,16 +80,12 @@ class ImputerRecognizer(ZooPhoneRecognizer):
                          ours["heads"], ours["ff"], 0.0, ours["channels"])
         load_state_strict(expert, state)
         self._expert = [expert.eval().requires_grad_(False)]
-        if start_from_it:
+        if self._start_from_expert:
             load_state_strict(self.net, state)
             with torch.no_grad():
                 self.net.embed.weight.copy_(self.net.embed.weight[self.net.mask_id].expand_as(self.net.embed.weight))
                 self.feature_mean.copy_(src.state["feature_mean"])
                 self.feature_std.copy_(src.state["feature_std"])
-
-    def on_fit_start(self) -> None:
-        for e in self._expert:
-            e.to(self.device)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor, steps: int | None = None) -> list[list[int]]:
         """Decoded phone ids (1..K) per utterance: CTC's best path for the expert, block decoding in `steps`
@@ -100,9 +101,13 @@ class ImputerRecognizer(ZooPhoneRecognizer):
         if hp.loss == "ctc":
             lp, n = self.net(x, lengths)
             return imputation_loss(lp, y, n, y_lengths, torch.full(lp.shape[:2], -1, device=lp.device)).mean()
+        self.prepare_expert()
+        if not self._expert:
+            raise ValueError(f"loss={hp.loss!r} learns from an expert's alignments: pass expert=<a release of this "
+                             "model trained with loss=ctc>")
         h, n = self.net.encode(x, lengths)
         with torch.no_grad():
-            expert_lp, _ = self._expert[0](x, lengths)
+            expert_lp, _ = self._expert[0].to(x.device)(x, lengths)
             a = viterbi_alignment(expert_lp, y, n, y_lengths)
         masked = block_mask(n, a.shape[1], hp.block).to(a.device)
         lp = self.net.impute(h, n, a.masked_fill(masked, self.net.mask_id))
@@ -115,6 +120,8 @@ class ImputerRecognizer(ZooPhoneRecognizer):
         return self.loss(batch) if self.hparams.loss == "ctc" else None
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.prepare_expert()
         if stage == "fit" and self.hparams.loss != "ctc" and not self._expert:
             raise ValueError(f"loss={self.hparams.loss!r} learns from an expert's alignments: pass "
                              "--model.init_args.expert=<a release of this model trained with loss=ctc> (e.g. "

@@ -46,7 +46,8 @@ class SpeechRecognizer(ZooPhoneRecognizer):
                  output: Literal["ctc", "transducer"] = "ctc",
                  hidden: int = 250, layers: int = 3, bidirectional: bool = True, pred_hidden: int = 250,
                  joint: int = 250, weight_noise: float = 0.075, stack: int = 1,
-                 optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 1e-4, momentum: float = 0.9, beam: int = 1, transcription_from: str | None = None, weights: str | None = None):
+                 optimizer: Literal["sgd", "adam"] = "sgd", lr: float = 1e-4, momentum: float = 0.9, beam: int = 1,
+                 transcription_from: str | None = None, weights: str | None = None):
         super().__init__()
         if output not in ("ctc", "transducer"):
             raise ValueError(f"output must be 'ctc' or 'transducer', got {output!r}")
@@ -63,15 +64,19 @@ class SpeechRecognizer(ZooPhoneRecognizer):
                     Transducer(inputs, num_phones, hidden, layers, bidirectional, pred_hidden, 1, joint))
         self.init_speech(in_features)
         self._noise: list[torch.Tensor] | None = None
-        if transcription_from:
-            self._start_transcription_from(transcription_from)
+        if transcription_from and output != "transducer":
+            raise ValueError("transcription_from starts a transducer's transcription network: output='transducer'")
+        self._transcription_from = transcription_from   # read when fitting starts (start_transcription)
         self.init_weights_from(weights)
 
-    def _start_transcription_from(self, source: str) -> None:
+    def start_transcription(self) -> None:
+        """Load `transcription_from` into the transcription network (once; called when fitting starts, so that
+        building the recipe does not need the release)."""
         from zoo._hub import load_state_strict, resolve
 
-        if self.hparams.output != "transducer":
-            raise ValueError("transcription_from starts a transducer's transcription network: output='transducer'")
+        source, self._transcription_from = self._transcription_from, None
+        if not source:
+            return
         src = resolve(source)
         if src.init_args.get("output") != "ctc":
             raise ValueError(f"{source} is not a CTC speech model (its output is {src.init_args.get('output')!r})")
@@ -117,6 +122,11 @@ class SpeechRecognizer(ZooPhoneRecognizer):
             with torch.no_grad():
                 torch._foreach_sub_(self._weights(), self._noise)
             self._noise = None
+
+    def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.start_transcription()
+        super().setup(stage)
 
     def configure_optimizers(self):
         if self.hparams.optimizer == "adam":
