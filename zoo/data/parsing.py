@@ -189,6 +189,9 @@ def brackets(tree: Tree, keep: list[bool]) -> Counter:
     the kept words only; constituents with no kept word, and deleted labels, are not brackets. A multiset: a unary
     chain with one label twice counts twice, as in EVALB."""
     out: Counter = Counter()
+    kept = [0]                                  # kept words before each position
+    for k in keep:
+        kept.append(kept[-1] + k)
 
     def walk(node: Tree, start: int) -> int:
         if node.is_preterminal:
@@ -196,7 +199,7 @@ def brackets(tree: Tree, keep: list[bool]) -> Counter:
         end = start
         for c in node.children:
             end = walk(c, end)
-        lo, hi = sum(keep[:start]), sum(keep[:end])
+        lo, hi = kept[start], kept[end]
         if hi > lo and node.label not in DELETE_LABELS:
             out[(EQUAL_LABELS.get(node.label, node.label), lo, hi)] += 1
         return end
@@ -371,8 +374,8 @@ class TreebankDataModule(BucketedData):
 
     Args:
         dataset: "synthetic" (the generated treebank of this module: written on first use under
-            `$ZOO_HOME/data/synthetic-treebank/seed<seed>-<sizes>`, from the Brown corpus's words) or "wsj" (the Penn Treebank's WSJ
-            `.mrg` files with the standard split; licensed, LDC99T42: point data_dir at them).
+            `$ZOO_HOME/data/synthetic-treebank/seed<seed>-<sizes>`, from the Brown corpus's words) or "wsj" (the
+            Penn Treebank's WSJ `.mrg` files with the standard split; licensed, LDC99T42: point data_dir at them).
         data_dir: where the treebank is (wsj), or where to write/read the synthetic one.
         labels: the constituent labels the model predicts (its output vocabulary); a tree with another label is an
             error naming it.

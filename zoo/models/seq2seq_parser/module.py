@@ -41,7 +41,7 @@ class SequenceParser(ZooModule):
         self.hparams.labels = labels
         self.tokens = target_tokens(labels)
         self.net = Seq2SeqParser(vocab_size, len(self.tokens), d, embed, layers, dropout, attention)
-        self._scores: dict[str, list] = {}
+        self._counts: dict[str, torch.Tensor] = {}   # per stage: matched, gold, test, malformed, sentences
         self.init_weights_from(weights)
 
     def setup(self, stage: str) -> None:
@@ -89,19 +89,15 @@ class SequenceParser(ZooModule):
         return gold, test, repaired
 
     def _evaluate(self, batch, stage: str) -> None:
+        """Add the batch's bracket counts (EVALB's sums are over sentences, so batches add up) to the epoch's."""
         gold, test, repaired = self.trees(batch)
-        acc = self._scores.setdefault(stage, [[], [], 0])
-        acc[0] += gold
-        acc[1] += test
-        acc[2] += repaired
+        r = evalb(gold, test)
+        counts = torch.tensor([r["matched"], r["gold"], r["test"], repaired, len(gold)], dtype=torch.float64)
+        self._counts[stage] = self._counts.get(stage, 0) + counts
         self.log(f"{stage}/loss", self.loss(batch), sync_dist=True, batch_size=len(batch[1]))
 
     def _finish(self, stage: str) -> None:
-        gold, test, repaired = self._scores.pop(stage, [[], [], 0])
-        counts = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0], device=self.device)
-        if gold:
-            r = evalb(gold, test)
-            counts += torch.tensor([r["matched"], r["gold"], r["test"], repaired, len(gold)], device=self.device)
+        counts = self._counts.pop(stage, torch.zeros(5, dtype=torch.float64)).to(self.device)
         if self.trainer.world_size > 1:
             counts = self.all_gather(counts).sum(0)
         matched, n_gold, n_test, bad, sentences = counts.tolist()
