@@ -240,3 +240,22 @@ def test_member_losses_are_the_papers_objective():
     dm = TabularDataModule("diabetes", batch_size=32)
     dm.setup()
     assert dm.task == "regression" and dm.feature_names[-2:] == ["sex: 1", "sex: 2"] and dm.train_set.y.max() > 100
+
+
+def test_regression_intercept_starts_at_the_training_mean():
+    """task="regression": at fit setup β is the training rows' mean target, so a target far from 0 (diabetes,
+    25-346) needs no thousands of steps to reach; a classifier's β stays at 0."""
+    dm = TabularDataModule("diabetes", batch_size=32)
+    dm.setup()
+    module = NAMModule(in_features=11, units=None, hidden=[], members=2, task="regression", cv_folds=0)
+
+    class _T:  # the one attribute setup() reads from a Trainer
+        datamodule = dm
+    module._trainer = _T()
+    module.setup("fit")
+    want = dm.train_set.y.double().mean().item()
+    assert 100 < want < 200 and torch.allclose(module.nam.bias, torch.full((2,), want, dtype=torch.float32))
+    binary = NAMModule(in_features=11, units=None, hidden=[], members=2, task="binary", cv_folds=0)
+    binary._trainer = _T()
+    binary.setup("fit")
+    assert (binary.nam.bias == 0).all()
