@@ -391,7 +391,7 @@ PAPERS: tuple[Paper, ...] = (
         ddp=(Run("configs/grbm/fmnist.yaml", ("--model.init_args.hidden=32", "--model.init_args.cd_steps=3"), check=_grbm),),
     ),
     Paper(
-        package="imputer", arxiv=None,  # "2002.08926" once its catalogue entries are measured
+        package="imputer", arxiv="2002.08926",
         keys=("imputer",),
         math=("test_imputer.py::test_imputation_loss_sums_the_consistent_alignments_with_its_gradient",
               "test_imputer.py::test_viterbi_alignment_is_the_most_probable_alignment",
