@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.losses import confidence_penalty, distillation_loss, entropy, soft_nearest_neighbor_loss, transducer_loss
+from zoo.losses import (confidence_penalty, distillation_loss, entropy, nt_xent, soft_nearest_neighbor_loss,
+                        transducer_loss)
 
 
 def test_distillation_loss_hand_value_and_t_squared_scaling():
@@ -131,3 +132,62 @@ def test_transducer_loss_matches_torchaudio_where_it_loads():
     g_ours, = torch.autograd.grad(ours.sum(), logits)
     g_theirs, = torch.autograd.grad(theirs.sum(), logits)
     assert torch.allclose(g_ours, g_theirs, atol=1e-5)
+
+
+def test_nt_xent_is_eq_1_summed_over_both_views():
+    """Each of the 2N anchors: −log e^{sim(anchor, partner)/τ} / Σ_{k ≠ anchor} e^{sim(anchor, k)/τ} over the other
+    2N − 1 views, cosine similarities; the official objective is the mean over view a's anchors plus the mean over
+    view b's. Scaling a projection does not change it (it is L2-normalised first)."""
+    torch.manual_seed(0)
+    za, zb, tau = torch.randn(5, 4), torch.randn(5, 4), 0.3
+    views = F.normalize(torch.cat([za, zb]), dim=1)
+    per_anchor = []
+    for i in range(10):
+        partner = (i + 5) % 10
+        den = sum(math.exp(float(views[i] @ views[k]) / tau) for k in range(10) if k != i)
+        per_anchor.append(-math.log(math.exp(float(views[i] @ views[partner]) / tau) / den))
+    want = sum(per_anchor[:5]) / 5 + sum(per_anchor[5:]) / 5
+    assert nt_xent(za, zb, tau).item() == pytest.approx(want, rel=1e-5)
+    assert nt_xent(3 * za, 0.5 * zb, tau).item() == pytest.approx(want, rel=1e-5)
+    z = za.clone().requires_grad_()
+    nt_xent(z, zb, tau).backward()
+    assert torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
+
+
+def _nt_xent_rank(rank: int, world: int, store: str, x_a, x_b, weight, out: str) -> None:
+    """One rank of test_nt_xent_across_ranks_equals_one_process: its share of the batch, the loss with the
+    global negatives, and the weight gradient averaged over ranks as DDP averages it."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    n = x_a.shape[0] // world
+    w = weight.clone().requires_grad_()
+    mine = slice(rank * n, (rank + 1) * n)
+    loss = nt_xent(x_a[mine] @ w, x_b[mine] @ w, 0.5)
+    loss.backward()
+    grad, mean_loss = w.grad.clone(), loss.detach().clone()
+    dist.all_reduce(grad)
+    dist.all_reduce(mean_loss)
+    if rank == 0:
+        torch.save({"loss": mean_loss / world, "grad": grad / world}, out)
+    dist.destroy_process_group()
+
+
+def test_nt_xent_across_ranks_equals_one_process(tmp_path):
+    """Two gloo processes with 4 images each, projections all-gathered with their gradients: the mean of their
+    losses and their DDP-averaged gradient equal one process's loss and gradient on all 8 images (so a 2-GPU run
+    sees the same negatives as one GPU with the doubled batch)."""
+    import torch.multiprocessing as mp
+
+    torch.manual_seed(0)
+    x_a, x_b, weight = torch.randn(8, 6), torch.randn(8, 6), torch.randn(6, 3)
+    w = weight.clone().requires_grad_()
+    loss = nt_xent(x_a @ w, x_b @ w, 0.5)
+    loss.backward()
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_nt_xent_rank, args=(2, str(tmp_path / "store"), x_a, x_b, weight, str(out)), nprocs=2, join=True)
+    got = torch.load(out, weights_only=True)
+    assert got["loss"].item() == pytest.approx(loss.item(), rel=1e-5)
+    assert torch.allclose(got["grad"], w.grad, rtol=1e-4, atol=1e-6)
+    halves = nt_xent(x_a[:4] @ weight, x_b[:4] @ weight, 0.5)  # without the gather, each rank sees fewer negatives
+    assert abs(halves.item() - loss.item()) > 1e-3

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["distillation_loss", "confidence_penalty", "entropy", "soft_nearest_neighbor_loss", "transducer_loss"]
+__all__ = ["distillation_loss", "confidence_penalty", "entropy", "nt_xent", "soft_nearest_neighbor_loss",
+           "transducer_loss"]
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -62,6 +63,35 @@ def soft_nearest_neighbor_loss(features: torch.Tensor, labels: torch.Tensor, tem
             (grad,) = torch.autograd.grad(_snnl(x.detach(), labels, temperature / t, cosine, eps), t)
         temperature = temperature / (1 - 0.1 * grad.detach())
     return _snnl(x, labels, temperature, cosine, eps)
+
+
+def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float, gather: bool = True) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020, eq. 1) as the official objective computes it: projections z_a, z_b
+    [N, d] of the two views of N images are L2-normalised; each row of view a is scored against every row of view
+    b and every other row of view a (its own similarity masked out, not merely subtracted, so no gradient flows
+    through it), at temperature τ, with its partner in view b the target; likewise for view b; the loss is the sum
+    of the two directions' batch means (the official `loss_a + loss_b`, twice the mean over the 2N anchors).
+
+    Under torch.distributed (`gather`, more than one process) the negatives are the global batch: every rank's
+    projections are all-gathered with their gradients (torch.distributed.nn.functional.all_gather, whose backward
+    sums the gradients each rank sends back), and each rank's loss covers its own N anchors. With DDP averaging
+    the weight gradients, R ranks of N images then train exactly as one process with the R·N images would. Every
+    rank must hold the same N (DistributedSampler gives equal shares)."""
+    za, zb = F.normalize(z_a, dim=1), F.normalize(z_b, dim=1)
+    n, rank = za.shape[0], 0
+    all_a, all_b = za, zb
+    if gather and torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_gather
+
+        rank = torch.distributed.get_rank()
+        all_a, all_b = torch.cat(all_gather(za)), torch.cat(all_gather(zb))
+    own = rank * n + torch.arange(n, device=za.device)
+    mask = F.one_hot(own, all_a.shape[0]).bool()
+    logits_ab, logits_aa = za @ all_b.T / temperature, (za @ all_a.T / temperature).masked_fill(mask, float("-inf"))
+    logits_ba, logits_bb = zb @ all_a.T / temperature, (zb @ all_b.T / temperature).masked_fill(mask, float("-inf"))
+    return (F.cross_entropy(torch.cat([logits_ab, logits_aa], 1), own)
+            + F.cross_entropy(torch.cat([logits_ba, logits_bb], 1), own))
 
 
 def transducer_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths: torch.Tensor,

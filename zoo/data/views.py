@@ -1,0 +1,80 @@
+"""Two random views of each image, as SimCLR draws them (Chen et al. 2020, §3 and Appendix A), with torchvision's
+transforms v2, one image at a time in the DataLoader's workers.
+
+The official pipeline (google-research/simclr, `data_util.preprocess_for_train`): a random resized crop (area
+8-100% of the image, aspect ratio 3/4-4/3) resized back to the input size, a horizontal flip with probability 1/2,
+colour distortion of strength s (with probability 0.8 a jitter of brightness, contrast and saturation by 0.8·s and
+hue by 0.2·s, applied in random order; then with probability 0.2 grayscale), and on ImageNet a Gaussian blur
+(probability 1/2, kernel 10% of the image side, σ uniform in [0.1, 2.0]); the CIFAR-10 setting drops the blur and
+uses s = 0.5. Images stay in [0, 1] with no mean/std normalisation, as in the official code. On one-channel images
+the saturation, hue and grayscale steps change nothing.
+
+`crop` and `color` switch the two halves of the pipeline off, for the paper's ablation of augmentation
+compositions (Figure 5: crop and colour together matter most).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+__all__ = ["SimCLRViews", "TwoViews"]
+
+
+class SimCLRViews:
+    """Callable: image [C, H, W] in [0, 1] -> (view_a, view_b), each [C, size, size], drawn independently.
+
+    Args:
+        size: output side (the input's side for the paper's CIFAR and Fashion-MNIST settings).
+        strength: s, the colour distortion strength (paper: 1.0 on ImageNet, 0.5 on CIFAR-10).
+        crop, color: the random resized crop (+ flip) and the colour distortion; off, the view keeps that
+            property of the image (crop off: the whole image, resized to `size`).
+        blur: the ImageNet Gaussian blur.
+        crop_scale: the crop's area fraction range.
+    """
+
+    def __init__(self, size: int, strength: float = 1.0, crop: bool = True, color: bool = True, blur: bool = False,
+                 crop_scale: tuple[float, float] = (0.08, 1.0)):
+        from torchvision.transforms import v2
+
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale={crop_scale}: need 0 < low <= high <= 1")
+        steps: list[Any] = []
+        if crop:
+            steps += [v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True),
+                      v2.RandomHorizontalFlip()]
+        else:
+            steps.append(v2.Resize((size, size), antialias=True))
+        if color:
+            s = float(strength)
+            steps += [v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+                      v2.RandomGrayscale(p=0.2)]
+        if blur:
+            kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, about 10% of the side
+            steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+        self.size = size
+        self.transform = v2.Compose(steps)
+
+    def __call__(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if image.ndim != 3 or not image.is_floating_point():
+            raise ValueError(f"expected one float image [C, H, W] in [0, 1], got {tuple(image.shape)} "
+                             f"{image.dtype}")
+        return self.transform(image).clamp(0, 1), self.transform(image).clamp(0, 1)
+
+
+class TwoViews(Dataset):
+    """A dataset of (image, label) pairs seen through `views`: item i is ((view_a, view_b), label). Images given
+    flat ([D] with `shape`) are reshaped to [C, H, W] first (the IDX and digits datasets store them flat)."""
+
+    def __init__(self, base: Dataset, views: SimCLRViews, shape: tuple[int, int, int] | None = None):
+        self.base, self.views, self.shape = base, views, shape
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        if self.shape is not None:
+            x = x.reshape(self.shape)
+        return self.views(x.float()), y
