@@ -1,13 +1,14 @@
 """Optimisation pieces shared by several papers: schedules, Lookahead, and its evaluation callback."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "with_cooldown"]
+__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "warmup_cosine", "with_cooldown"]
 
 
 def linear_cooldown(max_epochs: int):
@@ -17,6 +18,16 @@ def linear_cooldown(max_epochs: int):
 
     def factor(epoch: int) -> float:
         return 1.0 if epoch < half else (max_epochs - epoch) / (max_epochs - half)
+
+    return factor
+
+
+def warmup_cosine(total_steps: int, warmup_steps: int):
+    """LambdaLR factor: linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
 
     return factor
 

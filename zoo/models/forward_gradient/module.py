@@ -3,7 +3,6 @@ gradients (the paper's LG-FG-A), by weight perturbation, or by backprop (the sam
 paper's central measurement, the error of each gradient estimator against the true gradient, run by `analyse`."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from torch import nn
 from zoo._module import ZooClassifier
 from zoo._registry import register_model
 from zoo.models.forward_gradient.model import LocalMixer, estimator_error, forward_gradients, true_gradients
+from zoo.optim import warmup_cosine
 
 MODES = ("fg_activity", "fg_weight", "backprop")
 #: the estimators `analyse` compares: (row label, metric slug, perturbation, local losses)
@@ -22,16 +22,6 @@ ESTIMATORS = (("FG-W (weight perturbation, global loss)", "fg_w", "weight", Fals
               ("FG-A (activity perturbation, global loss)", "fg_a", "activity", False),
               ("LG-FG-W (weight perturbation, local losses)", "lg_fg_w", "weight", True),
               ("LG-FG-A (activity perturbation, local losses)", "lg_fg_a", "activity", True))
-
-
-def warmup_cosine(total_steps: int, warmup_steps: int):
-    """LambdaLR factor: linear warm-up over `warmup_steps`, then cosine decay to zero at `total_steps`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
-
-    return factor
 
 
 @register_model("localmixer")
