@@ -208,6 +208,9 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
 TEACHER = "--model.init_args.teacher={teacher}"
+# SimCLR at an eighth of the widths; batches of 50 make the DDP run's two steps one epoch of the fixture's 200
+# training images, so validation (whose DDP forward broadcasts rank 0's batch-norm statistics) ends it
+SIMCLR_SMALL = ("--model.init_args.width=0.125", "--data.init_args.batch_size=50")
 SUBCLASS_TEACHER = "--model.init_args.teacher={subclass_teacher}"
 # scikit-learn's breast cancer (always installed) in place of COMPAS, small feature nets, no cross-validation
 NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args.batch_size=64",
@@ -499,6 +502,19 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/seq2seq_parser/synth-attention.yaml", TREEBANK, data="own"),
              Run("configs/seq2seq_parser/synth-noattention.yaml", TREEBANK, data="own")),
         ddp=(Run("configs/seq2seq_parser/synth-attention.yaml", TREEBANK, data="own"),),
+    ),
+    Paper(
+        package="simclr", arxiv=None,  # "2002.05709" once its catalogue entries are measured
+        keys=("simclr",),
+        math=("test_losses.py::test_nt_xent_is_eq_1_summed_over_both_views",
+              "test_losses.py::test_nt_xent_across_ranks_equals_one_process",
+              "test_simclr.py::test_lars_excludes_norms_and_biases_and_scales_the_rate",
+              "test_simclr.py::test_linear_probe_chooses_weight_decay_on_validation"),
+        shapes=("test_simclr.py::test_encoder_widths_stems_and_heads",),
+        overfit=("test_simclr.py::test_learns_one_batch_and_the_probe_leaves_the_encoder_alone",),
+        round_trip=("test_simclr.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),),
+        ddp=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),

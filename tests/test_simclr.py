@@ -1,9 +1,14 @@
-"""SimCLR's parts built so far (issue 15): the two-view augmentation pipeline (zoo.data.views). The NT-Xent loss,
-with its cross-rank gather, is tested in test_losses.py."""
+"""SimCLR (arXiv 2002.05709): the encoder's official layout, the projection heads, the two-view augmentation
+pipeline (zoo.data.views), the optimiser's exclusions, learning one batch, linear evaluation, the release round
+trip. NT-Xent, with its cross-rank gather, is tested in test_losses.py."""
 import pytest
 import torch
+from conftest import round_trip
 
+from zoo._registry import model_class
 from zoo.data.views import SimCLRViews, TwoViews
+from zoo.metrics import linear_probe
+from zoo.models.simclr import ProjectionHead, SimCLR, resnet_encoder
 
 
 def test_views_are_two_independent_draws_in_range():
@@ -41,3 +46,87 @@ def test_two_views_dataset_and_bad_input():
         SimCLRViews(28)(torch.zeros(2, 1, 28, 28))
     with pytest.raises(ValueError, match="crop_scale"):
         SimCLRViews(28, crop_scale=(0.5, 0.1))
+
+
+def test_encoder_widths_stems_and_heads():
+    """Every width scales with the multiplier, the stem included (64·w channels); the CIFAR stem keeps the
+    resolution; ResNet-50 at width 1 has the standard 23.5M weights without its classifier; heads as the official
+    projection_head (nonlinear: hidden layers of the encoder's width with batch norm and ReLU; linear; none)."""
+    f = resnet_encoder(18, 0.25, in_chans=1, cifar_stem=True)
+    assert f.conv1.out_channels == 16 and f.conv1.stride == (1, 1) and isinstance(f.maxpool, torch.nn.Identity)
+    assert [f.layer1[0].conv1.in_channels, f.num_features] == [16, 128]
+    assert resnet_encoder(18, 2.0, cifar_stem=False).conv1.out_channels == 128
+    assert sum(p.numel() for p in resnet_encoder(50, 1.0, cifar_stem=False).parameters()) == 23_508_032
+    assert f(torch.rand(2, 1, 28, 28)).shape == (2, 128)
+    h = torch.randn(8, 32)
+    kinds = {k: ProjectionHead(32, 16, 3, k) for k in ("nonlinear", "linear", "none")}
+    assert [type(m).__name__ for m in kinds["nonlinear"].net][:3] == ["Linear", "BatchNorm1d", "ReLU"]
+    assert len(kinds["nonlinear"].net) == 8 and kinds["linear"](h).shape == (8, 16) and torch.equal(kinds["none"](h), h)
+    assert not any(m.bias is not None for m in kinds["nonlinear"].net if isinstance(m, torch.nn.Linear))
+    with pytest.raises(ValueError, match="depth"):
+        resnet_encoder(20)
+
+
+def _fit_one_batch(module, batch, steps):
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = module.training_step(batch, 0)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    return losses
+
+
+def test_learns_one_batch_and_the_probe_leaves_the_encoder_alone(monkeypatch):
+    """On one batch of two views, NT-Xent + probe loss falls; the probe's loss sends no gradient into f or g."""
+    torch.manual_seed(0)
+    module = SimCLR(in_chans=1, depth=18, width=0.125, num_classes=3)
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    x, y = torch.rand(16, 1, 12, 12), torch.randint(0, 3, (16,))
+    views = SimCLRViews(12, strength=0.5)
+    batch = ([torch.stack([views(i)[0] for i in x]), torch.stack([views(i)[1] for i in x])], y)
+    losses = _fit_one_batch(module.train(), batch, 30)
+    assert losses[-1] < 0.5 * losses[0]
+    module.zero_grad()
+    h = module.net.f(batch[0][0])
+    torch.nn.functional.cross_entropy(module.probe(h.detach()), y).backward()
+    assert all(p.grad is None for p in module.net.parameters())
+
+
+def test_lars_excludes_norms_and_biases_and_scales_the_rate(tmp_path, monkeypatch):
+    """The official exclusions: 1-D tensors (batch norm, biases, the head's scale) get no weight decay and hence no
+    LARS trust ratio (timm applies it only where weight decay is set); lr = base x B/256 over all ranks."""
+    from types import SimpleNamespace
+
+    module = SimCLR(in_chans=1, depth=18, width=0.125, lr=0.5, weight_decay=1e-4, warmup_epochs=1.0)
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(batch_size=128), world_size=4, max_epochs=10,
+                              estimated_stepping_batches=100)
+    monkeypatch.setattr(SimCLR, "trainer", property(lambda self: trainer))
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert type(opt).__name__ == "Lars"
+    decay, no_decay = sorted(opt.param_groups, key=lambda g: g["weight_decay"], reverse=True)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert opt.defaults["lr"] == pytest.approx(0.5 * 128 * 4 / 256)
+    assert sched.get_last_lr()[0] == pytest.approx(opt.defaults["lr"] / 10)  # step 0 of a 10-step warm-up
+
+
+def test_linear_probe_chooses_weight_decay_on_validation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(900, 6, generator=g)
+    y = (x @ torch.randn(6, 3, generator=g)).argmax(1)  # three classes, linearly separable
+    out = linear_probe(x[:600], y[:600], x[600:750], y[600:750], x[750:], y[750:], num_classes=3)
+    assert out["test_acc"] > 0.9 and out["l2"] in (1e-6, 1e-5, 1e-4, 1e-3, 1e-2)
+    noise = linear_probe(x[:600], torch.randint(0, 3, (600,), generator=g), x[600:750], y[600:750], x[750:],
+                         y[750:], num_classes=3)
+    assert noise["test_acc"] < 0.6
+
+
+def test_release_round_trip_is_bit_exact(tmp_path):
+    torch.manual_seed(0)
+    module = SimCLR(in_chans=1, depth=18, width=0.125, head="linear")
+    back = round_trip(module, tmp_path, torch.rand(3, 1, 28, 28))
+    assert back.hparams.head == "linear" and model_class("simclr") is SimCLR

@@ -14,12 +14,15 @@ compositions (Figure 5: crop and colour together matter most).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["SimCLRViews", "TwoViews"]
+from zoo.data._base import EpochSampler
+from zoo.data.idx import IDXDataModule
+
+__all__ = ["SimCLRViews", "TwoViewIDXDataModule", "TwoViews"]
 
 
 class SimCLRViews:
@@ -78,3 +81,26 @@ class TwoViews(Dataset):
         if self.shape is not None:
             x = x.reshape(self.shape)
         return self.views(x.float()), y
+
+
+class TwoViewIDXDataModule(IDXDataModule):
+    """Fashion-MNIST or MNIST (IDX files, `IDXDataModule`) for contrastive training: the training loader yields
+    ((view_a, view_b), labels) batches drawn by `SimCLRViews` in the loader's workers, dropping the last partial
+    batch (as the official input pipeline); validation and test batches are the plain images, for the linear probe.
+
+    Args:
+        size, strength, crop, color, blur: `SimCLRViews` (the CIFAR setting: strength 0.5, no blur).
+        the rest: `IDXDataModule`.
+    """
+
+    def __init__(self, dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist", data_dir: str | None = None,
+                 download: bool = True, batch_size: int = 256, val_size: int = 5000, seed: int = 0, num_workers: int = 0, size: int = 28,
+                 strength: float = 0.5, crop: bool = True, color: bool = True, blur: bool = False):
+        super().__init__(dataset=dataset, data_dir=data_dir, download=download, batch_size=batch_size,
+                         val_size=val_size, seed=seed, num_workers=num_workers)
+        self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
+
+    def train_dataloader(self) -> DataLoader:
+        views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur))
+        return DataLoader(views, batch_size=self.batch_size, sampler=EpochSampler(views, self.seed),
+                          num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0)
