@@ -7,6 +7,7 @@ process.
     python benchmarks/overhead.py --recipe configs/fwl/brown-fwl.yaml --steps 10 --warmup 2
     python benchmarks/overhead.py --recipe configs/speech_rnn/synth-ctc-3l128.yaml --steps 30 --warmup 3 \
         --data.init_args.max_utterances=300
+    python benchmarks/overhead.py --recipe configs/simclr/fmnist.yaml --steps 20 --warmup 3
 
 Prints steps/s for each path and the ratio (target: the Lightning path at least 0.9x the plain loop). Recipes of
 the models in PLAIN_LOSS are supported; further `--key=value` arguments override the recipe for both paths. Uses the
@@ -103,6 +104,18 @@ def _parser_loss():
     return loss
 
 
+def _simclr_loss():
+    from zoo.losses import nt_xent
+
+    def loss(model, batch):
+        (view_a, view_b), y = batch
+        h, z = model.net(torch.cat([view_a, view_b]))
+        n = len(y)
+        return (nt_xent(z[:n], z[n:], model.hparams.temperature)
+                + F.cross_entropy(model.probe(h.detach()), y.repeat(2)))
+    return loss
+
+
 #: registry key -> a factory of the plain loop's loss(model, batch): the training objective written out directly
 PLAIN_LOSS: dict[str, Callable] = {
     "forward_forward": lambda: lambda model, batch: model.local_losses(*batch)[0],
@@ -111,6 +124,7 @@ PLAIN_LOSS: dict[str, Callable] = {
     "speech_rnn": _speech_loss,
     "imputer": _imputer_ctc_loss,   # the expert's recipe (loss: ctc)
     "seq2seq_parser": _parser_loss,
+    "simclr": _simclr_loss,
 }
 
 
