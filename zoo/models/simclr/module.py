@@ -79,8 +79,10 @@ class SimCLR(ZooClassifier):
         return contrastive + probe
 
     def global_batch(self) -> int:
-        dm = self.trainer.datamodule
-        return int(getattr(dm, "batch_size", 256)) * max(1, self.trainer.world_size)
+        """The batch over all ranks, which the learning rate scales with (256 when no Trainer is attached)."""
+        if self._trainer is None:
+            return 256
+        return int(getattr(self.trainer.datamodule, "batch_size", 256)) * max(1, self.trainer.world_size)
 
     def configure_optimizers(self):
         from timm.optim import Lars, param_groups_weight_decay
@@ -95,6 +97,9 @@ class SimCLR(ZooClassifier):
             opt = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum)
         else:
             opt = torch.optim.Adam(groups, lr=lr)
+        if self._trainer is None:  # a plain loop outside Lightning (benchmarks/overhead.py): the rate unscheduled
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda step: 1.0), "interval": "step"}}
         total = max(1, int(self.trainer.estimated_stepping_batches))
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
         warmup = round(total * hp.warmup_epochs / epochs) if epochs else 0
