@@ -298,7 +298,8 @@ def read_fico(data_dir: str | None = None) -> Table:
     numeric = [c for c in cols if c != "RiskPerformance"]
     labels = np.char.strip(cols["RiskPerformance"])
     if not set(labels) <= {"Bad", "Good"}:
-        raise ValueError(f"{path}: RiskPerformance holds {sorted(set(labels) - {'Bad', 'Good'})[:5]}, expected Bad/Good")
+        other = sorted(set(labels) - {"Bad", "Good"})[:5]
+        raise ValueError(f"{path}: RiskPerformance holds {other}, expected Bad or Good")
     return Table({c: _floats(cols[c], c, path) for c in numeric}, {}, (labels == "Bad").astype(int).astype(str))
 
 

@@ -94,8 +94,9 @@ class TwoViewIDXDataModule(IDXDataModule):
     """
 
     def __init__(self, dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist", data_dir: str | None = None,
-                 download: bool = True, batch_size: int = 256, val_size: int = 5000, seed: int = 0, num_workers: int = 0, size: int = 28,
-                 strength: float = 0.5, crop: bool = True, color: bool = True, blur: bool = False):
+                 download: bool = True, batch_size: int = 256, val_size: int = 5000, seed: int = 0,
+                 num_workers: int = 0, size: int = 28, strength: float = 0.5, crop: bool = True, color: bool = True,
+                 blur: bool = False):
         super().__init__(dataset=dataset, data_dir=data_dir, download=download, batch_size=batch_size,
                          val_size=val_size, seed=seed, num_workers=num_workers)
         self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
