@@ -182,11 +182,11 @@ class CKA(Metric):
 def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                  test_x: torch.Tensor, test_y: torch.Tensor, num_classes: int,
                  l2: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2), steps: int = 100) -> dict[str, float]:
-    """Linear evaluation of frozen features: L2-regularised multinomial logistic regression fitted with L-BFGS on
-    the training features for each weight decay in `l2`, the one with the best validation accuracy scored on the
-    test features (the protocol of the SimCLR paper's transfer experiments, §B.8). Features are standardised with
-    the training rows' mean and deviation first, which keeps the classifier linear in them. Returns val/test
-    accuracy and the chosen l2."""
+    """Linear evaluation of frozen features: L2-regularised multinomial logistic regression fitted with L-BFGS on the
+    training features for each weight decay in `l2`, the one with the best validation accuracy scored on the
+    test features (the protocol of the SimCLR paper's linear transfer experiments, in its appendix). Features
+    are standardised with the training rows' mean and deviation first, which keeps the classifier linear in
+    them. Returns val/test accuracy and the chosen l2."""
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     xs = [((x - mean) / std).double() for x in (train_x, val_x, test_x)]
     best: dict[str, float] = {"val_acc": -1.0}

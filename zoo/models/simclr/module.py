@@ -119,8 +119,9 @@ class SimCLR(ZooClassifier):
         return torch.cat(hs), torch.cat(ys)
 
     def analyse(self, folder: Path | None, datamodule: Any = None) -> dict[str, Any]:
-        """Linear evaluation (§B.8's protocol): L2-regularised logistic regression by L-BFGS on the frozen features
-        of the training images, its weight decay chosen on the validation images, scored on the test images."""
+        """Linear evaluation (the paper's linear transfer protocol): L2-regularised logistic regression by L-BFGS on
+        the frozen features of the training images, its weight decay chosen on the validation images, scored
+        on the test images."""
         if datamodule is None or getattr(datamodule, "train_set", None) is None:
             return {}
         datamodule.setup("test")
