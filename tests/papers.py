@@ -504,7 +504,7 @@ PAPERS: tuple[Paper, ...] = (
         ddp=(Run("configs/seq2seq_parser/synth-attention.yaml", TREEBANK, data="own"),),
     ),
     Paper(
-        package="simclr", arxiv=None,  # "2002.05709" once its catalogue entries are measured
+        package="simclr", arxiv="2002.05709",
         keys=("simclr",),
         math=("test_losses.py::test_nt_xent_is_eq_1_summed_over_both_views",
               "test_losses.py::test_nt_xent_across_ranks_equals_one_process",
