@@ -170,6 +170,7 @@ def _nt_xent_rank(rank: int, world: int, store: str, x_a, x_b, weight, out: str)
     dist.all_reduce(mean_loss)
     if rank == 0:
         torch.save({"loss": mean_loss / world, "grad": grad / world}, out)
+    dist.barrier()
     dist.destroy_process_group()
 
 
