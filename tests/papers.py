@@ -511,9 +511,11 @@ PAPERS: tuple[Paper, ...] = (
               "test_simclr.py::test_lars_excludes_norms_and_biases_and_scales_the_rate",
               "test_simclr.py::test_linear_probe_chooses_weight_decay_on_validation"),
         shapes=("test_simclr.py::test_encoder_widths_stems_and_heads",),
-        overfit=("test_simclr.py::test_learns_one_batch_and_the_probe_leaves_the_encoder_alone",),
+        overfit=("test_simclr.py::test_learns_one_batch_and_the_probe_leaves_the_encoder_alone",
+                 "test_simclr.py::test_supervised_baseline_trains_the_encoder_through_the_classifier"),
         round_trip=("test_simclr.py::test_release_round_trip_is_bit_exact",),
-        fit=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),),
+        fit=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),
+             Run("configs/simclr/fmnist_supervised.yaml", SIMCLR_SMALL)),
         ddp=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),),
     ),
     Paper(

@@ -95,6 +95,22 @@ def test_learns_one_batch_and_the_probe_leaves_the_encoder_alone(monkeypatch):
     assert all(p.grad is None for p in module.net.parameters())
 
 
+def test_supervised_baseline_trains_the_encoder_through_the_classifier(monkeypatch):
+    """objective="supervised": cross-entropy on the first view falls on one batch, its gradient reaches the
+    encoder (unlike the probe's), and a projection head, which it would never train, is refused."""
+    torch.manual_seed(0)
+    module = SimCLR(in_chans=1, depth=18, width=0.125, num_classes=3, head="none", objective="supervised")
+    monkeypatch.setattr(module, "log", lambda *a, **k: None)
+    x, y = torch.rand(16, 1, 12, 12), torch.randint(0, 3, (16,))
+    losses = _fit_one_batch(module.train(), ([x, torch.zeros_like(x)], y), 30)
+    assert losses[-1] < 0.2 * losses[0]
+    module.zero_grad()
+    module.training_step(([x, x], y), 0).backward()
+    assert module.net.f.conv1.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="head='none'"):
+        SimCLR(objective="supervised")
+
+
 def test_lars_excludes_norms_and_biases_and_scales_the_rate():
     """The official exclusions: 1-D tensors (batch norm, biases, the head's scale) get no weight decay and hence no
     LARS trust ratio (timm applies it only where weight decay is set); lr = base x B/256 over all ranks."""

@@ -29,12 +29,18 @@ class SimCLR(ZooClassifier):
     features of both views at the same time; it gives `forward`'s class scores and the val/test accuracy while
     training, and never changes the encoder. `analyse` then runs the paper's linear evaluation on frozen features.
 
+    `objective="supervised"` trains the same encoder and classifier end to end with cross-entropy on the first
+    view instead: the supervised network of the same size that the paper sets linear evaluation against (§4.1), as
+    the official code's fine-tuning from scratch does (its input pipeline then crops and flips without colour
+    distortion: give the DataModule `color=False`).
+
     Args:
         in_chans, num_classes: image channels and the probe's classes.
         depth, width, cifar_stem: the ResNet encoder (model.py); the CIFAR stem for small images.
         head, head_layers, out_features: the projection head ("nonlinear" with `head_layers` layers, "linear",
             "none"; §4.2) and the dimension of z.
         temperature: τ of NT-Xent (the paper's CIFAR-10 setting: 0.5).
+        objective: "contrastive" (SimCLR) or "supervised" (the baseline above; needs head="none").
         optimizer: "lars" (timm's LARS with momentum; batch norm and biases excluded from weight decay and from the
             trust-ratio adaptation, the official exclusions), "sgd" (momentum) or "adam".
         lr, lr_scaling: the base rate and how it scales with the global batch B (all ranks): "linear" lr·B/256
@@ -48,13 +54,19 @@ class SimCLR(ZooClassifier):
 
     def __init__(self, in_chans: int = 3, num_classes: int = 10, depth: int = 18, width: float = 1.0,
                  cifar_stem: bool = True, head: Head = "nonlinear", head_layers: int = 2, out_features: int = 128,
-                 temperature: float = 0.5, optimizer: Literal["lars", "sgd", "adam"] = "lars", lr: float = 1.0,
+                 temperature: float = 0.5, objective: Literal["contrastive", "supervised"] = "contrastive",
+                 optimizer: Literal["lars", "sgd", "adam"] = "lars", lr: float = 1.0,
                  lr_scaling: Literal["linear", "sqrt", "none"] = "linear", momentum: float = 0.9,
                  weight_decay: float = 1e-4, warmup_epochs: float = 10.0, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
         if optimizer not in ("lars", "sgd", "adam") or lr_scaling not in ("linear", "sqrt", "none"):
             raise ValueError(f"optimizer={optimizer!r} / lr_scaling={lr_scaling!r}: see the docstring's choices")
+        if objective not in ("contrastive", "supervised"):
+            raise ValueError(f"objective={objective!r}: choose 'contrastive' or 'supervised'")
+        if objective == "supervised" and head != "none":
+            raise ValueError(f"objective='supervised' trains no projection head: set head='none' (got {head!r}), "
+                             "or its unused weights would stall DDP")
         self.net = SimCLRNet(depth, width, in_chans, cifar_stem, head, head_layers, out_features)
         self.probe = nn.Linear(self.net.f.num_features, num_classes)
         self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
@@ -71,6 +83,10 @@ class SimCLR(ZooClassifier):
     def training_step(self, batch, batch_idx):
         (view_a, view_b), y = batch
         n = view_a.shape[0]
+        if self.hparams.objective == "supervised":
+            loss = F.cross_entropy(self(view_a), y)
+            self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            return loss
         h, z = self.net(torch.cat([view_a, view_b]))
         contrastive = nt_xent(z[:n], z[n:], self.hparams.temperature)
         probe = F.cross_entropy(self.probe(h.detach()), y.repeat(2))
