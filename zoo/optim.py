@@ -8,7 +8,8 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "warmup_cosine", "with_cooldown"]
+__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "scaled_optimizer", "warmup_cosine",
+           "with_cooldown"]
 
 
 def linear_cooldown(max_epochs: int):
@@ -30,6 +31,40 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))))
 
     return factor
+
+
+def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: float = 1.0, lr_scaling: str = "linear",
+                     momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 10.0) -> dict:
+    """What `configure_optimizers` returns for the SimCLR family's recipes (google-research/simclr): the base rate
+    scaled with the global batch B (all ranks; the DataModule's `batch_size`, 256 without a Trainer) as "linear"
+    lr·B/256, "sqrt" lr·√B or "none"; "lars" (timm's LARS with momentum), "sgd" (momentum) or "adam", with 1-D
+    tensors (norms, biases) excluded from weight decay and hence from LARS's trust ratio (timm adapts only where
+    weight decay is set: the official exclusions); linear warm-up over `warmup_epochs`, then cosine decay to zero,
+    per step. Outside a Trainer (plain benchmark loops) the rate stays at its base, unscheduled."""
+    from timm.optim import Lars, param_groups_weight_decay
+
+    if optimizer not in ("lars", "sgd", "adam") or lr_scaling not in ("linear", "sqrt", "none"):
+        raise ValueError(f"optimizer={optimizer!r} / lr_scaling={lr_scaling!r}: choose lars, sgd or adam / linear, "
+                         "sqrt or none")
+    trainer = module._trainer
+    B = 256 if trainer is None else (int(getattr(trainer.datamodule, "batch_size", 256))
+                                     * max(1, trainer.world_size))
+    rate = {"linear": lr * B / 256, "sqrt": lr * math.sqrt(B), "none": lr}[lr_scaling]
+    groups = param_groups_weight_decay(module, weight_decay)
+    if optimizer == "lars":
+        opt: torch.optim.Optimizer = Lars(groups, lr=rate, momentum=momentum)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=rate, momentum=momentum)
+    else:
+        opt = torch.optim.Adam(groups, lr=rate)
+    if trainer is None:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    else:
+        total = max(1, int(trainer.estimated_stepping_batches))
+        epochs = trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else None
+        warmup = round(total * warmup_epochs / epochs) if epochs else 0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, max(1, min(warmup, total))))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 def with_cooldown(opt: torch.optim.Optimizer, max_epochs: int | None, enabled: bool = True):

@@ -3,7 +3,6 @@ official linear probe trained beside it on detached features, LARS with the offi
 cosine schedule, and linear evaluation of the frozen encoder in `analyse`."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +16,7 @@ from zoo._registry import register_model
 from zoo.losses import nt_xent
 from zoo.metrics import linear_probe
 from zoo.models.simclr.model import Head, SimCLRNet
-from zoo.optim import warmup_cosine
+from zoo.optim import scaled_optimizer
 
 
 @register_model("simclr")
@@ -94,33 +93,10 @@ class SimCLR(ZooClassifier):
         self.log("train/probe_loss", probe, batch_size=n)
         return contrastive + probe
 
-    def global_batch(self) -> int:
-        """The batch over all ranks, which the learning rate scales with (256 when no Trainer is attached)."""
-        if self._trainer is None:
-            return 256
-        return int(getattr(self.trainer.datamodule, "batch_size", 256)) * max(1, self.trainer.world_size)
-
     def configure_optimizers(self):
-        from timm.optim import Lars, param_groups_weight_decay
-
         hp = self.hparams
-        B = self.global_batch()
-        lr = {"linear": hp.lr * B / 256, "sqrt": hp.lr * math.sqrt(B), "none": hp.lr}[hp.lr_scaling]
-        groups = param_groups_weight_decay(self, hp.weight_decay)  # 1-D tensors (norms, biases): no decay
-        if hp.optimizer == "lars":
-            opt = Lars(groups, lr=lr, momentum=hp.momentum)  # no adaptation where weight decay is 0 (timm's rule)
-        elif hp.optimizer == "sgd":
-            opt = torch.optim.SGD(groups, lr=lr, momentum=hp.momentum)
-        else:
-            opt = torch.optim.Adam(groups, lr=lr)
-        if self._trainer is None:  # a plain loop outside Lightning (benchmarks/overhead.py): the rate unscheduled
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(
-                opt, lambda step: 1.0), "interval": "step"}}
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else None
-        warmup = round(total * hp.warmup_epochs / epochs) if epochs else 0
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, max(1, min(warmup, total))))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
+                                hp.warmup_epochs)
 
     # ---------------------------------------------------------------- the paper's measurement
     @torch.no_grad()
