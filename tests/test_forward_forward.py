@@ -219,6 +219,8 @@ import torch.nn.functional as F  # noqa: E402
 from conftest import round_trip, zoo_in_process  # noqa: E402
 
 import zoo  # noqa: E402
+from image_fixture import write_cifar_bin  # noqa: E402
+
 from zoo.data import CIFAR10DataModule, read_cifar_bin  # noqa: E402
 from zoo.models.forward_forward import ForwardForwardLocalRF, ForwardForwardUnsupervised  # noqa: E402
 from zoo.models.forward_forward.model import (LocalFFNet, blur, blur_matrix, hybrid_images,  # noqa: E402
@@ -453,32 +455,18 @@ def test_analyse_on_fixture_data(fixture_data, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------- CIFAR-10 (binary)
-def _write_cifar_bin(folder, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n real images in the official record layout: sklearn digits drawn 4x larger (32 x 32), the three
-    colour planes told apart (red = digit, green = its transpose, blue = inverted)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    idx = np.random.default_rng(seed).choice(len(d.target), n, replace=False)
-    red = np.kron(d.images[idx], np.ones((4, 4))) * (255 / 16)
-    img = np.stack([red, red.transpose(0, 2, 1), 255 - red], axis=1).round().astype(np.uint8)
-    labels = d.target[idx].astype(np.uint8)
-    records = np.concatenate([labels[:, None], img.reshape(n, -1)], axis=1)
-    return img, labels, records.tobytes()
-
-
 @pytest.fixture(scope="module")
 def cifar_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar") / "cifar-10-batches-bin"
     root.mkdir()
     for i in range(1, 6):
-        (root / f"data_batch_{i}.bin").write_bytes(_write_cifar_bin(root, i, 12)[2])
-    (root / "test_batch.bin").write_bytes(_write_cifar_bin(root, 0, 10)[2])
+        (root / f"data_batch_{i}.bin").write_bytes(write_cifar_bin(root, i, 12)[2])
+    (root / "test_batch.bin").write_bytes(write_cifar_bin(root, 0, 10)[2])
     return root
 
 
 def test_cifar_binary_records(tmp_path):
-    img, labels, raw = _write_cifar_bin(tmp_path, 7, 3)
+    img, labels, raw = write_cifar_bin(tmp_path, 7, 3)
     (tmp_path / "b.bin").write_bytes(raw)
     x, y = read_cifar_bin(tmp_path / "b.bin")
     assert x.shape == (3, 3, 32, 32) and x.dtype == torch.uint8 and y.tolist() == labels.tolist()

@@ -146,3 +146,41 @@ def test_release_round_trip_is_bit_exact(tmp_path):
     module = SimCLR(in_chans=1, depth=18, width=0.125, head="linear")
     back = round_trip(module, tmp_path, torch.rand(3, 1, 28, 28))
     assert back.hparams.head == "linear" and model_class("simclr") is SimCLR
+
+
+def test_cifar_and_image_folder_two_view_data(tmp_path):
+    """The paper's two other settings read their real layouts: CIFAR-10's binary batches, and ImageNet's
+    train/<class>/, val/<class>/ folders (JPEG and PNG, grayscale files read as RGB, centre-cropped for
+    evaluation, the official label-subset files); an unreadable file is an error naming it."""
+    from image_fixture import write_cifar_bin, write_image_folder
+
+    from zoo.data.views import TwoViewCIFAR10DataModule, TwoViewImageFolderDataModule
+
+    cifar = tmp_path / "cifar-10-batches-bin"
+    cifar.mkdir()
+    for i in range(1, 6):
+        (cifar / f"data_batch_{i}.bin").write_bytes(write_cifar_bin(cifar, i, 12)[2])
+    (cifar / "test_batch.bin").write_bytes(write_cifar_bin(cifar, 0, 10)[2])
+    dm = TwoViewCIFAR10DataModule(data_dir=str(tmp_path), batch_size=8, val_size=10)
+    dm.setup()
+    (a, b), y = next(iter(dm.train_dataloader()))
+    assert a.shape == b.shape == (8, 3, 32, 32) and y.shape == (8,) and len(dm.train_set) == 50
+
+    root = write_image_folder(tmp_path / "imagenet")
+    dm = TwoViewImageFolderDataModule(data_dir=str(root), batch_size=4, size=32, num_workers=0)
+    dm.setup()
+    assert dm.classes == ("china", "flower") and len(dm.train_set) == 8 and dm.val_set is dm.test_set
+    (a, b), y = next(iter(dm.train_dataloader()))
+    assert a.shape == b.shape == (4, 3, 32, 32) and 0 <= float(a.min()) and float(a.max()) <= 1
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and y.tolist() == [0, 0, 1, 1]
+    listed = tmp_path / "1percent.txt"
+    listed.write_text("china_train_0.jpg\nflower_train_1.png\n")
+    dm = TwoViewImageFolderDataModule(data_dir=str(root), size=32, subset_file=str(listed))
+    dm.setup()
+    assert [p.name for p in dm.train_set.paths] == ["china_train_0.jpg", "flower_train_1.png"]
+    (root / "train" / "china" / "broken.jpg").write_bytes(b"not a jpeg")
+    dm = TwoViewImageFolderDataModule(data_dir=str(root), size=32)
+    dm.setup()
+    with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
+        dm.train_set[dm.train_set.paths.index(root / "train" / "china" / "broken.jpg")]

@@ -4,6 +4,7 @@ from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
 from zoo.data.coco import COCODetectionDataModule, read_coco
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
+from zoo.data.imagefolder import ImageFolderData
 from zoo.data.parsing import TreebankDataModule
 from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
@@ -11,5 +12,5 @@ from zoo.data.tabular import TabularDataModule
 from zoo.data.text import TextDataModule, Vocabulary
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
-           "read_coco", "DigitsDataModule", "IDXDataModule", "read_idx", "TreebankDataModule", "SpeechDataModule", "SVHNDataModule", "read_svhn_mat",
-           "TabularDataModule", "TextDataModule", "Vocabulary"]
+           "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "TreebankDataModule",
+           "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary"]

@@ -10,7 +10,8 @@ uses s = 0.5. Images stay in [0, 1] with no mean/std normalisation, as in the of
 the saturation, hue and grayscale steps change nothing.
 
 `crop` and `color` switch the two halves of the pipeline off, for the paper's ablation of augmentation
-compositions (Figure 5: crop and colour together matter most).
+compositions (Figure 5: crop and colour together matter most). `label_fraction` keeps a class-balanced share of
+the labelled training images, for SimCLRv2's semi-supervised fine-tuning on 1% and 10% of the labels.
 """
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.data._base import EpochSampler
+from zoo.data._base import EpochSampler, ImageArrays
+from zoo.data.cifar import CIFAR10DataModule
 from zoo.data.idx import IDXDataModule
+from zoo.data.imagefolder import ImageFiles, ImageFolderData
 
-__all__ = ["SimCLRViews", "TwoViewIDXDataModule", "TwoViews"]
+__all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewIDXDataModule", "TwoViewImageFolderDataModule", "TwoViews",
+           "labelled_subset"]
 
 
 class SimCLRViews:
@@ -66,6 +70,28 @@ class SimCLRViews:
         return self.transform(image).clamp(0, 1), self.transform(image).clamp(0, 1)
 
 
+def labelled_subset(labels: torch.Tensor, fraction: float, seed: int, classes: int | None = None) -> torch.Tensor:
+    """Sorted indices of round(fraction · n_c) examples of every class c, drawn with a fixed seed (class-balanced,
+    like the official 1% and 10% ImageNet subsets, about 13 and 128 images per class). A fraction that leaves a
+    class with no example is refused."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"label_fraction={fraction}: need 0 < fraction <= 1")
+    labels = labels.long()
+    counts = torch.bincount(labels, minlength=classes or 0)
+    keep = (counts.double() * fraction).round().long()
+    if (keep == 0).any():
+        empty = (keep == 0).nonzero().flatten().tolist()
+        raise ValueError(f"label_fraction={fraction} leaves class(es) {empty} without a labelled example "
+                         f"(counts {counts.tolist()}): use a larger fraction")
+    g = torch.Generator().manual_seed(seed)
+    rank = torch.empty(len(labels), dtype=torch.long)
+    order = torch.randperm(len(labels), generator=g)
+    by_class = order[torch.sort(labels[order], stable=True).indices]  # shuffled within each class
+    start = torch.cumsum(counts, 0) - counts
+    rank[by_class] = torch.arange(len(labels)) - start.repeat_interleave(counts)
+    return (rank < keep[labels]).nonzero().flatten()
+
+
 class TwoViews(Dataset):
     """A dataset of (image, label) pairs seen through `views`: item i is ((view_a, view_b), label). Images given
     flat ([D] with `shape`) are reshaped to [C, H, W] first (the IDX and digits datasets store them flat)."""
@@ -83,25 +109,84 @@ class TwoViews(Dataset):
         return self.views(x.float()), y
 
 
-class TwoViewIDXDataModule(IDXDataModule):
-    """Fashion-MNIST or MNIST (IDX files, `IDXDataModule`) for contrastive training: the training loader yields
-    ((view_a, view_b), labels) batches drawn by `SimCLRViews` in the loader's workers, dropping the last partial
-    batch (as the official input pipeline); validation and test batches are the plain images, for the linear probe.
+class _TwoViewData:
+    """Mixin over an in-memory image DataModule (`ImageClassificationData`): a class-balanced `label_fraction` of
+    the training split, and a training loader of ((view_a, view_b), labels) batches drawn by `SimCLRViews` in the
+    loader's workers, dropping the last partial batch as the official input pipeline does. Validation and test
+    batches stay the plain images, for the linear probe."""
+
+    def _set_views(self, size: int, strength: float, crop: bool, color: bool, blur: bool,
+                   label_fraction: float) -> None:
+        if not 0 < label_fraction <= 1:
+            raise ValueError(f"label_fraction={label_fraction}: need 0 < fraction <= 1")
+        self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
+        self.label_fraction = label_fraction
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)  # type: ignore[misc]
+        if self.label_fraction < 1:
+            ds = self.train_set
+            keep = labelled_subset(ds.labels, self.label_fraction, self.seed, len(self.classes) or None)
+            self.train_set = ds.subset(keep) if isinstance(ds, ImageFiles) else \
+                ImageArrays(ds.images[keep], ds.labels[keep], ds.scale)
+
+    def train_dataloader(self) -> DataLoader:
+        views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur))
+        return DataLoader(views, batch_size=self.batch_size, sampler=EpochSampler(views, self.seed),
+                          num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0)
+
+
+class TwoViewIDXDataModule(_TwoViewData, IDXDataModule):
+    """Fashion-MNIST or MNIST (IDX files, `IDXDataModule`) for contrastive training and fine-tuning (`_TwoViewData`).
 
     Args:
         size, strength, crop, color, blur: `SimCLRViews` (the CIFAR setting: strength 0.5, no blur).
+        label_fraction: the class-balanced share of the training images kept (`labelled_subset`, seeded by
+            `seed`); validation and test sets stay whole.
         the rest: `IDXDataModule`.
     """
 
     def __init__(self, dataset: Literal["fashion-mnist", "mnist"] = "fashion-mnist", data_dir: str | None = None,
                  download: bool = True, batch_size: int = 256, val_size: int = 5000, seed: int = 0,
                  num_workers: int = 0, size: int = 28, strength: float = 0.5, crop: bool = True, color: bool = True,
-                 blur: bool = False):
+                 blur: bool = False, label_fraction: float = 1.0):
         super().__init__(dataset=dataset, data_dir=data_dir, download=download, batch_size=batch_size,
                          val_size=val_size, seed=seed, num_workers=num_workers)
-        self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
+        self._set_views(size, strength, crop, color, blur, label_fraction)
 
-    def train_dataloader(self) -> DataLoader:
-        views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur))
-        return DataLoader(views, batch_size=self.batch_size, sampler=EpochSampler(views, self.seed),
-                          num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0)
+
+class TwoViewCIFAR10DataModule(_TwoViewData, CIFAR10DataModule):
+    """CIFAR-10 (the official binary batches, `CIFAR10DataModule`) for contrastive training and fine-tuning, the
+    paper's small-data setting (Appendix B.9: no blur, colour strength 0.5).
+
+    Args:
+        size, strength, crop, color, blur, label_fraction: as `TwoViewIDXDataModule`.
+        the rest: `CIFAR10DataModule`.
+    """
+
+    def __init__(self, data_dir: str | None = None, batch_size: int = 512, val_size: int = 5000, seed: int = 0,
+                 num_workers: int = 0, size: int = 32, strength: float = 0.5, crop: bool = True, color: bool = True,
+                 blur: bool = False, label_fraction: float = 1.0):
+        super().__init__(data_dir=data_dir, batch_size=batch_size, val_size=val_size, seed=seed,
+                         num_workers=num_workers)
+        self._set_views(size, strength, crop, color, blur, label_fraction)
+
+
+class TwoViewImageFolderDataModule(_TwoViewData, ImageFolderData):
+    """Photos in the ImageNet layout (`ImageFolderData`) for contrastive training and fine-tuning: the paper's
+    ImageNet setting (Appendix A: crop to 224, colour strength 1.0, blur on).
+
+    Args:
+        size, strength, crop, color, blur, label_fraction: as `TwoViewIDXDataModule` (or, for the official label
+            subsets, `subset_file`).
+        the rest: `ImageFolderData`.
+    """
+
+    def __init__(self, data_dir: str | None = None, name: str = "imagenet", batch_size: int = 256, seed: int = 0,
+                 num_workers: int = 8, size: int = 224, strength: float = 1.0, crop: bool = True, color: bool = True,
+                 blur: bool = True, label_fraction: float = 1.0, subset_file: str | None = None):
+        super().__init__(data_dir=data_dir, name=name, batch_size=batch_size, seed=seed, num_workers=num_workers,
+                         size=size, subset_file=subset_file)
+        self._set_views(size, strength, crop, color, blur, label_fraction)
