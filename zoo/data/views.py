@@ -25,8 +25,8 @@ from zoo.data.cifar import CIFAR10DataModule
 from zoo.data.idx import IDXDataModule
 from zoo.data.imagefolder import ImageFiles, ImageFolderData
 
-__all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewIDXDataModule", "TwoViewImageFolderDataModule", "TwoViews",
-           "labelled_subset"]
+__all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewIDXDataModule", "TwoViewImageFolderDataModule",
+           "TwoViews", "labelled_subset"]
 
 
 class SimCLRViews:
