@@ -114,6 +114,28 @@ def test_shapes_initialisation_and_dropouts():
         NAM(3, [4, 2])
 
 
+def test_dropout_mask_is_bernoulli_and_inverted_and_equal_widths_need_no_padding():
+    """zoo.nn.Dropout (the NAM's): a fraction p of units zeroed, the rest scaled by 1/(1 − p), the gradient
+    through the same mask, identity in eval mode; for nets of one width the grid's reshape is its scatter."""
+    from zoo.nn.dropout import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.3).train()
+    x = torch.full((200, 500), 2.0, requires_grad=True)
+    y = drop(x)
+    zeroed = (y == 0).float().mean().item()
+    assert abs(zeroed - 0.3) < 0.01 and torch.allclose(y[y != 0], torch.tensor(2.0 / 0.7))
+    y.sum().backward()
+    assert torch.equal(x.grad == 0, y == 0) and torch.allclose(x.grad[y != 0], torch.tensor(1 / 0.7))
+    assert torch.equal(drop.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+    with pytest.raises(ValueError, match="0 <= p < 1"):
+        Dropout(1.0)
+    even = NAM(3, [4, 4, 4], hidden=[8], seed=1)
+    t = torch.randn(5, 12, 7)
+    scatter = t.new_zeros(5, 12, 7).index_copy(1, even.slot, t).unflatten(1, (3, 4))
+    assert torch.equal(even._grid(t, 1), scatter)  # the reshape is the scatter when nothing is padded
+
+
 def test_overfits_one_batch():
     dm = TabularDataModule("breast_cancer", batch_size=64)
     dm.setup()

@@ -26,6 +26,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from zoo.nn.dropout import Dropout
+
 Activation = Literal["exu", "relu"]
 
 
@@ -64,7 +66,7 @@ class NAM(nn.Module):
         if activation not in ("exu", "relu"):
             raise ValueError(f"activation must be 'exu' or 'relu', got {activation!r}")
         self.activation, self.relu_n = activation, relu_n
-        self.dropout, self.feature_dropout = nn.Dropout(dropout), nn.Dropout(feature_dropout)
+        self.dropout, self.feature_dropout = Dropout(dropout), Dropout(feature_dropout)
         E, K, U = members, in_features, sum(units)
         self.register_buffer("units", torch.as_tensor(list(units), dtype=torch.long))
         feature_of = torch.repeat_interleave(torch.arange(K), self.units)
@@ -110,8 +112,11 @@ class NAM(nn.Module):
         self.bias.zero_()
 
     def _grid(self, t: torch.Tensor, dim: int) -> torch.Tensor:
-        """Packed units along `dim` of t scattered into a zero-padded [K, max width] grid there."""
+        """Packed units along `dim` of t scattered into a zero-padded [K, max width] grid there (a reshape when
+        every net has the same width: nothing to pad)."""
         K, W = len(self.units), int(self.units.max())
+        if K * W == t.shape[dim]:
+            return t.unflatten(dim, (K, W))
         shape = list(t.shape)
         shape[dim] = K * W
         grid = t.new_zeros(shape).index_copy(dim, self.slot, t)
