@@ -201,6 +201,11 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
+            "simclrv2_pretrained": str(zoo.save_pretrained(
+                zoo.create("simclr", in_chans=1, width=0.125, head_layers=3), dest / "simclrv2_pretrained")),
+            "simclrv2_teacher": str(zoo.save_pretrained(
+                zoo.create("simclrv2_finetune", in_chans=1, depth=18, width=0.125, cifar_stem=True),
+                dest / "simclrv2_teacher")),
             "imputer_expert": str(zoo.save_pretrained(zoo.create("imputer", d=8, layers=1, heads=2, ff=16, channels=2,
                                                                  loss="ctc"), dest / "imputer_expert")),
             **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
@@ -211,6 +216,13 @@ TEACHER = "--model.init_args.teacher={teacher}"
 # SimCLR at an eighth of the widths; batches of 50 make the DDP run's two steps one epoch of the fixture's 200
 # training images, so validation (whose DDP forward broadcasts rank 0's batch-norm statistics) ends it
 SIMCLR_SMALL = ("--model.init_args.width=0.125", "--data.init_args.batch_size=50")
+# SimCLRv2's stages as SimCLR's, starting from (fine-tuning) or distilling (the teacher) fixture releases; every
+# training image labelled and validation after every epoch, so the DDP run's two steps are again one epoch that
+# validation ends
+SIMCLRV2_SMALL = SIMCLR_SMALL + ("--data.init_args.label_fraction=1.0",)
+SIMCLRV2_TUNE = SIMCLRV2_SMALL + ("--model.init_args.pretrained={simclrv2_pretrained}",
+                                  "--trainer.check_val_every_n_epoch=1")
+SIMCLRV2_DISTIL = SIMCLRV2_SMALL + ("--model.init_args.teacher={simclrv2_teacher}",)
 SUBCLASS_TEACHER = "--model.init_args.teacher={subclass_teacher}"
 # scikit-learn's breast cancer (always installed) in place of COMPAS, small feature nets, no cross-validation
 NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args.batch_size=64",
@@ -517,6 +529,24 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),
              Run("configs/simclr/fmnist_supervised.yaml", SIMCLR_SMALL)),
         ddp=(Run("configs/simclr/fmnist.yaml", SIMCLR_SMALL),),
+    ),
+    Paper(
+        package="simclrv2", arxiv="2006.10029",
+        keys=("simclrv2_distill", "simclrv2_finetune"),
+        math=("test_simclrv2.py::test_labelled_subset_is_class_balanced_seeded_and_refuses_empty_classes",
+              "test_simclrv2.py::test_distillation_is_the_kd_loss_to_the_teacher_without_labels",
+              "test_losses.py::test_distillation_loss_hand_value_and_t_squared_scaling"),
+        shapes=("test_simclrv2.py::test_fine_tuning_keeps_the_heads_first_layers_and_loads_them_strictly",),
+        overfit=("test_simclrv2.py::test_fine_tuning_learns_one_batch_through_the_encoder",),
+        round_trip=("test_simclrv2.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/simclrv2/fmnist_pretrain.yaml", SIMCLR_SMALL),
+             Run("configs/simclrv2/fmnist_finetune_1pct.yaml", (  # a class-balanced half of the labels
+                 "--model.init_args.width=0.125", "--data.init_args.batch_size=10",
+                 "--data.init_args.label_fraction=0.5", "--model.init_args.pretrained={simclrv2_pretrained}")),
+             Run("configs/simclrv2/fmnist_supervised_1pct.yaml", SIMCLRV2_SMALL),
+             Run("configs/simclrv2/fmnist_distill_1pct.yaml", SIMCLRV2_DISTIL)),
+        ddp=(Run("configs/simclrv2/fmnist_finetune_1pct.yaml", SIMCLRV2_TUNE),
+             Run("configs/simclrv2/fmnist_distill_1pct.yaml", SIMCLRV2_DISTIL)),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),

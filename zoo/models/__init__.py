@@ -8,7 +8,7 @@ import types
 from zoo.models import (  # noqa: F401  (registers)
     baselines, capsnet, cka, commentaries, confidence_penalty, distillation, dmfa, fast_weights, forward_forward,
     forward_gradient, fwl, grbm, imputer, label_smoothing, lookahead, moe_lm, nam, pix2seq, seq2seq_parser, simclr,
-    snnl, soft_tree, speech_rnn, subclass_distillation,
+    simclrv2, snnl, soft_tree, speech_rnn, subclass_distillation,
 )
 
 
