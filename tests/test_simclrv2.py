@@ -116,3 +116,10 @@ def test_release_round_trip_is_bit_exact(tmp_path):
     assert back.hparams.ft_proj_selector == 2 and "pretrained" not in back.hparams
     back = round_trip(SimCLRv2Distill(**SMALL, teacher="not-needed-to-load"), tmp_path / "b", torch.rand(3, 1, 28, 28))
     assert back.hparams.teacher == "not-needed-to-load"
+
+
+def test_unknown_optimiser_choices_are_refused_when_built():
+    with pytest.raises(ValueError, match="choose lars, sgd or adam"):
+        SimCLRv2FineTune(**SMALL, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="choose lars, sgd or adam"):
+        SimCLR(**SMALL, lr_scaling="cubic")

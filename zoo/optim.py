@@ -8,8 +8,8 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "fit_in_memory", "linear_cooldown", "scaled_optimizer", "warmup_cosine",
-           "with_cooldown"]
+__all__ = ["Lookahead", "LookaheadSlowWeights", "check_scaled_optimizer", "fit_in_memory", "linear_cooldown",
+           "scaled_optimizer", "warmup_cosine", "with_cooldown"]
 
 
 def linear_cooldown(max_epochs: int):
@@ -33,6 +33,13 @@ def warmup_cosine(total_steps: int, warmup_steps: int):
     return factor
 
 
+def check_scaled_optimizer(optimizer: str, lr_scaling: str) -> None:
+    """`scaled_optimizer`'s choices, checked when a module is built rather than when training starts."""
+    if optimizer not in ("lars", "sgd", "adam") or lr_scaling not in ("linear", "sqrt", "none"):
+        raise ValueError(f"optimizer={optimizer!r} / lr_scaling={lr_scaling!r}: choose lars, sgd or adam / linear, "
+                         "sqrt or none")
+
+
 def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: float = 1.0, lr_scaling: str = "linear",
                      momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 10.0) -> dict:
     """What `configure_optimizers` returns for the SimCLR family's recipes (google-research/simclr): the base rate
@@ -43,9 +50,7 @@ def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: flo
     per step. Outside a Trainer (plain benchmark loops) the rate stays at its base, unscheduled."""
     from timm.optim import Lars, param_groups_weight_decay
 
-    if optimizer not in ("lars", "sgd", "adam") or lr_scaling not in ("linear", "sqrt", "none"):
-        raise ValueError(f"optimizer={optimizer!r} / lr_scaling={lr_scaling!r}: choose lars, sgd or adam / linear, "
-                         "sqrt or none")
+    check_scaled_optimizer(optimizer, lr_scaling)
     trainer = module._trainer
     B = 256 if trainer is None else (int(getattr(trainer.datamodule, "batch_size", 256))
                                      * max(1, trainer.world_size))

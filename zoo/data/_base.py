@@ -37,6 +37,10 @@ class ImageArrays(Dataset):
         i = torch.as_tensor(idx)
         return self.images[i].float() / self.scale, self.labels[i]
 
+    def subset(self, keep: torch.Tensor) -> "ImageArrays":
+        """The examples at indices `keep`, as another ImageArrays."""
+        return ImageArrays(self.images[keep], self.labels[keep], self.scale)
+
 
 class Rows(Dataset):
     """Rows x [N, ...] (features, token sequences) and targets y [N] in memory; `__getitems__` returns a whole

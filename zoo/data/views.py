@@ -20,10 +20,10 @@ from typing import Any, Literal
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.data._base import EpochSampler, ImageArrays
+from zoo.data._base import EpochSampler
 from zoo.data.cifar import CIFAR10DataModule
 from zoo.data.idx import IDXDataModule
-from zoo.data.imagefolder import ImageFiles, ImageFolderData
+from zoo.data.imagefolder import ImageFolderData
 
 __all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewIDXDataModule", "TwoViewImageFolderDataModule",
            "TwoViews", "labelled_subset"]
@@ -129,8 +129,7 @@ class _TwoViewData:
         if self.label_fraction < 1:
             ds = self.train_set
             keep = labelled_subset(ds.labels, self.label_fraction, self.seed, len(self.classes) or None)
-            self.train_set = ds.subset(keep) if isinstance(ds, ImageFiles) else \
-                ImageArrays(ds.images[keep], ds.labels[keep], ds.scale)
+            self.train_set = ds.subset(keep)  # ImageArrays and ImageFiles both keep their type
 
     def train_dataloader(self) -> DataLoader:
         views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur))

@@ -16,7 +16,7 @@ from zoo._registry import register_model
 from zoo.losses import nt_xent
 from zoo.metrics import linear_probe
 from zoo.models.simclr.model import Head, SimCLRNet
-from zoo.optim import scaled_optimizer
+from zoo.optim import check_scaled_optimizer, scaled_optimizer
 
 
 @register_model("simclr")
@@ -59,8 +59,7 @@ class SimCLR(ZooClassifier):
                  weight_decay: float = 1e-4, warmup_epochs: float = 10.0, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
-        if optimizer not in ("lars", "sgd", "adam") or lr_scaling not in ("linear", "sqrt", "none"):
-            raise ValueError(f"optimizer={optimizer!r} / lr_scaling={lr_scaling!r}: see the docstring's choices")
+        check_scaled_optimizer(optimizer, lr_scaling)
         if objective not in ("contrastive", "supervised"):
             raise ValueError(f"objective={objective!r}: choose 'contrastive' or 'supervised'")
         if objective == "supervised" and head != "none":

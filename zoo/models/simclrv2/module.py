@@ -15,7 +15,7 @@ from zoo._module import ZooClassifier
 from zoo._registry import register_model
 from zoo.losses import distillation_loss
 from zoo.models.simclrv2.model import TunedNet
-from zoo.optim import scaled_optimizer
+from zoo.optim import check_scaled_optimizer, scaled_optimizer
 
 Optimizer = Literal["lars", "sgd", "adam"]
 Scaling = Literal["linear", "sqrt", "none"]
@@ -28,6 +28,7 @@ class _Tuned(ZooClassifier):
 
     def _build(self, num_classes: int, depth: int, width: float, in_chans: int, cifar_stem: bool, head_layers: int,
                out_features: int, ft_proj_selector: int, zero_init: bool) -> None:
+        check_scaled_optimizer(self.hparams.optimizer, self.hparams.lr_scaling)
         self.net = TunedNet(depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
                             num_classes, zero_init)
         self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
