@@ -18,14 +18,17 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SMALL = {"vocab_size": 30, "d": 8, "num_experts": 6, "k": 2, "expert_hidden": 12}
 
 
-def test_layers_add_up_as_appendix_c_writes_them():
+@pytest.mark.parametrize("moe_sigmoid", [True, False])
+def test_layers_add_up_as_appendix_c_writes_them(moe_sigmoid):
+    # Appendix C.1: each layer's output (the MoE's through a sigmoid) plus the previous layer's output
     torch.manual_seed(0)
-    net = MoELM(**SMALL).eval()
+    net = MoELM(**SMALL, moe_sigmoid=moe_sigmoid).eval()
     x = torch.randint(0, 30, (3, 5))
     x0 = net.embed(x)
     x1 = x0 + net.lstm1(x0)[0]
     gate = net.moe.gate(x1.reshape(-1, 8))
-    x2 = x1 + net.moe.combine(x1.reshape(-1, 8), gate.top_index, gate.top_gate).reshape(3, 5, 8)
+    m = net.moe.combine(x1.reshape(-1, 8), gate.top_index, gate.top_gate).reshape(3, 5, 8)
+    x2 = x1 + (torch.sigmoid(m) if moe_sigmoid else m)
     x3 = x2 + net.lstm2(x2)[0]
     assert torch.allclose(net(x).logits, net.softmax(x3), atol=1e-6)
 

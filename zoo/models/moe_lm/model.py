@@ -6,11 +6,13 @@ the same width d (512 in the paper); each of them has dropout on its output, and
 added after the dropout (Appendix C):
     x0 = drop(Embed(w))
     x1 = x0 + drop(LSTM1(x0))
-    x2 = x1 + drop(MoE(x1))
+    x2 = x1 + drop(σ(MoE(x1)))
     x3 = x2 + drop(LSTM2(x2))
     p(w_next) = Softmax(x3 W_o + b_o)
-(This dropout-then-add wiring is Appendix C as remembered: the research notes give only the layer order and sizes,
-so it is still to be checked against the paper text.)
+Appendix C.1 (checked against the paper text, ar5iv HTML of arXiv 1701.06538): "For every layer other than the
+softmax, we apply dropout to the layer output [...]. After dropout, the output of the previous layer is added to the
+layer output", and "The output of the MoE layer is passed through a sigmoid function before dropout" (σ above;
+`moe_sigmoid=False` leaves it out, as the zoo's first Brown entries were measured).
 The MoE layer is zoo.nn.MoE (noisy top-k gating, eqs. 3-5; the importance and load losses of Appendix A); each
 expert is d -> h (ReLU) -> d without biases (h = 1024 in the paper). With one expert the layer is a dense
 feed-forward layer with no gate: the paper's compute-matched "MoE-1-Wide" baseline is one expert with hidden size
@@ -47,11 +49,14 @@ class MoELM(nn.Module):
         expert_hidden: h, each expert's ReLU hidden layer (1024 in the paper; k·h for the dense baseline).
         dropout: DropProb of Appendix C, on every layer's output but the softmax's.
         w_importance, w_load, noisy: the MoE gate's balancing-loss weights and noise (zoo.nn.MoE).
+        moe_sigmoid: pass the MoE (or dense) layer's output through a sigmoid before its dropout (Appendix C.1).
     """
 
     def __init__(self, vocab_size: int, d: int = 512, num_experts: int = 32, k: int = 4, expert_hidden: int = 1024,
-                 dropout: float = 0.25, w_importance: float = 0.1, w_load: float = 0.1, noisy: bool = True):
+                 dropout: float = 0.25, w_importance: float = 0.1, w_load: float = 0.1, noisy: bool = True,
+                 moe_sigmoid: bool = True):
         super().__init__()
+        self.moe_sigmoid = moe_sigmoid
         self.embed = nn.Embedding(vocab_size, d)
         self.lstm1 = nn.LSTM(d, d, batch_first=True)
         self.moe = (MoE(d, d, expert_hidden, num_experts, k, w_importance, w_load, noisy) if num_experts > 1
@@ -76,7 +81,7 @@ class MoELM(nn.Module):
         h1, s1 = self.lstm1(x0, s1)
         x1 = x0 + self.drop(h1)
         m, aux, importance, load = self.mixture(x1)
-        x2 = x1 + self.drop(m)
+        x2 = x1 + self.drop(m.sigmoid() if self.moe_sigmoid else m)
         h2, s2 = self.lstm2(x2, s2)
         x3 = x2 + self.drop(h2)
         return LMOutput(self.softmax(x3), aux, importance, load, (s1, s2))

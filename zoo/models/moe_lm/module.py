@@ -34,11 +34,12 @@ class MoELanguageModel(ZooModule):
 
     Args:
         vocab_size: must equal the vocabulary the data module builds (checked before training).
-        d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy: see model.MoELM. num_experts=1
-            with expert_hidden = k·h is the compute-matched dense baseline (the paper's MoE-1-Wide).
+        d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy, moe_sigmoid: see model.MoELM.
+            num_experts=1 with expert_hidden = k·h is the compute-matched dense baseline (the paper's MoE-1-Wide).
         lr, warmup_steps: Adam's peak learning rate, reached linearly over `warmup_steps`, then decayed in
-            proportion to 1/sqrt(step) (the schedule of Appendix C as remembered, unverified; its length is not in
-            the notes).
+            proportion to 1/sqrt(step): Appendix C.1's schedule ("increased linearly for the first 1000 training
+            steps, and decreased after that so as to be proportional to the inverse square root of the step
+            number"; its base learning rate is not given).
         weights: a zoo checkpoint to start from (fine-tuning); not saved as a hyperparameter.
     """
 
@@ -46,10 +47,11 @@ class MoELanguageModel(ZooModule):
 
     def __init__(self, vocab_size: int, d: int = 512, num_experts: int = 32, k: int = 4, expert_hidden: int = 1024,
                  dropout: float = 0.25, w_importance: float = 0.1, w_load: float = 0.1, noisy: bool = True,
-                 lr: float = 1e-3, warmup_steps: int = 1000, weights: str | None = None):
+                 moe_sigmoid: bool = True, lr: float = 1e-3, warmup_steps: int = 1000, weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
-        self.net = MoELM(vocab_size, d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy)
+        self.net = MoELM(vocab_size, d, num_experts, k, expert_hidden, dropout, w_importance, w_load, noisy,
+                         moe_sigmoid)
         self.ppl = torch.nn.ModuleDict({s: Perplexity() for s in ("val", "test")})
         self._state: dict[str, State | None] = {}
         self._totals: dict[str, torch.Tensor] = {}  # the test set's summed load and importance per expert
