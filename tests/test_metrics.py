@@ -57,3 +57,16 @@ def test_minibatch_metric_equals_full_batch_linear_cka(notebook_xy):
     metric.reset()
     metric.update(x, x)
     assert metric.compute().item() == pytest.approx(1.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("offset", [0.0, 3.0, 1e4])
+def test_feature_space_linear_cka_equals_the_gram_form(offset):
+    # more examples than features: the feature-space form, centred after the products when the means allow it
+    # (offset 0 and 3) and before them when a mean dwarfs its spread (1e4); all equal the n x n Gram-matrix form
+    g = torch.Generator().manual_seed(0)
+    f64 = dict(generator=g, dtype=torch.float64)
+    x = torch.randn(400, 24, **f64).relu() + offset
+    y = x @ torch.randn(24, 12, **f64) + torch.randn(400, 12, **f64)
+    y[:, 0] = 0.0  # a dead unit
+    want = cka(gram_linear(x - x.mean(0)), gram_linear(y - y.mean(0)))
+    assert linear_cka(x, y).item() == pytest.approx(want.item(), rel=1e-12)
