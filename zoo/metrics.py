@@ -138,11 +138,10 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor, debiased: bool = False) -> torc
     x, y = _f64(x), _f64(y)
     if x.shape[0] < x.shape[1] + y.shape[1]:
         return cka(gram_linear(x), gram_linear(y), debiased)
-    fast = None if debiased else _products_centred_after(x, y)
-    if fast is not None:
-        yx, xx, yy = fast
-        return yx.pow(2).sum() / (xx.pow(2).sum().sqrt() * yy.pow(2).sum().sqrt())
-    x, y, (yx, xx, yy) = _centred_products(x, y)
+    products = None if debiased else _products_centred_after(x, y)  # debiasing needs the centred rows too
+    if products is None:
+        x, y, products = _centred_products(x, y)
+    yx, xx, yy = products
     xy, xx, yy = yx.pow(2).sum(), xx.pow(2).sum(), yy.pow(2).sum()
     if debiased:
         n = x.shape[0]
