@@ -109,6 +109,23 @@ def test_training_sequences_have_the_papers_length_and_loss_mask():
     assert sequence_loss(logits, target, weights).item() == pytest.approx(torch.log(torch.tensor(3000.0)).item())
 
 
+def test_without_sequence_augmentation_the_real_objects_are_followed_by_end_tokens(batch):
+    targets = batch[1]
+    for flag in (True, False):
+        module = Pix2SeqDetector(**TINY, sequence_augmentation=flag)
+        torch.manual_seed(0)
+        _, target, weights = module.sequences(targets, train=True)
+        n = torch.tensor([len(t["labels"]) for t in targets])
+        objects = target[:, :20].view(len(targets), 4, 5)
+        has_object = objects[..., 4] != 0
+        if flag:  # noise objects (FAKE class) fill every slot after the real ones
+            assert has_object.all() and (objects[..., 4][torch.arange(4) >= n[:, None]] == FAKE_CLASS_TOKEN).all()
+        else:  # the real objects, then end tokens weighted eos_token_weight
+            assert torch.equal(has_object, torch.arange(4) < n[:, None])
+            assert (target[:, :20][~has_object.repeat_interleave(5, 1)] == 0).all()
+            assert torch.allclose(weights[:, :20][~has_object.repeat_interleave(5, 1)], torch.tensor(0.1))
+
+
 def test_nucleus_keeps_the_largest_set_within_p():
     logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
 

@@ -6,11 +6,13 @@ from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
 from zoo.data.imagefolder import ImageFolderData
 from zoo.data.parsing import TreebankDataModule
+from zoo.data.scenes import SceneDetectionDataModule
 from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
 from zoo.data.text import TextDataModule, Vocabulary
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
-           "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "TreebankDataModule",
+           "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
+           "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary"]

@@ -12,6 +12,9 @@ The "resnet" architecture of the official code (google-research/pix2seq `configs
 - decoder: 6 pre-LN layers of causal self-attention, cross-attention to the encoded image and an MLP (d 256, 8 heads,
   MLP 1024), learned positions, a final LayerNorm, and logits from the token embedding shared with the input
   (plus an output bias). Stochastic depth (drop_path 0.1) and dropout 0.1 on every residual branch's MLP.
+The "vit-b" / "vit-l" variants replace the ResNet, its dropout and projection by a 16 x 16 patch convolution
+(with bias) followed by the same LayerNorm, positions and encoder (vit-b: 12 layers 768 wide, 12 heads, MLP 3072;
+decoder 6 layers 512 wide, 16 heads, MLP 2048).
 All LayerNorms have eps 1e-6; embeddings, positions and the output bias start from N(0, 0.02²) truncated at ±2 std.
 
 Decoding keeps a key/value cache: each step projects only the new token's keys and values, and the image's
@@ -140,25 +143,37 @@ class Pix2Seq(nn.Module):
     """Image encoder + autoregressive token decoder.
 
     Args:
-        backbone: a timm CNN name (its last feature map is used; "resnet50" in the paper, any stride-32 net works).
+        backbone: a timm CNN name ("resnet50" in the paper; the map of `feature_stage` is encoded), or "vit": the
+            official ViT encoder, whose tokens are `patch_size` x `patch_size` patches projected by a convolution.
         num_encoder_layers, dim_att, dim_mlp, num_heads: the encoder transformer (resnet: 6, 256, 1024, 8).
         num_decoder_layers, dim_att_dec, dim_mlp_dec, num_heads_dec: the decoder (resnet: 6, 256, 1024, 8).
         vocab_size, max_seq_len: tokens and positions of the decoder (3000 and 512 in the released configs).
         drop_path, drop_units, drop_att: stochastic depth, MLP/feature dropout, attention dropout (0.1, 0.1, 0).
+        feature_stage: the backbone stage whose map is encoded: 4 (stride 32, the official "resnet") or 3 (stride
+            16, as the official "resnet-c" takes the ResNet to its third stage); the stages after it are not built.
+        patch_size: the ViT's patch side (16 in the released vit-b and vit-l).
     """
 
     def __init__(self, backbone: str = "resnet50", num_encoder_layers: int = 6, dim_att: int = 256,
                  dim_mlp: int = 1024, num_heads: int = 8, num_decoder_layers: int = 6, dim_att_dec: int = 256,
                  dim_mlp_dec: int = 1024, num_heads_dec: int = 8, vocab_size: int = 3000, max_seq_len: int = 512,
-                 drop_path: float = 0.1, drop_units: float = 0.1, drop_att: float = 0.0):
+                 drop_path: float = 0.1, drop_units: float = 0.1, drop_att: float = 0.0, feature_stage: int = 4,
+                 patch_size: int = 16):
         super().__init__()
-        self.backbone = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=(-1,))
-        pool = getattr(self.backbone, "maxpool", None)
-        if isinstance(pool, nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1):
-            # the official ResNet pools with TF "SAME" padding (windows from the first pixel; pad only at the end)
-            self.backbone.maxpool = create_pool2d("max", 3, stride=2, padding="same")
-        self.feature_dropout = nn.Dropout(drop_units)
-        self.stem_projection = nn.Linear(self.backbone.feature_info.channels()[-1], dim_att)
+        if feature_stage not in (3, 4):
+            raise ValueError(f"feature_stage must be 4 (the last stage, stride 32: the 'resnet' variant) or 3 (stride "
+                             f"16: the 'resnet-c' variant), got {feature_stage}")
+        if backbone == "vit":  # the official VisionTransformer: a patch convolution, then the encoder
+            self.backbone, self.stem_conv = None, nn.Conv2d(3, dim_att, patch_size, stride=patch_size)
+        else:
+            self.backbone = timm.create_model(backbone, pretrained=False, features_only=True,
+                                              out_indices=(feature_stage - 5,))
+            pool = getattr(self.backbone, "maxpool", None)
+            if isinstance(pool, nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1):
+                # the official ResNet pools with TF "SAME" padding (windows from the first pixel; pad only at the end)
+                self.backbone.maxpool = create_pool2d("max", 3, stride=2, padding="same")
+            self.feature_dropout = nn.Dropout(drop_units)
+            self.stem_projection = nn.Linear(self.backbone.feature_info.channels()[-1], dim_att)
         self.stem_ln = nn.LayerNorm(dim_att, eps=LN_EPS)
         self.encoder = nn.ModuleList(EncoderLayer(dim_att, num_heads, dim_mlp, drop_path, drop_units, drop_att)
                                      for _ in range(num_encoder_layers))
@@ -175,10 +190,16 @@ class Pix2Seq(nn.Module):
         self.max_seq_len = max_seq_len
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images [B, 3, H, W] in [0, 1] -> the memory the decoder attends to [B, (H/32)(W/32), dim_att_dec]."""
-        fmap = self.backbone(images)[-1]
-        rows, cols = fmap.shape[-2:]
-        tokens = self.stem_ln(self.stem_projection(self.feature_dropout(fmap.flatten(2).transpose(1, 2))))
+        """Images [B, 3, H, W] in [0, 1] -> the memory the decoder attends to [B, rows x cols, dim_att_dec] (one
+        token per cell of the backbone's feature map or per patch)."""
+        if self.backbone is None:
+            fmap = self.stem_conv(images)
+            rows, cols = fmap.shape[-2:]
+            tokens = self.stem_ln(fmap.flatten(2).transpose(1, 2))
+        else:
+            fmap = self.backbone(images)[-1]
+            rows, cols = fmap.shape[-2:]
+            tokens = self.stem_ln(self.stem_projection(self.feature_dropout(fmap.flatten(2).transpose(1, 2))))
         x = tokens + sincos_2d(rows, cols, tokens.shape[-1], tokens.device).to(tokens.dtype)
         for layer in self.encoder:
             x = layer(x)

@@ -37,7 +37,8 @@ class Pix2SeqDetector(ZooModule):
     (§2.3); detection samples `max_instances_test` x 5 tokens with nucleus sampling.
 
     Args:
-        backbone ... drop_att: the network (see `Pix2Seq`; defaults: the official "resnet" variant).
+        backbone ... drop_att, feature_stage, patch_size: the network (see `Pix2Seq`; defaults: the official
+            "resnet" variant).
         image_size: side of the square input (the data's image_size).
         quantization_bins, coord_vocab_shift: coordinate bins and the token of bin 0 (official: 1000 and 1000;
             class tokens are 100 + category id, so category ids must stay below coord_vocab_shift - 100).
@@ -45,6 +46,8 @@ class Pix2SeqDetector(ZooModule):
         noise_bbox_weight, eos_token_weight: loss weights of noise objects' FAKE class tokens and of end/padding
             tokens (official: 1.0 and 0.1).
         class_label_corruption: how input class tokens are corrupted (official: "rand_n_fake_cls").
+        sequence_augmentation: pad training sequences with noise objects (§2.3); False is the paper's ablation
+            without it: the real objects, then end tokens.
         top_k, top_p, temperature: sampling at detection (official: 0, 0.4, 1.0).
         evaluate_ap: also detect every validation/test image and log COCO box AP (torchmetrics
             MeanAveragePrecision with the pycocotools backend: `pip install pycocotools`) as val/map, val/map_50, ...
@@ -57,12 +60,14 @@ class Pix2SeqDetector(ZooModule):
                  dim_att: int = 256, dim_mlp: int = 1024, num_heads: int = 8, num_decoder_layers: int = 6,
                  dim_att_dec: int = 256, dim_mlp_dec: int = 1024, num_heads_dec: int = 8, vocab_size: int = 3000,
                  max_seq_len: int = 512, drop_path: float = 0.1, drop_units: float = 0.1, drop_att: float = 0.0,
-                 quantization_bins: int = 1000, coord_vocab_shift: int = 1000, max_instances: int = 100,
-                 max_instances_test: int = 100, noise_bbox_weight: float = 1.0, eos_token_weight: float = 0.1,
-                 class_label_corruption: Corruption = "rand_n_fake_cls", top_k: int = 0, top_p: float = 0.4,
-                 temperature: float = 1.0, evaluate_ap: bool = True, lr: float = 3e-5, weight_decay: float = 0.05,
-                 beta1: float = 0.9, beta2: float = 0.95, eps: float = 1e-8, warmup_epochs: float = 2.0,
-                 end_lr_factor: float = 0.01, weights: str | None = None):
+                 feature_stage: int = 4, patch_size: int = 16, quantization_bins: int = 1000,
+                 coord_vocab_shift: int = 1000, max_instances: int = 100, max_instances_test: int = 100,
+                 noise_bbox_weight: float = 1.0, eos_token_weight: float = 0.1,
+                 class_label_corruption: Corruption = "rand_n_fake_cls", sequence_augmentation: bool = True,
+                 top_k: int = 0, top_p: float = 0.4, temperature: float = 1.0, evaluate_ap: bool = True,
+                 lr: float = 3e-5, weight_decay: float = 0.05, beta1: float = 0.9, beta2: float = 0.95,
+                 eps: float = 1e-8, warmup_epochs: float = 2.0, end_lr_factor: float = 0.01,
+                 weights: str | None = None):
         super().__init__()
         if coord_vocab_shift + quantization_bins > vocab_size:
             raise ValueError(f"coordinate tokens reach {coord_vocab_shift + quantization_bins - 1}, beyond the "
@@ -73,7 +78,7 @@ class Pix2SeqDetector(ZooModule):
         self.save_hyperparameters(ignore=["weights"])
         self.model = Pix2Seq(backbone, num_encoder_layers, dim_att, dim_mlp, num_heads, num_decoder_layers,
                              dim_att_dec, dim_mlp_dec, num_heads_dec, vocab_size, max_seq_len, drop_path, drop_units,
-                             drop_att)
+                             drop_att, feature_stage, patch_size)
         self.ap: nn.ModuleDict | None = None
         self.init_weights_from(weights)
 
@@ -105,7 +110,7 @@ class Pix2SeqDetector(ZooModule):
         labels = [t["labels"] for t in targets]
         self._check_labels(labels)
         boxes, labels, counts = pad_objects([t["boxes"] for t in targets], labels, hp.max_instances, shuffle=train)
-        if train:
+        if train and hp.sequence_augmentation:
             boxes, labels = add_noise_objects(boxes, labels, counts)
         return build_sequences(boxes, labels, hp.quantization_bins, hp.coord_vocab_shift, hp.max_seq_len,
                                hp.noise_bbox_weight, hp.eos_token_weight,
@@ -170,6 +175,41 @@ class Pix2SeqDetector(ZooModule):
         boxes, labels, scores = self.detect(images)
         return [{"image_id": t["image_id"], "boxes": boxes_to_pixels(b, t, self.hparams.image_size),
                  "labels": lb, "scores": s} for b, lb, s, t in zip(boxes, labels, scores, targets)]
+
+    def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
+        """The first `images` test images with their sampled detections (score >= min_score; class name and
+        score) in colour and the annotated boxes in white."""
+        if datamodule is None:
+            return {}
+        from pathlib import Path
+
+        from zoo._plots import _pyplot, _save
+
+        datamodule.setup("test")
+        batch = next(iter(datamodule.test_dataloader()))
+        images_, targets = batch[0][:images], batch[1][:images]
+        self.eval()
+        with torch.no_grad():
+            boxes, labels, scores = self.detect(images_.to(self.device), torch.Generator(self.device).manual_seed(0))
+        names = getattr(datamodule, "categories", {}) or {}
+        size = self.hparams.image_size
+        plt = _pyplot()
+        cols = min(4, len(images_))
+        rows = -(-len(images_) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+        for ax, im, t, b, lb, sc in zip(axes.flat, images_, targets, boxes.cpu(), labels.cpu(), scores.cpu()):
+            ax.imshow(im.permute(1, 2, 0).numpy())
+            for y0, x0, y1, x1 in (t["boxes"] * size).tolist():
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="white", lw=0.8, ls="--"))
+            for (y0, x0, y1, x1), c, s in zip((b * size).tolist(), lb.tolist(), sc.tolist()):
+                if s >= min_score and c > 0:
+                    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec="yellow", lw=1.2))
+                    ax.text(x0, y0, f"{names.get(c, c)} {s:.2f}", color="yellow", fontsize=6, va="bottom")
+        for ax in axes.flat:
+            ax.axis("off")
+        path = _save(fig, Path(folder) / "detections.png",
+                     f"Test images: sampled detections with score >= {min_score} (yellow), annotations (white, dashed)")
+        return {path.name: path}
 
     def configure_optimizers(self):
         hp = self.hparams
