@@ -29,10 +29,11 @@ def checkpoints_table() -> str:
             continue
         acc = e.headline()
         base = entries[e.baseline].headline() if e.baseline else ""
+        get = f"Hub @{e.hub.revision[:7]}" if e.hub else f"`zoo {'convert' if e.source else 'reproduce'} {name}`"
         rows.append(
             f"| `{name}` | {e.dataset} | {acc or 'not yet measured'} | "
             f"{(base + ' `' + e.baseline + '`') if base else '–'} | "
-            f"{'Hub @' + e.hub.revision[:7] if e.hub else '`zoo reproduce ' + name + '`'} |")
+            f"{get} |")
     return "\n".join(rows)
 
 

@@ -234,6 +234,11 @@ COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
 COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
+# derived scenes of the fixture IDX images, few and small, and a ResNet small enough for them
+SCENES = ("--data.init_args.source_dir={idx_dir}", "--data.init_args.val_pool=40", "--data.init_args.train_size=8",
+          "--data.init_args.val_size=4", "--data.init_args.test_size=4", "--data.init_args.canvas=64",
+          "--data.init_args.max_size=32", "--data.init_args.image_size=64", "--data.init_args.batch_size=4",
+          "--model.init_args.image_size=64", "--model.init_args.backbone=test_resnet")
 # a language model on the tiny Moby Dick of tests/text_fixture.py, at toy widths
 TEXT_DATA = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
              "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
@@ -485,19 +490,22 @@ PAPERS: tuple[Paper, ...] = (
                  check=_nam),),
     ),
     Paper(
-        # arxiv 2109.10852 once the catalogue has a pix2seq entry (the checklist asks every record's paper for one)
-        package="pix2seq", arxiv=None, keys=("pix2seq",),
+        package="pix2seq", arxiv="2109.10852", keys=("pix2seq",),
         math=("test_pix2seq.py::test_token_ids_and_weights_by_hand",
               "test_pix2seq.py::test_encode_decode_round_trip_within_half_a_bin",
               "test_pix2seq.py::test_noise_objects_follow_augment_bbox",
               "test_pix2seq.py::test_nucleus_keeps_the_largest_set_within_p",
+              "test_pix2seq.py::test_without_sequence_augmentation_the_real_objects_are_followed_by_end_tokens",
               "test_pix2seq.py::test_cached_decoding_equals_the_full_forward_pass",
-              "test_coco.py::test_each_augmentation_keeps_boxes_on_their_pixels"),
+              "test_coco.py::test_each_augmentation_keeps_boxes_on_their_pixels",
+              "test_convert.py::test_keras_layer_conventions_give_the_keras_outputs",
+              "test_convert.py::test_official_training_checkpoint_converts_totally"),
         shapes=("test_pix2seq.py::test_positions_and_shapes",
                 "test_pix2seq.py::test_training_sequences_have_the_papers_length_and_loss_mask"),
         overfit=("test_pix2seq.py::test_overfits_one_batch_and_detects_it",),
         round_trip=("test_pix2seq.py::test_training_step_and_release_round_trip",),
-        fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),),
+        fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),
+             Run("configs/pix2seq/scenes.yaml", SCENES, data="own")),
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),),
     ),
     Paper(

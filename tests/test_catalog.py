@@ -30,7 +30,8 @@ def test_entry_builds_and_matches_its_recipe(name, monkeypatch):
     e = ENTRIES[name]
     cls = model_class(e.model)
     model = zoo.create(e.model, **e.init_args)
-    assert e.num_params == sum(p.numel() for p in model.parameters()), "re-run zoo reproduce --update-catalog"
+    if not (e.source and e.num_params is None):  # converted weights: `zoo convert --update-catalog` counts them
+        assert e.num_params == sum(p.numel() for p in model.parameters()), "re-run zoo reproduce --update-catalog"
     assert e.head == list(cls.head_keys)
     keys = list(model.state_dict())
     assert all(any(fnmatch.fnmatchcase(k, p) for k in keys) for p in e.head), "head patterns match no key"
@@ -42,12 +43,15 @@ def test_entry_builds_and_matches_its_recipe(name, monkeypatch):
     module_path, _, cls_name = e.data["class_path"].rpartition(".")
     assert type(cli.datamodule) is getattr(importlib.import_module(module_path), cls_name)
     for k, v in e.data.get("init_args", {}).items():
-        assert getattr(cli.datamodule, k) == v, k
+        assert getattr(cli.datamodule, k, cli.datamodule.hparams.get(k)) == v, k
 
 
 @pytest.mark.parametrize("name", sorted(ENTRIES))
 def test_metrics_are_measured_with_provenance(name):
     e = ENTRIES[name]
+    if e.source and not e.metrics:  # official weights not yet evaluated here: nothing of ours may be claimed
+        assert not e.reproduced and not e.tolerance and not e.hub
+        return
     assert e.metrics, f"{name} has no measured metrics: run zoo reproduce {name} --update-catalog"
     assert e.reproduced and {"command", "wall_time_s", "hardware", "date", "torch", "lightning"} <= set(e.reproduced)
     command = e.reproduced["command"]

@@ -22,6 +22,15 @@ _TEMPLATE = """---
 The paper's setting: {{ paper.setting }}. Its numbers appear with their settings in "Paper's claims" below.
 {% if paper.also %}This checkpoint also runs the experiments of {% for a in paper.also %}[arXiv {{ a }}](https://arxiv.org/abs/{{ a }}){{ ", " if not loop.last }}{% endfor %}.
 {% endif %}{% endif %}
+{% if provenance %}## Converted weights
+
+These are the official weights, converted by `zoo convert {{ name }}` from `{{ provenance.source }}`
+(checkpoint `{{ provenance.checkpoint }}`, read with {{ provenance.framework }}; converter `{{ provenance.converter }}`,
+every one of its {{ provenance.variables }} variables mapped or skipped as training state). The files read, by sha256:
+{% for f, sha in provenance.files_sha256.items() %}
+- `{{ f }}`: `{{ sha }}`{% endfor %}
+
+{% endif %}
 ## Results
 
 Every number under "this checkpoint" was measured by `zoo reproduce`, never typed in.
@@ -122,7 +131,8 @@ def _fmt(v: Any) -> str:
 def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float], num_params: int,
                figures: list[str], extra: dict[str, Any]) -> ModelCard:
     """`extra`: "baseline" {name, description, metrics}, "reproduced" (provenance), "tables" {title: markdown},
-    "claims" (verdicts on the paper's claims, `zoo._claims.Verdict`)."""
+    "claims" (verdicts on the paper's claims, `zoo._claims.Verdict`), "provenance" (converted weights: source,
+    framework, converter, files_sha256, variables)."""
     name = entry.name if entry else model_key
     baseline = extra.get("baseline") or {}
     keys = list(dict.fromkeys([*metrics, *baseline.get("metrics", {})]))
@@ -161,4 +171,5 @@ def model_card(*, entry: Entry | None, model_key: str, metrics: dict[str, float]
         source=SOURCE,
         recipe_url=f"{SOURCE}/blob/main/{entry.recipe}" if entry and entry.recipe.startswith("configs/") else None,
         same_paper=same_paper(entry, _published) if entry else "",
+        provenance=extra.get("provenance"),
     )

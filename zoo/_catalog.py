@@ -79,6 +79,7 @@ class Entry:
     requires: list[str] = field(default_factory=list)
     description: str = ""
     reproduced: dict[str, Any] | None = None
+    source: dict[str, Any] | None = None  # official weights `zoo convert` turns into a release
 
     def headline(self) -> str:
         """The one number that sums the entry up: test/acc as a percentage, otherwise the first metric its
@@ -164,6 +165,15 @@ def parse_entry(name: str, raw: Any) -> Entry:
     tolerance = _float_map(name, "tolerance", raw.get("tolerance"))
     if set(tolerance) - set(metrics) and metrics:
         _fail(name, f"tolerance for unmeasured metric(s) {sorted(set(tolerance) - set(metrics))}")
+    source = raw.get("source")
+    if source is not None:
+        need = {"framework", "url", "converter", "size"}
+        if not isinstance(source, dict) or not need <= set(source):
+            _fail(name, f"`source` needs {', '.join(sorted(need))}")
+        if unknown := set(source) - need - {"official_name"}:
+            _fail(name, f"unknown field(s) in `source`: {', '.join(map(repr, sorted(unknown)))}")
+        if not str(source["url"]).startswith(("gs://", "https://")):
+            _fail(name, f"source.url must be a gs:// or https:// address, got {source['url']!r}")
     if raw.get("num_params") is not None and not isinstance(raw["num_params"], int):
         _fail(name, "`num_params` must be an integer")
     return Entry(
@@ -186,6 +196,7 @@ def parse_entry(name: str, raw: Any) -> Entry:
         requires=list(raw.get("requires") or []),
         description=str(raw.get("description") or ""),
         reproduced=raw.get("reproduced"),
+        source=dict(source) if source else None,
     )
 
 

@@ -33,3 +33,7 @@ class CatalogError(ValueError):
 
 class CheckpointMismatchError(WeightsMismatchError):
     """A Lightning checkpoint (`--ckpt_path`) written by another model or another shape than the one being run."""
+
+
+class ConversionError(ValueError):
+    """Official weights that do not convert: leftover or missing variables, wrong shapes, another architecture."""

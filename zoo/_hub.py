@@ -37,8 +37,8 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+def sha256_file(path: str | Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
@@ -163,6 +163,12 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
                       f"hf-hub:{hub.repo_id}@{hub.revision}", entry)
     else:
         folder = releases_dir() / spec
+        if not (folder / WEIGHTS).is_file() and entry.source is not None:
+            src = entry.source
+            raise CheckpointNotAvailable(
+                f"{spec!r} holds the official weights, converted on your machine: run `zoo convert {spec}` "
+                f"(needs `pip install 'hinton-zoo[convert]'`; downloads the official checkpoint, {src['size']}, "
+                f"from {src['url']}). It saves the release in {folder}, which zoo.load then reads.")
         if not (folder / WEIGHTS).is_file():
             cost = ""
             seconds = (entry.reproduced or {}).get("total_time_s") or (entry.reproduced or {}).get("wall_time_s")
@@ -267,8 +273,10 @@ def _weights_bytes(state: dict[str, torch.Tensor], metadata: dict[str, str]) -> 
 def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics: dict[str, float] | None = None,
                   name: str | None = None, config_yaml: str | None = None,
                   extra_files: dict[str, str | os.PathLike] | None = None,
-                  card_extra: dict[str, Any] | None = None) -> Path:
-    """Write a complete release folder atomically: everything goes into a temporary sibling, then one rename."""
+                  card_extra: dict[str, Any] | None = None, provenance: dict[str, Any] | None = None) -> Path:
+    """Write a complete release folder atomically: everything goes into a temporary sibling, then one rename.
+    `provenance` (converted weights: the source and the sha256 of what was read) goes to provenance.json and the
+    card."""
     from zoo import __version__
     from zoo._card import model_card
 
@@ -298,6 +306,9 @@ def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics
             shutil.copyfile(src, tmp / fname)
             figures.append(fname)
         card_extra = dict(card_extra or {})
+        if provenance is not None:
+            (tmp / "provenance.json").write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+            card_extra["provenance"] = provenance
         if entry is not None:
             if "claims" not in card_extra:
                 card_extra["claims"] = release_verdicts(entry, metrics, card_extra.get("baseline"))

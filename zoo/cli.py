@@ -2,7 +2,7 @@
 
 `zoo fit|validate|test|predict` are LightningCLI subcommands (configs, --print_config, --model.help);
 `zoo list`, `zoo info` read the catalogue without importing torch or lightning; `zoo download`,
-`zoo reproduce` and `zoo publish` manage weights.
+`zoo reproduce`, `zoo convert` and `zoo publish` manage weights.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ Catalogue and weights:
   download   fetch and verify an entry's weights     zoo download forward-forward-fmnist
   reproduce  train the recipe, test, compare, save a release   zoo reproduce forward-forward-digits
   publish    upload a release in one Hub commit      zoo publish NAME --repo-id ORG/REPO
+  convert    official weights -> a zoo release       zoo convert pix2seq-coco [--checkpoint DIR]
              the whole zoo: zoo reproduce --all --only-missing; zoo publish --all --org ORG
 
 `zoo <command> --help` explains each one.
@@ -77,6 +78,18 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-baseline", action="store_true",
                     help="skip the backprop baseline the entry is compared with (with --all: baselines that "
                          "PATTERN does not match are not added)")
+    cv = sub.add_parser("convert", description=(
+        "Turn an entry's official checkpoint (its catalogue `source`: a TensorFlow checkpoint) into a zoo release "
+        "in $ZOO_HOME/releases/NAME, which `zoo.load(NAME)` then reads and `zoo publish` uploads. Every variable "
+        "of the checkpoint is mapped onto the model or skipped as training state (optimizer slots, step "
+        "counters), and every shape checked; anything else stops the conversion with the names involved. The "
+        "sha256 of each file read goes into the release's provenance.json. Needs TensorFlow to read the "
+        "checkpoint: pip install 'hinton-zoo[convert]'."))
+    cv.add_argument("name", help="catalogue name with a `source`, e.g. pix2seq-coco (`zoo info NAME` shows it)")
+    cv.add_argument("--checkpoint", help="the official checkpoint already on disk: its folder, prefix or .index "
+                                         "file (default: download the source into $ZOO_HOME/sources/NAME)")
+    cv.add_argument("--output", help="release folder to write (default: $ZOO_HOME/releases/NAME)")
+    cv.add_argument("--update-catalog", action="store_true", help="write the parameter count into the catalogue")
     pb = sub.add_parser("publish", description=(
         "Upload a release in one Hub commit and pin the commit id and the files' sha256 in the catalogue. With "
         "--all: every local release in $ZOO_HOME/releases matching PATTERN that the catalogue does not pin yet, "
@@ -167,7 +180,8 @@ def _zoo_error(err: BaseException) -> BaseException | None:
     from zoo import _errors
 
     known = (_errors.CheckpointNotAvailable, _errors.ChecksumError,
-             _errors.WeightsMismatchError, _errors.UnknownCheckpointError, _errors.CatalogError)
+             _errors.WeightsMismatchError, _errors.UnknownCheckpointError, _errors.CatalogError,
+             _errors.ConversionError)
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, known):
@@ -201,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown command {argv[0]!r}")
     if extra and args.command != "reproduce":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    from zoo._errors import CatalogError, CheckpointNotAvailable, ChecksumError, UnknownCheckpointError
+    from zoo._errors import (CatalogError, CheckpointNotAvailable, ChecksumError, ConversionError,
+                             UnknownCheckpointError)
 
     try:
         if args.command in ("list", "info", "claims"):
@@ -230,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
             out = reproduce(args.name, extra, update_catalog=args.update_catalog, with_baseline=not args.no_baseline)
             return 0 if out.get("ok", True) else 3
+        if args.command == "convert":
+            from zoo._convert import convert
+
+            folder = convert(args.name, args.checkpoint, args.output, update_catalog=args.update_catalog)
+            print(f"{args.name}: converted into {folder}; zoo.load({args.name!r}) now reads it")
+            return 0
         if args.command == "publish":
             if args.all:
                 if not args.org or args.repo_id:
@@ -245,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             res = publish(args.name, args.repo_id, token=args.token, endpoint=args.endpoint)
             print(json.dumps(res, indent=2))
             return 0
-    except (UnknownCheckpointError, CheckpointNotAvailable, ChecksumError, CatalogError) as err:
+    except (UnknownCheckpointError, CheckpointNotAvailable, ChecksumError, CatalogError, ConversionError) as err:
         print(f"zoo {args.command}: {err}", file=sys.stderr)
         return 2
     return 1
