@@ -9,6 +9,11 @@ def plain_parts(cli, with_scheduler: bool = False):
     model, dm = cli.model, cli.datamodule
     dm.prepare_data()
     dm.setup("fit")
+    if "estimated_stepping_batches" in type(model).configure_optimizers.__code__.co_names:
+        # a schedule sized from the run (Pix2seq's): the Trainer answers, attached to model and data but not run
+        model.trainer = cli.trainer
+        cli.trainer.strategy.connect(model)
+        cli.trainer._data_connector.attach_data(model, datamodule=dm)
     conf = model.configure_optimizers()
     opt = conf["optimizer"] if isinstance(conf, dict) else conf
     model.train()

@@ -8,6 +8,7 @@ process.
     python benchmarks/overhead.py --recipe configs/speech_rnn/synth-ctc-3l128.yaml --steps 30 --warmup 3 \
         --data.init_args.max_utterances=300
     python benchmarks/overhead.py --recipe configs/simclr/fmnist.yaml --steps 20 --warmup 3
+    python benchmarks/overhead.py --recipe configs/pix2seq/scenes.yaml --steps 20 --warmup 3
 
 Prints steps/s for each path and the ratio (target: the Lightning path at least 0.9x the plain loop). Recipes of
 the models in PLAIN_LOSS are supported; further `--key=value` arguments override the recipe for both paths. Uses the
@@ -125,6 +126,7 @@ PLAIN_LOSS: dict[str, Callable] = {
     "imputer": _imputer_ctc_loss,   # the expert's recipe (loss: ctc)
     "seq2seq_parser": _parser_loss,
     "simclr": _simclr_loss,
+    "pix2seq": lambda: lambda model, batch: model.loss(batch[0], batch[1], train=True),
 }
 
 
