@@ -15,7 +15,6 @@ TensorFlow is needed only to read the checkpoint (`pip install 'hinton-zoo[conve
 from __future__ import annotations
 
 import base64
-import fnmatch
 import hashlib
 import json
 import os
@@ -30,6 +29,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from zoo._errors import CheckpointNotAvailable, ConversionError
+from zoo._hub import _matches
 from zoo._paths import zoo_home
 
 # variables a training checkpoint carries that are not weights: optimizer state, step counters, the object graph
@@ -148,10 +148,6 @@ class StateBuilder:
                      ("moving_variance", "running_var")):
             self.take(f"{src}/{a}", f"{dst}.{b}")
         self.fill(f"{dst}.num_batches_tracked", np.zeros((), np.int64))
-
-
-def _matches(key: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(key, p) for p in patterns)
 
 
 # ----------------------------------------------------------------------------- reading TensorFlow checkpoints
