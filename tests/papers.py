@@ -184,6 +184,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     from coco_fixture import write_coco_fixture
     from speech_fixture import write_synthetic, write_timit
     from text_fixture import moby_dick_dir
+    from treecrown_fixture import write_treecrown_photos
 
     import zoo
     from zoo.data.parsing import TreebankDataModule, write_synthetic_treebank
@@ -200,6 +201,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")),
+            "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "simclrv2_pretrained": str(zoo.save_pretrained(
                 zoo.create("simclr", in_chans=1, width=0.125, head_layers=3), dest / "simclrv2_pretrained")),
@@ -234,6 +236,13 @@ COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
 COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
+# the four photos at 4x the tiny size, 40 px tiles, a toy detector
+TREECROWNS = ("--data.init_args.source={treecrown_dir}", "--data.init_args.tile=40", "--data.init_args.image_size=64",
+              "--data.init_args.batch_size=2", "--model.init_args.image_size=64",
+              "--model.init_args.backbone=test_resnet", "--model.init_args.num_encoder_layers=1",
+              "--model.init_args.num_decoder_layers=1", "--model.init_args.dim_att=16", "--model.init_args.dim_mlp=32",
+              "--model.init_args.num_heads=2", "--model.init_args.dim_att_dec=16", "--model.init_args.dim_mlp_dec=32",
+              "--model.init_args.num_heads_dec=2", "--trainer.precision=32-true")
 # derived scenes of the fixture IDX images, few and small, and a ResNet small enough for them
 SCENES = ("--data.init_args.source_dir={idx_dir}", "--data.init_args.val_pool=40", "--data.init_args.train_size=8",
           "--data.init_args.val_size=4", "--data.init_args.test_size=4", "--data.init_args.canvas=64",
@@ -505,7 +514,8 @@ PAPERS: tuple[Paper, ...] = (
         overfit=("test_pix2seq.py::test_overfits_one_batch_and_detects_it",),
         round_trip=("test_pix2seq.py::test_training_step_and_release_round_trip",),
         fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),
-             Run("configs/pix2seq/scenes.yaml", SCENES, data="own")),
+             Run("configs/pix2seq/scenes.yaml", SCENES, data="own"),
+             Run("configs/pix2seq/treecrowns.yaml", TREECROWNS, data="own")),
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),),
     ),
     Paper(

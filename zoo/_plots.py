@@ -57,3 +57,17 @@ def score_table(images: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
         axes[i, 1].set_xticks(range(c))
         axes[i, 1].set_xticklabels(classes if i == n - 1 else [], rotation=60, fontsize=7)
     return _save(fig, path, title)
+
+
+def sample_grids(panels: dict[str, torch.Tensor], path: Path, title: str = "", nrow: int = 10) -> Path:
+    """One grid of images [N, C, H, W] in [0, 1] per panel, side by side."""
+    from torchvision.utils import make_grid
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.6), squeeze=False)
+    for ax, (name, images) in zip(axes[0], panels.items()):
+        grid = make_grid(images.float(), nrow=nrow, padding=1, pad_value=1.0)
+        ax.imshow(grid.permute(1, 2, 0).numpy().squeeze(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    return _save(fig, path, title)

@@ -1,5 +1,6 @@
 """Representation similarity (Kornblith, Norouzi, Lee & Hinton 2019): linear and RBF centred kernel
-alignment (CKA), their debiased forms, and a torchmetrics CKA that accumulates minibatches exactly.
+alignment (CKA), their debiased forms, and a torchmetrics CKA that accumulates minibatches exactly; and FID on a
+zoo classifier's features, for generative models of small images.
 
 CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K, L the centred Gram matrices of two
 representations of the same n examples. Computed in float64.
@@ -10,7 +11,8 @@ import torch
 from torchmetrics import Metric
 
 __all__ = ["CKA", "cka", "center_gram", "gram_linear", "gram_rbf", "linear_cka", "linear_probe", "mean_squared_cca",
-           "rbf_cka"]
+           "rbf_cka", "PenultimateFeatures", "zoo_fid",
+           "fid_to_test_set"]
 
 
 def _f64(x: torch.Tensor) -> torch.Tensor:
@@ -232,3 +234,51 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
         if val_acc > best["val_acc"]:
             best = {"val_acc": val_acc, "test_acc": test_acc, "l2": wd}
     return best
+
+
+class PenultimateFeatures(torch.nn.Module):
+    """A frozen zoo classifier as an FID feature extractor: the input of its head (the penultimate layer)."""
+
+    def __init__(self, classifier: torch.nn.Module):
+        super().__init__()
+        self.classifier = classifier.eval().requires_grad_(False)
+        head = classifier.get_submodule(type(classifier).head_keys[0].removesuffix(".*"))
+        self.num_features = head.in_features
+        self._out: list[torch.Tensor] = []
+        head.register_forward_hook(lambda mod, args, out: self._out.append(args[0]))
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._out.clear()
+        self.classifier(x)
+        return self._out.pop().flatten(1).float()
+
+
+def zoo_fid(classifier: str):
+    """torchmetrics' FID on the penultimate features of a zoo classifier (catalogue name or release folder;
+    inputs in [0, 1]); the real statistics are kept across `reset()`. Not comparable with Inception FIDs."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    import zoo
+
+    return FrechetInceptionDistance(feature=PenultimateFeatures(zoo.load(classifier)), normalize=True,
+                                    reset_real_features=False)
+
+
+def fid_to_test_set(classifier: str, datamodule, samples: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+    """`zoo_fid` of the first n images of each sample set [N, C, H, W] in [0, 1] against the DataModule's whole
+    test split, and of its first n validation images under the name "real_heldout": the floor for n images."""
+    datamodule.setup("test")
+    fid = zoo_fid(classifier)
+    real = datamodule.test_set
+    for start in range(0, len(real), 1000):
+        fid.update(real.__getitems__(list(range(start, min(start + 1000, len(real)))))[0], real=True)
+    held = datamodule.val_set.__getitems__(list(range(min(len(datamodule.val_set), n))))[0]
+    out = {}
+    for name, x in [*samples.items(), ("real_heldout", held)]:
+        fid.reset()
+        for part in x[:n].split(1000):
+            fid.update(part, real=False)
+        out[name] = float(fid.compute())
+        print(f"analyse: FID (zoo classifier features) of {name}: {out[name]:.2f}", flush=True)
+    return out

@@ -11,8 +11,10 @@ from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
 from zoo.data.text import TextDataModule, Vocabulary
+from zoo.data.treecrowns import TreeCrownDataModule
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
            "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
            "TreebankDataModule",
-           "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary"]
+           "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
+           "TreeCrownDataModule"]

@@ -172,6 +172,31 @@ def folder_with(*files: str) -> Callable[[Path], Path | None]:
     return lambda folder: folder if all((folder / f).is_file() for f in files) else None
 
 
+def build_once(folder: Path, write: Callable[[Path], Any]) -> None:
+    """Make a derived dataset folder once: `write(tmp)` fills a temporary sibling folder, which then becomes `folder`
+    with a `done` marker. A crash leaves no folder that looks complete; a half-built one from an earlier crash is
+    replaced; when another process finishes the same folder meanwhile, its copy is kept."""
+    import shutil
+    import tempfile
+
+    if (folder / "done").is_file():
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    try:
+        write(tmp)
+        (tmp / "done").write_text("")
+        if (folder / "done").is_file():
+            shutil.rmtree(tmp)
+        else:
+            if folder.exists():
+                shutil.rmtree(folder)
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 class InMemoryData(L.LightningDataModule):
     """Base of DataModules whose splits are in-memory Datasets (`train_set`, `val_set`, `test_set`, filled by
     `setup`): batched loaders, with the training one shuffled by (seed, epoch)."""

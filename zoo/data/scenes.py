@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zoo.data._base import build_once
 from zoo.data.coco import COCODetectionDataModule
 
 
@@ -187,35 +188,19 @@ class SceneDetectionDataModule(COCODetectionDataModule):
         return zoo_home() / "data" / "scenes" / f"{self.scene_args['source']}-{key}"
 
     def prepare_data(self) -> None:
-        folder = self.scene_dir
-        if not (folder / "done").is_file():
-            import shutil
-            import tempfile
+        from zoo.data.idx import DATASETS, IDXDataModule, read_idx
 
-            from zoo.data.idx import DATASETS, IDXDataModule, read_idx
+        folder, a = self.scene_dir, self.scene_args
 
-            files = IDXDataModule(self.scene_args["source"], data_dir=self.source_dir).locate()
+        def write(tmp: Path) -> None:
+            files = IDXDataModule(a["source"], data_dir=self.source_dir).locate()
+            write_scenes(tmp, read_idx(files["train_images"]), read_idx(files["train_labels"]),
+                         read_idx(files["test_images"]), read_idx(files["test_labels"]),
+                         DATASETS[a["source"]]["classes"], {"train": a["train"], "val": a["val"], "test": a["test"]}, val_pool=a["val_pool"],
+                         seed=a["seed"], canvas=a["canvas"], max_objects=a["max_objects"], min_size=a["min_size"],
+                         max_size=a["max_size"], max_iou=a["max_iou"], clutter=a["clutter"])
 
-            a = self.scene_args
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-            try:
-                write_scenes(tmp, read_idx(files["train_images"]), read_idx(files["train_labels"]),
-                             read_idx(files["test_images"]), read_idx(files["test_labels"]),
-                             DATASETS[a["source"]]["classes"],
-                             {"train": a["train"], "val": a["val"], "test": a["test"]},
-                             val_pool=a["val_pool"], seed=a["seed"], canvas=a["canvas"], max_objects=a["max_objects"],
-                             min_size=a["min_size"], max_size=a["max_size"], max_iou=a["max_iou"],
-                             clutter=a["clutter"])
-                if (folder / "done").is_file():  # another process finished the same scenes meanwhile: keep those
-                    shutil.rmtree(tmp)
-                else:
-                    if folder.exists():  # a crashed, unfinished attempt
-                        shutil.rmtree(folder)
-                    tmp.rename(folder)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+        build_once(folder, write)
         self.data_dir = str(folder)
         super().prepare_data()
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
+from zoo._plots import sample_grids
 from zoo.data.dequantise import bits_per_dim, dequantise
+from zoo.metrics import fid_to_test_set
 from zoo.models.grbm.model import GRBM, ChainStats, sample_bernoulli
 
 SAMPLERS = ("gibbs_langevin", "gibbs")
@@ -21,24 +22,6 @@ SAMPLERS = ("gibbs_langevin", "gibbs")
 #: adjustment from the first step (when the settings do not already adjust every step), and plain Gibbs
 LABELS = {"gibbs_langevin": "Gibbs-Langevin", "gibbs_langevin_mh": "Gibbs-Langevin, MH-adjusted",
           "gibbs": "plain Gibbs"}
-
-
-class PenultimateFeatures(nn.Module):
-    """A frozen zoo classifier as an FID feature extractor: the input of its head (the penultimate layer)."""
-
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.classifier = classifier.eval().requires_grad_(False)
-        head = classifier.get_submodule(type(classifier).head_keys[0].removesuffix(".*"))
-        self.num_features = head.in_features
-        self._out: list[torch.Tensor] = []
-        head.register_forward_hook(lambda mod, args, out: self._out.append(args[0]))
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self._out.clear()
-        self.classifier(x)
-        return self._out.pop().flatten(1).float()
 
 
 @register_model("grbm")
@@ -289,11 +272,9 @@ class GRBMModule(ZooModule):
         return out
 
     def _analyse_images(self, folder: Path | None, datamodule) -> dict[str, Any]:
-        from zoo.models.grbm.analysis import sample_grids
-
         hp = self.hparams
         samples = self._compared_samples(max(hp.fid_samples, 100))
-        figures, metrics = {}, {}
+        figures = {}
         if folder is not None:
             path = sample_grids({f"{LABELS[s]} ({hp.sample_steps} steps)": x[:100] for s, x in samples.items()},
                                 folder / "samples_from_noise.png",
@@ -301,17 +282,9 @@ class GRBMModule(ZooModule):
             figures[path.name] = path
         if hp.fid_features is None:
             return {"figures": figures}
-        fid = self.fid_metric()
+        fids = fid_to_test_set(hp.fid_features, datamodule, samples, hp.fid_samples)
+        metrics = {f"{name}/fid_zoo_cnn": v for name, v in fids.items()}
         real = datamodule.test_set
-        for start in range(0, len(real), 1000):
-            fid.update(real.__getitems__(list(range(start, min(start + 1000, len(real)))))[0], real=True)
-        held = datamodule.val_set.__getitems__(list(range(min(len(datamodule.val_set), hp.fid_samples))))[0]
-        for name, x in [*samples.items(), ("real_heldout", held)]:
-            fid.reset()
-            for part in x[: hp.fid_samples].split(1000):
-                fid.update(part, real=False)
-            metrics[f"{name}/fid_zoo_cnn"] = float(fid.compute())
-            print(f"analyse: FID (zoo classifier features) of {name}: {metrics[f'{name}/fid_zoo_cnn']:.2f}", flush=True)
         table = "\n".join([
             f"| samples ({hp.fid_samples} each, vs the {len(real)} test images) | FID (zoo FMNIST CNN features) |",
             "|---|---|",
@@ -322,15 +295,6 @@ class GRBMModule(ZooModule):
         title = (f"FID with the penultimate features of the zoo classifier {hp.fid_features} (not Inception; "
                  "lower is better)")
         return {"metrics": metrics, "figures": figures, "tables": {title: table}}
-
-    def fid_metric(self):
-        """torchmetrics' FID on the penultimate features of the `fid_features` zoo classifier (inputs in [0, 1])."""
-        from torchmetrics.image.fid import FrechetInceptionDistance
-
-        import zoo
-
-        extractor = PenultimateFeatures(zoo.load(self.hparams.fid_features))
-        return FrechetInceptionDistance(feature=extractor, normalize=True, reset_real_features=False)
 
     def _analyse_points(self, folder: Path | None, datamodule) -> dict[str, Any]:
         from zoo.models.grbm.analysis import density_panels, mmd2, tv_to_density
