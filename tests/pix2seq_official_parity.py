@@ -1,5 +1,5 @@
-"""The converted Pix2seq against the official model itself: google-research/pix2seq's `encoder_ar_decoder` (resnet
-or vit-b variant), imported at run time from a checkout, with random weights and random BatchNorm statistics, is saved as a
+"""The converted Pix2seq against the official model itself: google-research/pix2seq's `encoder_ar_decoder` (resnet,
+resnet-c, vit-b or vit-l variant), imported at run time from a checkout, with random weights and random BatchNorm statistics, is saved as a
 checkpoint; `zoo convert`'s mapping loads it into `Pix2SeqDetector`; both encode the same images and score the same
 token sequence. Prints the largest differences. Not part of the suite (it needs the official checkout and a Python
 with TensorFlow and tf-keras, as the official code is Keras 2); tests/test_convert.py runs it when
@@ -60,7 +60,11 @@ tf.train.Checkpoint(model=model, global_step=tf.Variable(1, dtype=tf.int64)).sav
 
 # the official architecture map's widths of each variant, as Pix2SeqDetector arguments
 VARIANTS = {"resnet": {},
+            "resnet-c": {"feature_stage": 3, "dim_att": 512, "dim_mlp": 2048, "num_heads": 16, "dim_att_dec": 512,
+                         "dim_mlp_dec": 2048, "num_heads_dec": 16},
             "vit-b": {"backbone": "vit", "dim_att": 768, "dim_mlp": 3072, "num_heads": 12, "dim_att_dec": 512,
+                      "dim_mlp_dec": 2048, "num_heads_dec": 16},
+            "vit-l": {"backbone": "vit", "dim_att": 1024, "dim_mlp": 4096, "num_heads": 16, "dim_att_dec": 512,
                       "dim_mlp_dec": 2048, "num_heads_dec": 16}}
 
 

@@ -27,6 +27,7 @@ from zoo.models.pix2seq.model import Attention
 pytestmark = pytest.mark.usefixtures("one_thread")
 LISTING = Path(__file__).parent / "data" / "pix2seq_official_variables.txt"
 LISTING_VIT = LISTING.with_name("pix2seq_official_variables_vit.txt")
+LISTING_RESNETC = LISTING.with_name("pix2seq_official_variables_resnetc.txt")
 # the size the listing was saved at (its first lines); the vocabulary and positions are the released configs'
 SMALL = {"image_size": 64, "num_encoder_layers": 1, "num_decoder_layers": 1, "dim_att": 32, "dim_mlp": 64,
          "num_heads": 2, "dim_att_dec": 32, "dim_mlp_dec": 64, "num_heads_dec": 2}
@@ -34,7 +35,7 @@ SMALL = {"image_size": 64, "num_encoder_layers": 1, "num_decoder_layers": 1, "di
 
 @pytest.fixture(scope="module")
 def tf_files(tmp_path_factory):
-    return write_tf_fixtures(tmp_path_factory.mktemp("tf"), LISTING, LISTING_VIT)
+    return write_tf_fixtures(tmp_path_factory.mktemp("tf"), LISTING, LISTING_VIT, LISTING_RESNETC)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +115,22 @@ def test_official_training_checkpoint_converts_totally(official):
     q = variables["model/decoder/decoder/dec_layers/0/cross_mha/_query_dense/kernel"]
     assert torch.equal(state["model.decoder.0.cross_attn.query.weight"], torch.from_numpy(q.reshape(32, 32).T))
     assert checkpoint_prefix(prefix.parent) == prefix and checkpoint_prefix(f"{prefix}.index") == prefix
+
+
+@needs_tf
+def test_official_resnet_c_checkpoint_converts_totally(tf_files, official):
+    """resnet-c (the official R50-C4): the ResNet to its third block group, stride 16, as `feature_stage: 3`; a
+    whole-ResNet checkpoint does not fit such a model (its fourth group is left over), nor the reverse."""
+    variables = dict(np.load(tf_files / LISTING_RESNETC.stem / "variables.npz"))
+    det = Pix2SeqDetector(**dict(SMALL, feature_stage=3))
+    state = convert_state("pix2seq", variables, det, "resnet-c")
+    assert not any(".layer4." in k for k in state)
+    kernel = variables["model/encoder/resnet/block_groups/2/layers/5/conv_relu_dropblock_layers/6/conv2d/kernel"]
+    assert torch.equal(state["model.backbone.layer3.5.conv3.weight"], torch.from_numpy(kernel).permute(3, 2, 0, 1))
+    with pytest.raises(ConversionError, match="block_groups/3"):
+        convert_state("pix2seq", official[1], det, "resnet into resnet-c")
+    with pytest.raises(ConversionError, match="block_groups/3"):
+        convert_state("pix2seq", variables, Pix2SeqDetector(**SMALL), "resnet-c into resnet")
 
 
 @needs_tf
@@ -261,7 +278,7 @@ def test_keras_attention_math_by_hand():
 @pytest.mark.skipif(not (os.environ.get("ZOO_PIX2SEQ_CHECKOUT") and os.environ.get("ZOO_TF_KERAS_PYTHON")),
                     reason="needs a google-research/pix2seq checkout (ZOO_PIX2SEQ_CHECKOUT) and a Python with "
                            "tensorflow + tf-keras (ZOO_TF_KERAS_PYTHON); see tests/pix2seq_official_parity.py")
-@pytest.mark.parametrize("variant", ["resnet", "vit-b"])
+@pytest.mark.parametrize("variant", ["resnet", "resnet-c", "vit-b", "vit-l"])
 def test_converted_model_equals_the_official_model(variant):
     from pix2seq_official_parity import parity
 

@@ -23,9 +23,10 @@ def _mlp(b: StateBuilder, src: str, dst: str) -> None:
 def _resnet(b: StateBuilder, backbone, src: str, dst: str) -> None:
     b.conv2d(f"{src}/initial_conv_relu_max_pool/0/conv2d", f"{dst}.conv1")
     b.batch_norm(f"{src}/initial_conv_relu_max_pool/2/bn", f"{dst}.bn1")
-    for g in range(4):
-        for i, block in enumerate(getattr(backbone, f"layer{g + 1}")):
-            s, d = f"{src}/block_groups/{g}/layers/{i}", f"{dst}.layer{g + 1}.{i}"
+    groups = [n for n in ("layer1", "layer2", "layer3", "layer4") if hasattr(backbone, n)]  # resnet-c: to layer3
+    for g, name in enumerate(groups):
+        for i, block in enumerate(getattr(backbone, name)):
+            s, d = f"{src}/block_groups/{g}/layers/{i}", f"{dst}.{name}.{i}"
             for j, (conv, bn) in enumerate(((0, 1), (3, 4), (6, 7))):
                 b.conv2d(f"{s}/conv_relu_dropblock_layers/{conv}/conv2d", f"{d}.conv{j + 1}")
                 b.batch_norm(f"{s}/conv_relu_dropblock_layers/{bn}/bn", f"{d}.bn{j + 1}")
@@ -36,8 +37,9 @@ def _resnet(b: StateBuilder, backbone, src: str, dst: str) -> None:
 
 @register_converter("pix2seq")
 def convert_pix2seq(b: StateBuilder, module) -> None:
-    """Map an official Pix2seq detector: the `resnet` variant (ResNet-50 + transformer encoder) or the `vit-b` /
-    `vit-l` one (patch convolution + transformer encoder), each with its autoregressive decoder."""
+    """Map an official Pix2seq detector: the `resnet` / `resnet-c` variants (ResNet-50, whole or to its third stage
+    as `feature_stage: 3`, + transformer encoder) or the `vit-b` / `vit-l` ones (patch convolution + transformer
+    encoder), each with its autoregressive decoder."""
     net, p = module.model, "model."
     vit = "model/encoder/stem_conv/kernel" in b.variables
     if vit != (net.backbone is None):
