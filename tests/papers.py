@@ -126,6 +126,14 @@ def _pix2seq(r: DDPResult) -> None:
     assert r.ckpt["optimizer_states"][0]["state"]  # AdamW moments: the loss reached every rank's optimiser
 
 
+def _bit_diffusion(r: DDPResult) -> None:
+    state = r.ckpt["state_dict"]
+    assert r.ckpt["hyper_parameters"]["code"] == "gray"
+    ema = {k: v for k, v in state.items() if k.startswith("ema.")}
+    assert len(ema) == sum(k.startswith("model.f.") for k in state)  # the EMA travels with the checkpoint
+    assert not torch.equal(state["ema.conv_in.weight"], state["model.f.conv_in.weight"])  # and lags the weights
+
+
 def _grbm(r: DDPResult) -> None:
     assert set(r.ckpt["state_dict"]) == {"grbm.W", "grbm.b", "grbm.mu", "grbm.log_var"}
 
@@ -235,6 +243,9 @@ AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", 
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
+# a U-Net 8 wide with one block per resolution; no FID classifier
+BIT_DIFFUSION = ("--model.init_args.dim=8", "--model.init_args.num_res_blocks=[1, 1]", "--model.init_args.head_dim=8",
+                 "--model.init_args.fid_features=null", "--data.init_args.batch_size=8")
 COCO_FIXTURE = ("--data.init_args.data_dir={coco_dir}",)
 # the four photos at 4x the tiny size, 40 px tiles, a toy detector
 TREECROWNS = ("--data.init_args.source={treecrown_dir}", "--data.init_args.tile=40", "--data.init_args.image_size=64",
@@ -409,6 +420,22 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/forward_gradient/fmnist.yaml", ("--data.init_args.batch_size=20",)),),
         ddp=(Run("configs/forward_gradient/fmnist.yaml", ("--data.init_args.batch_size=20", "--model.init_args.channels=32",
                                                           "--model.init_args.groups=4"), check=_forward_gradient),),
+    ),
+    Paper(
+        package="bit_diffusion", arxiv="2208.04202", keys=("bit_diffusion",),
+        math=("test_bit_diffusion.py::test_every_value_survives_analog_bits",
+              "test_bit_diffusion.py::test_bits_are_least_significant_first_channel_by_channel",
+              "test_bit_diffusion.py::test_gray_code_neighbours_differ_in_one_bit",
+              "test_bit_diffusion.py::test_cosine_schedule_by_hand",
+              "test_bit_diffusion.py::test_time_grid_and_the_asymmetric_interval",
+              "test_bit_diffusion.py::test_ddpm_step_is_the_gaussian_posterior",
+              "test_bit_diffusion.py::test_samplers_with_a_perfect_denoiser_return_its_images",
+              "test_bit_diffusion.py::test_self_conditioning_feeds_a_detached_estimate_to_the_first_half"),
+        shapes=("test_bit_diffusion.py::test_unet_shapes",),
+        overfit=("test_bit_diffusion.py::test_overfits_one_batch",),
+        round_trip=("test_bit_diffusion.py::test_release_round_trip_and_sampling",),
+        fit=(Run("configs/bit_diffusion/fmnist.yaml", BIT_DIFFUSION),),
+        ddp=(Run("configs/bit_diffusion/fmnist_gray.yaml", BIT_DIFFUSION, check=_bit_diffusion),),
     ),
     Paper(
         package="grbm", arxiv="2210.10318", keys=("grbm",),
