@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from zoo._paths import zoo_home
 from zoo.data._base import build_once, data_folders, locate
 from zoo.data.coco import COCODetectionDataModule
 
@@ -210,22 +211,18 @@ class TreeCrownDataModule(COCODetectionDataModule):
         self.save_hyperparameters()
         self.source, self.tile, self.min_visible = source, tile, min_visible
 
-    def tile_dir(self) -> Path:
-        from zoo._paths import zoo_home
-
-        source = locate_source(self.source)
+    def tile_dir(self, source: Path) -> Path:
         key = hashlib.sha256(json.dumps([source.name, self.tile, self.min_visible]).encode()).hexdigest()[:12]
         return zoo_home() / "data" / "treecrowns" / f"deepforest-{key}"
 
     def prepare_data(self) -> None:
-        folder = self.tile_dir()
-        build_once(folder, lambda tmp: write_treecrowns(locate_source(self.source), tmp, self.tile, self.min_visible))
+        source = locate_source(self.source)
+        folder = self.tile_dir(source)
+        build_once(folder, lambda tmp: write_treecrowns(source, tmp, self.tile, self.min_visible))
         self.data_dir = str(folder)
         super().prepare_data()
 
     def setup(self, stage: str | None = None) -> None:
-        folder = self.tile_dir()
-        if not (folder / "done").is_file():  # used without a Trainer (which calls prepare_data first)
+        if self.data_dir is None:  # used without a Trainer (which calls prepare_data first)
             self.prepare_data()
-        self.data_dir = str(folder)
         super().setup(stage)

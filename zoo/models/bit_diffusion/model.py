@@ -316,8 +316,11 @@ class BitDiffusion(nn.Module):
         x0 = x0.clamp(-s, s)
         return x0, x0_to_eps(x_t, g, x0)
 
-    def loss(self, v: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Algorithm 1 on integer images v [B, C, H, W]: the mean squared error of the x0 (or ε) prediction."""
+    def loss(self, v: torch.Tensor, generator: torch.Generator | None = None, net: nn.Module | None = None
+             ) -> torch.Tensor:
+        """Algorithm 1 on integer images v [B, C, H, W]: the mean squared error of the x0 (or ε) prediction of the
+        denoiser `net` (default: `f`)."""
+        net = self.f if net is None else net
         x0 = self.bits.encode(v)
         b = x0.shape[0]
         t = torch.rand(b, generator=generator, device=x0.device)
@@ -331,9 +334,9 @@ class BitDiffusion(nn.Module):
             n = int(b * self.self_cond_rate)
             if n > 0:
                 with torch.no_grad():
-                    sc[:n] = self.predict(x_t[:n], None, gamma[:n])[0]
+                    sc[:n] = self.predict(x_t[:n], None, gamma[:n], net)[0]
             inp = torch.cat([x_t, sc], 1)
-        out = self.f(inp, gamma)
+        out = net(inp, gamma)
         target = x0 if self.pred_type == "x" else eps
         return (out - target).pow(2).mean()
 

@@ -69,11 +69,7 @@ class BitDiffusionModule(ZooModule):
         noise (`seed`, default the module's): what validation and testing log."""
         seed = self.hparams.seed if seed is None else seed
         g = torch.Generator(device=x.device).manual_seed(seed)
-        f, self.model.f = self.model.f, self.ema
-        try:
-            return self.model.loss(self.levels(x), g)
-        finally:
-            self.model.f = f
+        return self.model.loss(self.levels(x), g, self.ema)
 
     @torch.no_grad()
     def sample(self, n: int, steps: int | None = None, td: float | None = None, sampler: str | None = None,
