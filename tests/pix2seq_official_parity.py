@@ -73,6 +73,8 @@ def parity(checkout: str, tf_python: str, size: int = 160, encoder_layers: int =
     import numpy as np
     import torch
 
+    from tf_fixture import max_differences
+
     from zoo._convert import checkpoint_prefix, convert_state, read_tf_checkpoint
     from zoo.models.pix2seq import Pix2SeqDetector
 
@@ -90,11 +92,7 @@ def parity(checkout: str, tf_python: str, size: int = 160, encoder_layers: int =
     with torch.no_grad():
         encoded = det.model.encode(torch.from_numpy(io["images"]).permute(0, 3, 1, 2))
         logits = det.model.decode(torch.from_numpy(io["seq"]), encoded)
-    return {"variables": len(variables),
-            "encoded_max_abs_diff": float(np.abs(encoded.numpy() - io["encoded"]).max()),
-            "encoded_max_abs": float(np.abs(io["encoded"]).max()),
-            "logits_max_abs_diff": float(np.abs(logits.numpy() - io["logits"]).max()),
-            "logits_max_abs": float(np.abs(io["logits"]).max())}
+    return {"variables": len(variables), **max_differences({"encoded": encoded.numpy(), "logits": logits.numpy()}, io)}
 
 
 if __name__ == "__main__":

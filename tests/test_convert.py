@@ -97,6 +97,26 @@ def test_keras_layer_conventions_give_the_keras_outputs(keras):
 
 
 @needs_tf
+def test_official_resnet_pools_give_the_keras_outputs(keras):
+    """The pools where TensorFlow and PyTorch pad differently (SimCLR's official ResNet): the stem's 3x3/2 "SAME"
+    max-pool (the odd padding pixel at the bottom/right) and the ResNet-D shortcut's 2x2 average ("SAME" at
+    stride 1, which leaves the padding out of the mean; bottom/right zeros then "VALID" at stride 2), on even
+    and odd sizes."""
+    from zoo.nn.resnet import OfficialAvgDown, resnet_encoder
+
+    _, io_ = keras
+    stem_pool = resnet_encoder(18, 0.125, cifar_stem=False).maxpool
+    for size in ("even", "odd"):
+        x = torch.from_numpy(io_[f"pool_in_{size}"]).permute(0, 3, 1, 2)
+        for name, pool in (("maxpool", stem_pool), ("avgdown1", OfficialAvgDown(1)),
+                           ("avgdown2", OfficialAvgDown(2))):
+            want = torch.from_numpy(io_[f"{name}_{size}"]).permute(0, 3, 1, 2)
+            torch.testing.assert_close(pool(x), want, rtol=1e-6, atol=1e-6, msg=f"{name} {size}")
+    x = torch.from_numpy(io_["pool_in_even"]).permute(0, 3, 1, 2)
+    assert not torch.allclose(nn.MaxPool2d(3, 2, padding=1)(x), stem_pool(x))  # PyTorch's own padding differs
+
+
+@needs_tf
 def test_official_training_checkpoint_converts_totally(official):
     prefix, variables = official
     det = Pix2SeqDetector(**SMALL)

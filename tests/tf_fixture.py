@@ -82,6 +82,16 @@ outputs["bn"] = bn(outputs["conv"], training=False)
 embedding = tf.Variable(rng.standard_normal((11, 8)).astype(np.float32))
 bias = tf.Variable(rng.standard_normal(11).astype(np.float32))
 outputs["logits"] = tf.matmul(x, embedding, transpose_b=True) + bias  # the official shared-embedding read-out
+# the official ResNet's pools (SimCLR): the stem's 3x3/2 "SAME" max-pool and the ResNet-D shortcut's 2x2 average,
+# "SAME" at stride 1, explicit bottom/right zero padding then "VALID" at stride 2; on even and odd sizes
+pools = {"even": rng.standard_normal((2, 8, 8, 3)).astype(np.float32),
+         "odd": rng.standard_normal((2, 7, 7, 3)).astype(np.float32)}
+for k, v in pools.items():
+    outputs[f"maxpool_{k}"] = tf.keras.layers.MaxPooling2D(3, 2, padding="same")(v)
+    outputs[f"avgdown1_{k}"] = tf.keras.layers.AveragePooling2D(2, 1, padding="same")(v)
+    outputs[f"avgdown2_{k}"] = tf.keras.layers.AveragePooling2D(2, 2, padding="valid")(
+        tf.pad(v, [[0, 0], [0, 1], [0, 1], [0, 0]]))
+    outputs[f"pool_in_{k}"] = v
 root = tf.train.Checkpoint(dense=dense, ln=ln, mha=mha, conv=conv, bn=bn)
 root.decoder = tf.Module()
 setattr(root.decoder, "ar_decoder/token_embedding", embedding)
@@ -89,6 +99,17 @@ setattr(root.decoder, "ar_decoder/outp_bias", bias)
 np.savez(out + "/io.npz", x=x, memory=memory, image=image, **{k: np.asarray(v) for k, v in outputs.items()})
 dump(root.save(out + "/ckpt"), out + "/variables.npz")
 """
+
+
+def max_differences(ours: dict, official: dict) -> dict[str, float]:
+    """For each output name: the largest |ours - official| and the largest |official| (the scale it is read at)."""
+    import numpy as np
+
+    out = {}
+    for name, value in ours.items():
+        out[f"{name}_max_abs_diff"] = float(np.abs(np.asarray(value) - official[name]).max())
+        out[f"{name}_max_abs"] = float(np.abs(official[name]).max())
+    return out
 
 
 def write_tf_fixtures(folder: Path, *listings: Path, seed: int = 0) -> Path:

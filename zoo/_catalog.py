@@ -170,8 +170,11 @@ def parse_entry(name: str, raw: Any) -> Entry:
         need = {"framework", "url", "converter", "size"}
         if not isinstance(source, dict) or not need <= set(source):
             _fail(name, f"`source` needs {', '.join(sorted(need))}")
-        if unknown := set(source) - need - {"official_name"}:
+        if unknown := set(source) - need - {"official_name", "include"}:
             _fail(name, f"unknown field(s) in `source`: {', '.join(map(repr, sorted(unknown)))}")
+        include = source.get("include", ["*"])
+        if not isinstance(include, list) or not include or not all(isinstance(i, str) for i in include):
+            _fail(name, "source.include lists file-name patterns to download (default: every file)")
         if not str(source["url"]).startswith(("gs://", "https://")):
             _fail(name, f"source.url must be a gs:// or https:// address, got {source['url']!r}")
     if raw.get("num_params") is not None and not isinstance(raw["num_params"], int):

@@ -243,9 +243,11 @@ def _gcs_objects(url: str, opener=urllib.request.urlopen) -> list[dict[str, Any]
             return [dict(i, bucket=bucket) for i in items if not i["name"].endswith("/")]
 
 
-def download_gcs(url: str, dest: Path, opener=urllib.request.urlopen) -> Path:
+def download_gcs(url: str, dest: Path, opener=urllib.request.urlopen, include: tuple[str, ...] = ("*",)) -> Path:
     """Download the public gs:// folder `url` into `dest` (with progress), each object checked against the md5
-    Google Cloud Storage lists for it; files already there with the right md5 are kept. Returns `dest`."""
+    Google Cloud Storage lists for it; files already there with the right md5 are kept. Only the files whose paths
+    in the folder match an `include` pattern are fetched (a SimCLR folder also holds a TF-Hub copy and the graph,
+    which conversion does not read). Returns `dest`."""
     from tqdm.auto import tqdm
 
     from zoo._hub import sha256_file
@@ -255,8 +257,11 @@ def download_gcs(url: str, dest: Path, opener=urllib.request.urlopen) -> Path:
     except OSError as err:
         raise CheckpointNotAvailable(f"listing {url} failed ({err}). Download the folder yourself "
                                      f"(gsutil -m cp -r {url} .) and pass it with --checkpoint.") from err
+    prefix = url.removeprefix("gs://").partition("/")[2].rstrip("/") + "/"
+    objects = [o for o in objects if _matches(o["name"][len(prefix):], tuple(include))]
     if not objects:
-        raise CheckpointNotAvailable(f"{url} lists no files; is the address right?")
+        matching = "" if include == ("*",) else " matching " + ", ".join(include)
+        raise CheckpointNotAvailable(f"{url} lists no files{matching}; is the address right?")
     dest.mkdir(parents=True, exist_ok=True)
     total = sum(int(o["size"]) for o in objects)
     with tqdm(total=total, unit="B", unit_scale=True, desc=f"zoo convert: {url}", file=sys.stderr) as bar:
@@ -297,7 +302,8 @@ def convert(name: str, checkpoint: str | os.PathLike | None = None, output: str 
         raise ConversionError(f"{name!r} has no official checkpoint to convert (no `source` in its catalogue "
                               f"entry); train it with `zoo reproduce {name}`")
     if checkpoint is None:
-        checkpoint = download_gcs(entry.source["url"], zoo_home() / "sources" / name)
+        checkpoint = download_gcs(entry.source["url"], zoo_home() / "sources" / name,
+                                  include=tuple(entry.source.get("include", ["*"])))
     prefix = checkpoint_prefix(checkpoint)
     files = {p.name: sha256_file(p) for p in checkpoint_files(prefix)}
     variables, tf_version = read_tf_checkpoint(prefix)

@@ -17,9 +17,9 @@ class SimCLRNet(nn.Module):
     as in the official code."""
 
     def __init__(self, depth: int = 18, width: float = 1.0, in_chans: int = 3, cifar_stem: bool = True,
-                 head: Head = "nonlinear", head_layers: int = 2, out_features: int = 128):
+                 head: Head = "nonlinear", head_layers: int = 2, out_features: int = 128, sk_ratio: float = 0.0):
         super().__init__()
-        self.f = resnet_encoder(depth, width, in_chans, cifar_stem)
+        self.f = resnet_encoder(depth, width, in_chans, cifar_stem, sk_ratio)
         self.g = ProjectionHead(self.f.num_features, out_features, head_layers, head)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,6 +36,7 @@ class SimCLR(ZooClassifier):
     Args:
         in_chans, num_classes: image channels and the probe's classes.
         depth, width, cifar_stem: the ResNet encoder (model.py); the CIFAR stem for small images.
+        sk_ratio: SimCLRv2's selective kernels (0.0625; 0 = plain ResNet; `zoo.nn.resnet`).
         head, head_layers, out_features: the projection head ("nonlinear" with `head_layers` layers, "linear",
             "none"; §4.2) and the dimension of z.
         temperature: τ of NT-Xent (the paper's CIFAR-10 setting: 0.5).
@@ -52,7 +53,7 @@ class SimCLR(ZooClassifier):
     head_keys = ("probe.*",)
 
     def __init__(self, in_chans: int = 3, num_classes: int = 10, depth: int = 18, width: float = 1.0,
-                 cifar_stem: bool = True, head: Head = "nonlinear", head_layers: int = 2, out_features: int = 128,
+                 cifar_stem: bool = True, sk_ratio: float = 0.0, head: Head = "nonlinear", head_layers: int = 2, out_features: int = 128,
                  temperature: float = 0.5, objective: Literal["contrastive", "supervised"] = "contrastive",
                  optimizer: Literal["lars", "sgd", "adam"] = "lars", lr: float = 1.0,
                  lr_scaling: Literal["linear", "sqrt", "none"] = "linear", momentum: float = 0.9,
@@ -65,7 +66,7 @@ class SimCLR(ZooClassifier):
         if objective == "supervised" and head != "none":
             raise ValueError(f"objective='supervised' trains no projection head: set head='none' (got {head!r}), "
                              "or its unused weights would stall DDP")
-        self.net = SimCLRNet(depth, width, in_chans, cifar_stem, head, head_layers, out_features)
+        self.net = SimCLRNet(depth, width, in_chans, cifar_stem, head, head_layers, out_features, sk_ratio)
         self.probe = nn.Linear(self.net.f.num_features, num_classes)
         self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
                                       for s in ("val", "test")})

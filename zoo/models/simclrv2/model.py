@@ -23,15 +23,16 @@ class TunedNet(nn.Module):
         num_classes: the supervised head's classes.
         zero_init: start the supervised head at zero (the official fine-tuning's `zero_init_logits_layer`);
             otherwise N(0, 0.01²) weights, as the official LinearLayer.
+        sk_ratio: selective kernels in the encoder (the official "sk1" models: 0.0625).
     """
 
     def __init__(self, depth: int = 50, width: float = 1.0, in_chans: int = 3, cifar_stem: bool = False,
                  head_layers: int = 3, out_features: int = 128, selector: int = 1, num_classes: int = 1000,
-                 zero_init: bool = True):
+                 zero_init: bool = True, sk_ratio: float = 0.0):
         super().__init__()
         if not 0 <= selector <= head_layers:
             raise ValueError(f"selector={selector}: the head has {head_layers} layers, choose 0..{head_layers}")
-        self.f = resnet_encoder(depth, width, in_chans, cifar_stem)
+        self.f = resnet_encoder(depth, width, in_chans, cifar_stem, sk_ratio)
         self.g = ProjectionHead(self.f.num_features, out_features, head_layers, "nonlinear")
         if selector < head_layers:
             self.g.net = self.g.net[:3 * selector]  # each hidden layer is dense, batch norm, ReLU

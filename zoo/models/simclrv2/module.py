@@ -27,10 +27,10 @@ class _Tuned(ZooClassifier):
     head_keys = ("net.classifier.*",)
 
     def _build(self, num_classes: int, depth: int, width: float, in_chans: int, cifar_stem: bool, head_layers: int,
-               out_features: int, ft_proj_selector: int, zero_init: bool) -> None:
+               out_features: int, ft_proj_selector: int, zero_init: bool, sk_ratio: float) -> None:
         check_scaled_optimizer(self.hparams.optimizer, self.hparams.lr_scaling)
         self.net = TunedNet(depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
-                            num_classes, zero_init)
+                            num_classes, zero_init, sk_ratio)
         self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
                                       for s in ("val", "test")})
 
@@ -60,14 +60,15 @@ class SimCLRv2FineTune(_Tuned):
             (deeper head layers, the linear probe) is skipped by name. Not saved as a hyperparameter: a release
             holds the fine-tuned weights themselves.
         ft_proj_selector: head layers kept (the paper: 1 of 3; 0 is v1's fine-tuning from h).
-        depth, width, in_chans, cifar_stem, head_layers, out_features: the pre-trained network's shape.
+        depth, width, in_chans, cifar_stem, sk_ratio, head_layers, out_features: the pre-trained network's shape.
         optimizer, lr, lr_scaling, momentum, weight_decay, warmup_epochs: `zoo.optim.scaled_optimizer`.
         weights: a zoo checkpoint of this model to start from (`zoo fit` fine-tuning of a release).
     """
 
     def __init__(self, num_classes: int = 10, depth: int = 50, width: float = 1.0, in_chans: int = 3,
-                 cifar_stem: bool = False, head_layers: int = 3, out_features: int = 128, ft_proj_selector: int = 1,
-                 optimizer: Optimizer = "lars", lr: float = 0.005, lr_scaling: Scaling = "sqrt",
+                 cifar_stem: bool = False, sk_ratio: float = 0.0, head_layers: int = 3, out_features: int = 128,
+                 ft_proj_selector: int = 1, optimizer: Optimizer = "lars", lr: float = 0.005,
+                 lr_scaling: Scaling = "sqrt",
                  momentum: float = 0.9, weight_decay: float = 0.0, warmup_epochs: float = 0.0,
                  pretrained: str | None = None, weights: str | None = None):
         super().__init__()
@@ -76,7 +77,7 @@ class SimCLRv2FineTune(_Tuned):
             raise ValueError("give `pretrained` (a SimCLR pre-training to fine-tune) or `weights` (a fine-tuned "
                              "release to go on from), not both")
         self._build(num_classes, depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
-                    zero_init=True)
+                    zero_init=True, sk_ratio=sk_ratio)
         self.__dict__["_pretrained"] = pretrained  # loaded once, in `setup`
         self.init_weights_from(weights)
 
@@ -121,15 +122,16 @@ class SimCLRv2Distill(_Tuned):
     """
 
     def __init__(self, num_classes: int = 10, depth: int = 50, width: float = 1.0, in_chans: int = 3,
-                 cifar_stem: bool = False, head_layers: int = 3, out_features: int = 128, ft_proj_selector: int = 1,
-                 teacher: str = "simclrv2-fmnist-finetune-1pct", temperature: float = 1.0,
+                 cifar_stem: bool = False, sk_ratio: float = 0.0, head_layers: int = 3, out_features: int = 128,
+                 ft_proj_selector: int = 1, teacher: str = "simclrv2-fmnist-finetune-1pct",
+                 temperature: float = 1.0,
                  optimizer: Optimizer = "lars", lr: float = 1.0, lr_scaling: Scaling = "linear",
                  momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 0.0,
                  weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
         self._build(num_classes, depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
-                    zero_init=False)
+                    zero_init=False, sk_ratio=sk_ratio)
         self.__dict__["_teacher"] = None
         self.init_weights_from(weights)
 
