@@ -249,7 +249,8 @@ def test_zoo_convert_without_source_or_checkpoint_says_what_to_do(tmp_path, monk
 
 
 def test_download_checks_each_file_against_the_bucket_md5(tmp_path):
-    files = {"coco/ckpt-1.index": b"index bytes", "coco/ckpt-1.data-00000-of-00001": b"x" * 3000}
+    files = {"coco/ckpt-1.index": b"index bytes", "coco/ckpt-1.data-00000-of-00001": b"x" * 3000,
+             "coco/hub/saved_model.pb": b"a TF-Hub copy"}
     served = dict(files)
 
     def opener(url):
@@ -260,8 +261,12 @@ def test_download_checks_each_file_against_the_bucket_md5(tmp_path):
             return io.BytesIO(json.dumps({"items": items}).encode())
         return io.BytesIO(served[url.removeprefix("https://storage.googleapis.com/pix2seq/").replace("%2F", "/")])
 
+    only = download_gcs("gs://pix2seq/coco", tmp_path / "only", opener, include=("ckpt-*.index", "ckpt-*.data-*"))
+    assert sorted(p.name for p in only.iterdir()) == ["ckpt-1.data-00000-of-00001", "ckpt-1.index"]
+    with pytest.raises(CheckpointNotAvailable, match="lists no files matching model.ckpt-"):
+        download_gcs("gs://pix2seq/coco", tmp_path / "none", opener, include=("model.ckpt-*",))
     dest = download_gcs("gs://pix2seq/coco", tmp_path / "src", opener)
-    assert (dest / "ckpt-1.index").read_bytes() == b"index bytes"
+    assert (dest / "ckpt-1.index").read_bytes() == b"index bytes" and (dest / "saved_model.pb").is_file()
     served["coco/ckpt-1.index"] = b"tampered!!!"
     (dest / "ckpt-1.index").unlink()
     with pytest.raises(CheckpointNotAvailable, match="md5 .* is not the"):
