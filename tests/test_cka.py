@@ -66,6 +66,24 @@ def test_one_training_step_moves_each_member_as_if_it_trained_alone():
             torch.testing.assert_close(a, b, rtol=0, atol=1e-10, msg=k)
 
 
+def test_training_batches_are_augmented_alike_for_every_member(monkeypatch):
+    """shift/flip transform the batch once, before the grouped network: every member sees the same images."""
+    import zoo.models.cka.module as mod
+
+    seen = []
+    model = zoo.create("cnn_seeds", **SHAPE, seeds=[1, 2], shift=2, flip=True)
+    model.log = lambda *args, **kwargs: None
+    monkeypatch.setattr(model.net, "forward", lambda x: seen.append(x) or torch.zeros(x.shape[0], 2, 5))
+    x = torch.rand(16, 1, 28, 28)
+    torch.manual_seed(0)
+    model.training_step((x, torch.zeros(16, dtype=torch.long)), 0)
+    torch.manual_seed(0)
+    want = mod.random_translate(mod.random_hflip(x), 2)
+    assert len(seen) == 1 and torch.equal(seen[0], want) and not torch.equal(want, x)
+    with pytest.raises(ValueError, match="schedule must be"):
+        zoo.create("cnn_seeds", **SHAPE, schedule="step")
+
+
 def test_member_accuracy_by_hand():
     metric = MemberAccuracy(2)
     logits = torch.tensor([[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])  # [3, 2, 2]

@@ -99,6 +99,16 @@ def test_random_translate_moves_each_image_by_its_own_offset():
     assert torch.equal(random_translate(x, 0), x)
 
 
+def test_random_hflip_mirrors_each_image_with_its_own_coin():
+    from zoo.data.augment import random_hflip
+
+    x = torch.arange(64 * 6, dtype=torch.float32).view(64, 1, 2, 3)
+    coins = torch.rand(64, generator=torch.Generator().manual_seed(5)) < 0.5
+    out = random_hflip(x, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out[coins], x[coins].flip(-1)) and torch.equal(out[~coins], x[~coins])
+    assert 10 < int(coins.sum()) < 54 and torch.equal(random_hflip(x, 0.0), x)
+
+
 def _write_celeba(root, colours, splits):
     """A CelebA folder in the official layout: 178 x 218 JPEGs whose central 140 x 140 square is one colour and
     whose border is another, and list_eval_partition.txt."""

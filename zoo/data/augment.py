@@ -21,3 +21,11 @@ def random_translate(x: torch.Tensor, max_shift: int, generator: torch.Generator
     batch = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of `x` [B, C, H, W] left-right with probability `p`, independently."""
+    if p <= 0:
+        return x
+    flip = torch.rand(x.shape[0], generator=generator, device="cpu").to(x.device) < p
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)

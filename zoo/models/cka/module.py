@@ -3,7 +3,7 @@ one architecture trained from different seeds, and the paper's test of similarit
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -11,10 +11,11 @@ from torch import nn
 from torchmetrics import Metric
 
 from zoo._module import ZooClassifier
+from zoo.data.augment import random_hflip, random_translate
 from zoo._registry import register_model
 from zoo.models.cka.correspondence import correspondence_accuracy, mean_between_members, similarity_matrices
 from zoo.models.cka.model import GroupedTinyCNN, TinyCNN
-from zoo.optim import with_cooldown
+from zoo.optim import warmup_cosine, with_cooldown
 
 # Table 2 of the paper (10 Tiny-10 networks on CIFAR-10, logits excluded): accuracy of finding the corresponding
 # layer by maximum similarity. Indexes not computed here: CCA (mean ρ) 1.4, SVCCA (mean ρ) 9.9, SVCCA (R²) 15.1,
@@ -54,18 +55,24 @@ class SeedCNNs(ZooClassifier):
             64 and stride 1 on CIFAR-10).
         seeds: one seed per member; member m starts as `torch.manual_seed(seeds[m]); TinyCNN(...)` would.
         optimizer: "sgd" (with `momentum`) or "adam"; lr, momentum, weight_decay: its settings.
-        cooldown: linear learning-rate cooldown over the second half of training.
+        schedule: the learning rate over training: "cosine" decay to zero per step, "cooldown" (constant, then a
+            linear decay per epoch over the second half) or "constant".
+        shift, flip: training-batch augmentation, the same for every member: a random translation by up to
+            `shift` pixels (zero fill) and a left-right mirror with probability 1/2 when `flip`.
     """
 
     head_keys = ("net.head.*",)
 
     def __init__(self, in_channels: int = 1, channels: list[int] = [16, 32, 64], num_classes: int = 10,
                  stem_stride: int = 1, seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], optimizer: str = "sgd",
-                 lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4, cooldown: bool = True,
+                 lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+                 schedule: Literal["cosine", "cooldown", "constant"] = "cooldown", shift: int = 0, flip: bool = False,
                  weights: str | None = None):
         super().__init__()
         if optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        if schedule not in ("cosine", "cooldown", "constant"):
+            raise ValueError(f"schedule must be 'cosine', 'cooldown' or 'constant', got {schedule!r}")
         self.save_hyperparameters(ignore=["weights"])
         self.net = GroupedTinyCNN(list(seeds), in_channels, list(channels), num_classes, stem_stride)
         self.metrics = nn.ModuleDict({s: MemberAccuracy(len(seeds)) for s in ("val", "test")})
@@ -83,7 +90,9 @@ class SeedCNNs(ZooClassifier):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        losses = self.loss(self(x), y)
+        if self.hparams.flip:
+            x = random_hflip(x)
+        losses = self.loss(self(random_translate(x, self.hparams.shift)), y)
         self.log("train/loss", losses.detach().mean(), prog_bar=True)  # the members' mean; the objective is the sum
         return losses.sum()
 
@@ -114,7 +123,11 @@ class SeedCNNs(ZooClassifier):
             opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         else:
             opt = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        return with_cooldown(opt, self.planned_epochs, hp.cooldown)
+        if hp.schedule != "cosine" or self._trainer is None:  # no Trainer: the optimiser alone
+            return with_cooldown(opt, self.planned_epochs, hp.schedule == "cooldown")
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, 0))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------- the layer-correspondence test (§6.1)
     @torch.no_grad()
