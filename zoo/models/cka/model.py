@@ -36,8 +36,8 @@ class TinyCNN(nn.Module):
     3x3 conv c3 valid, 1x1 conv c3 (each followed by batch norm and ReLU), global average pooling, logits.
     The paper's widths are (16, 32, 64) on CIFAR-10 and its first conv has stride 1; `stem_stride=2`
     halves the resolution from the first layer on (about a third of the compute), but on 28x28 images it leaves
-    maps of 4 and 2 pixels from layer 6 on (cka-fmnist: linear CKA then finds the seeds' corresponding layers
-    0.83 of the time, RBF CKA 0.93)."""
+    maps of 4 and 2 pixels from layer 6 on (cka-fmnist, trained with augmentation and a cosine decay: linear
+    CKA then finds the seeds' corresponding layers 0.92 of the time, RBF CKA 0.99)."""
 
     def __init__(self, in_channels: int = 1, channels: list[int] = [16, 32, 64], num_classes: int = 10,
                  stem_stride: int = 1):
