@@ -1,11 +1,13 @@
 """DataModules for real dataset formats shared by several papers."""
 from zoo.data.celeba import CelebADataModule, read_partition
+from zoo.data.chexpert import CheXpertDataModule
 from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
 from zoo.data.coco import COCODetectionDataModule, read_coco
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
 from zoo.data.imagefolder import ImageFolderData
 from zoo.data.parsing import TreebankDataModule
+from zoo.data.pcam import PCamDataModule, TwoViewPCamDataModule
 from zoo.data.scenes import SceneDetectionDataModule
 from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
@@ -17,4 +19,4 @@ __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifa
            "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
            "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
-           "TreeCrownDataModule"]
+           "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule"]
