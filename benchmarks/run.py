@@ -40,6 +40,7 @@ BENCHMARKS = {
     "cka": ("cka", "google-research/google-research (representation_similarity/Demo.ipynb)"),
     "moe": ("moe", "davidmrau/mixture-of-experts"),
     "dmfa": ("dmfa", None),
+    "cvxnet": ("cvxnet", None),
 }
 
 

@@ -12,7 +12,8 @@ Placeholders in args (made once per session by `context`): {idx_dir} (fixture ID
 release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start} (an MFA release initialised on the
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
-and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {treebank_dir} and
+and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {mesh_dir} (four
+solid OFF meshes and an open one, tests/mesh_fixture.py), {treebank_dir} and
 {treebank_vocab} (a tiny synthetic treebank and its vocabulary size), {root} (the run's output folder).
 """
 from __future__ import annotations
@@ -190,6 +191,7 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
     from coco_fixture import write_coco_fixture
+    from mesh_fixture import write_meshes
     from speech_fixture import write_synthetic, write_timit
     from text_fixture import moby_dick_dir
     from treecrown_fixture import write_treecrown_photos
@@ -208,7 +210,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     return {"idx_dir": str(idx_dir), "teacher": str(teacher), "subclass_teacher": str(subclass_teacher),
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
-            "timit_dir": str(write_timit(dest / "timit")),
+            "timit_dir": str(write_timit(dest / "timit")), "mesh_dir": str(write_meshes(dest / "meshes")),
             "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "simclrv2_pretrained": str(zoo.save_pretrained(
@@ -243,6 +245,18 @@ AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", 
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
+# CvxNet: 3 convexes of 4 half-spaces from a quarter-width ResNet-18, a few query points and a tiny evaluation grid
+CVXNET_TINY = ("--model.init_args.K=3", "--model.init_args.H=4", "--model.init_args.latent=8",
+               "--model.init_args.hidden=[16]", "--model.init_args.width=0.25", "--model.init_args.n_box=10",
+               "--data.init_args.box_points=10", "--data.init_args.surface_points=6", "--data.init_args.eval_grid=8",
+               "--data.init_args.test_size=20", "--data.init_args.batch_size=8")
+# DDP: the two steps end an epoch (100 fixture images per rank in batches of 50; 2 meshes per rank in batches of 2,
+# one step an epoch), so validation, whose DDP forward broadcasts rank 0's batch-norm statistics, ends the run
+CVXNET_DDP = ("--trainer.val_check_interval=1.0", "--trainer.check_val_every_n_epoch=1")
+# ... and in 3-D, on the fixture's four solid meshes (tests/mesh_fixture.py) at an 8³ grid
+CVXNET_3D_TINY = (*CVXNET_TINY[:6], "--data.init_args.data_dir={mesh_dir}", "--data.init_args.res=8",
+                  "--data.init_args.cached_points=200", "--data.init_args.box_points=10",
+                  "--data.init_args.surface_points=6", "--data.init_args.batch_size=2")
 # a U-Net 8 wide with one block per resolution; no FID classifier
 BIT_DIFFUSION = ("--model.init_args.dim=8", "--model.init_args.num_res_blocks=[1, 1]", "--model.init_args.head_dim=8",
                  "--model.init_args.fid_features=null", "--data.init_args.batch_size=8")
@@ -352,6 +366,24 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_distillation.py::test_release_round_trip_is_bit_exact",),
         fit=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,)), Run("configs/distillation/fmnist_teacher.yaml")),
         ddp=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,), check=_state_under_net),),
+    ),
+    Paper(
+        package="cvxnet", arxiv="1909.05736", keys=("cvxnet",),
+        math=("test_cvxnet.py::test_indicator_of_a_square_by_hand",
+              "test_cvxnet.py::test_union_is_the_max_and_sharpness_sharpens",
+              "test_cvxnet.py::test_split_follows_the_official_parametrisation",
+              "test_cvxnet.py::test_batched_half_spaces_equal_a_loop_over_convexes_and_planes",
+              "test_cvxnet.py::test_losses_by_hand", "test_cvxnet.py::test_decomposition_loss_counts_overlaps_beyond_two",
+              "test_cvxnet.py::test_silhouette_occupancy_is_exact"),
+        shapes=("test_cvxnet.py::test_shapes_and_chunked_evaluation",
+                "test_cvxnet.py::test_datamodule_samples_labelled_points"),
+        overfit=("test_cvxnet.py::test_overfits_one_batch",),
+        round_trip=("test_cvxnet.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/cvxnet/fmnist_k16.yaml", CVXNET_TINY),
+             Run("configs/cvxnet/cgal_k16.yaml", CVXNET_3D_TINY, data="own")),
+        ddp=(Run("configs/cvxnet/fmnist_k4.yaml", (*CVXNET_TINY, "--data.init_args.batch_size=50", *CVXNET_DDP)),
+             Run("configs/cvxnet/cgal_k16.yaml", (*CVXNET_3D_TINY, *CVXNET_DDP),
+                 data="own")),
     ),
     Paper(
         package="dmfa", arxiv="1206.4635", keys=("dmfa", "mfa"),

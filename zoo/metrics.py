@@ -1,6 +1,7 @@
 """Representation similarity (Kornblith, Norouzi, Lee & Hinton 2019): linear and RBF centred kernel
 alignment (CKA), their debiased forms, and a torchmetrics CKA that accumulates minibatches exactly; and FID on a
-zoo classifier's features, for generative models of small images.
+zoo classifier's features, for generative models of small images; and the shape papers' measures (Chamfer
+distance, F-score, occupancy IoU).
 
 CKA(K, L) = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)) with K, L the centred Gram matrices of two
 representations of the same n examples. Computed in float64.
@@ -11,8 +12,8 @@ import torch
 from torchmetrics import Metric
 
 __all__ = ["CKA", "cka", "center_gram", "gram_linear", "gram_rbf", "linear_cka", "linear_probe", "mean_squared_cca",
-           "rbf_cka", "PenultimateFeatures", "zoo_fid",
-           "fid_to_test_set"]
+           "rbf_cka", "PenultimateFeatures", "zoo_fid", "fid_to_test_set", "chamfer_distance", "fscore",
+           "nearest_distances", "occupancy_iou"]
 
 
 def _f64(x: torch.Tensor) -> torch.Tensor:
@@ -282,3 +283,44 @@ def fid_to_test_set(classifier: str, datamodule, samples: dict[str, torch.Tensor
         out[name] = float(fid.compute())
         print(f"analyse: FID (zoo classifier features) of {name}: {out[name]:.2f}", flush=True)
     return out
+
+
+# ---------------------------------------------------------------- shapes (point sets and occupancy)
+def nearest_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+    """Distance [..., n] from each point of a [..., n, d] to its nearest point of b [..., m, d], exact: on the CPU
+    without gradients by scipy's KD-tree (n log m, 30x faster than brute force at 4,096 points), otherwise by
+    differences (not the matrix-product expansion, which loses digits near zero), `chunk` points of a at a time."""
+    if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
+        from scipy.spatial import cKDTree
+
+        lead = torch.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        aa = a.expand(*lead, *a.shape[-2:]).reshape(-1, *a.shape[-2:]).double().numpy()
+        bb = b.expand(*lead, *b.shape[-2:]).reshape(-1, *b.shape[-2:]).double().numpy()
+        d = [torch.from_numpy(cKDTree(y).query(x)[0]) for x, y in zip(aa, bb)]
+        return torch.stack(d).to(a.dtype).reshape(*lead, a.shape[-2]) if d else a.new_zeros(*lead, a.shape[-2])
+    return torch.cat([torch.cdist(part, b, compute_mode="donot_use_mm_for_euclid_dist").amin(-1)
+                      for part in a.split(chunk, dim=-2)], -1)
+
+
+def chamfer_distance(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Symmetric Chamfer distance [...] of point sets [..., n, d] and [..., m, d]: the mean squared distance from
+    each set to the nearest point of the other, summed over both directions (the official CvxNet and OccNet
+    evaluation; their tables scale it by 100 or 10)."""
+    return nearest_distances(pred, truth).square().mean(-1) + nearest_distances(truth, pred).square().mean(-1)
+
+
+def fscore(pred: torch.Tensor, truth: torch.Tensor, tau: float = 0.01) -> torch.Tensor:
+    """F-score [...] in [0, 1] at distance `tau`: the harmonic mean of precision (predicted points within tau of
+    the truth) and recall (true points within tau of the prediction). CvxNet's evaluation uses tau = 0.01 (squared
+    distance 1e-4) on shapes in the unit box."""
+    precision = (nearest_distances(pred, truth) <= tau).float().mean(-1)
+    recall = (nearest_distances(truth, pred) <= tau).float().mean(-1)
+    return 2 * precision * recall / (precision + recall).clamp_min(1e-9)
+
+
+def occupancy_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """IoU [...] of two occupancies sampled at the same points, bool or {0, 1} [..., n]: |A ∩ B| / |A ∪ B| (1 when
+    both are empty)."""
+    a, b = pred.bool(), truth.bool()
+    union = (a | b).sum(-1)
+    return torch.where(union > 0, (a & b).sum(-1) / union.clamp_min(1), torch.ones_like(union, dtype=torch.float))

@@ -6,9 +6,12 @@ from zoo.data.coco import COCODetectionDataModule, read_coco
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule, read_idx
 from zoo.data.imagefolder import ImageFolderData
+from zoo.data.meshes import SolidMeshDataModule, read_solid
 from zoo.data.parsing import TreebankDataModule
 from zoo.data.pcam import PCamDataModule, TwoViewPCamDataModule
 from zoo.data.scenes import SceneDetectionDataModule
+from zoo.data.shapenet import ShapeNetOccupancyDataModule
+from zoo.data.silhouettes import SilhouetteDataModule
 from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
@@ -19,4 +22,5 @@ __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifa
            "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
            "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
-           "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule"]
+           "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule",
+           "SilhouetteDataModule", "SolidMeshDataModule", "read_solid", "ShapeNetOccupancyDataModule"]

@@ -140,6 +140,12 @@ class BucketedData(L.LightningDataModule):
         return self._loader("test", self.eval_batch_size, False)
 
 
+def batch_generator(seed: int, idx: list[int]) -> torch.Generator:
+    """A generator seeded by a batch's indices: the random draws of a batch (query points, views) are the same
+    whenever the same batch is drawn again, so a rerun or a resume sees the same data."""
+    return torch.Generator().manual_seed(hash((seed, *idx)) & 0x7FFF_FFFF_FFFF_FFFF)
+
+
 def split_off(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (rest, held_out) of a fixed-seed random split, so validation never overlaps training."""
     if not 0 <= size < n:
