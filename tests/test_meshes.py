@@ -95,6 +95,10 @@ def test_chamfer_fscore_and_iou_by_hand():
     pg = p.clone().requires_grad_()
     assert torch.allclose(nearest_distances(pg, q, chunk=8), brute, atol=1e-6)  # differences, with gradients
     assert torch.allclose(nearest_distances(p[0], q[0]), brute[0], atol=1e-6)  # one set, no batch
+    with pytest.raises(ValueError, match="empty point cloud"):
+        chamfer_distance(torch.zeros(0, 3), q[0])
+    with pytest.raises(ValueError, match="empty point cloud"):
+        fscore(p, torch.zeros(2, 0, 3))
     assert occupancy_iou(torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0]]), torch.tensor([[1, 0, 1, 0], [0, 0, 0, 0]])).tolist() \
         == pytest.approx([1 / 3, 1.0])
 

@@ -289,7 +289,11 @@ def fid_to_test_set(classifier: str, datamodule, samples: dict[str, torch.Tensor
 def nearest_distances(a: torch.Tensor, b: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
     """Distance [..., n] from each point of a [..., n, d] to its nearest point of b [..., m, d], exact: on the CPU
     without gradients by scipy's KD-tree (n log m, 30x faster than brute force at 4,096 points), otherwise by
-    differences (not the matrix-product expansion, which loses digits near zero), `chunk` points of a at a time."""
+    differences (not the matrix-product expansion, which loses digits near zero), `chunk` points of a at a time.
+    An empty set has no nearest points: a ValueError, not a silent NaN or infinity."""
+    if a.shape[-2] == 0 or b.shape[-2] == 0:
+        raise ValueError(f"an empty point cloud ({a.shape[-2]} and {b.shape[-2]} points): the distance to the nearest "
+                         "point needs points on both sides (did a reconstruction come out empty?)")
     if a.device.type == "cpu" and not (a.requires_grad or b.requires_grad):
         from scipy.spatial import cKDTree
 
