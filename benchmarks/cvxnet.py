@@ -1,7 +1,7 @@
 """CvxNet's occupancy queries: the batched smooth union of convexes (zoo.models.cvxnet.MultiConvex: all K·H
 half-spaces of a batch in one matrix product) against the same math written as a plain PyTorch loop over the
 convexes (each convex's half-spaces, its LogSumExp and its sigmoid in turn, then the max), the layout a direct
-reading of the paper's Eq. 1-3 gives. No official PyTorch code exists (the official code is TensorFlow 1).
+reading of the paper's indicator gives. No official PyTorch code exists (the official code is TensorFlow 1).
 
     python benchmarks/cvxnet.py [--dims 2 --K 50 --H 25 --batch 32 --points 512 --repeats 5 --threads N]
 
@@ -23,7 +23,7 @@ from zoo.models.cvxnet import MultiConvex
 
 
 def loop_indicator(mc: MultiConvex, beta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """O [B, N] convex by convex (Eq. 1-3), the translations appended to the points as the official code does."""
+    """O [B, N] convex by convex, the translations appended to the points as the official code does."""
     p = mc.split(beta)
     pts = torch.cat([x, p.c], 1)
     parts = []

@@ -1,14 +1,15 @@
 """CvxNet (Deng, Genova, Yazdani, Bouaziz, Hinton & Tagliasacchi, CVPR 2020): a shape as the union of K smooth
 convexes, each the intersection of H half-spaces, decoded from one latent code.
 
-In the paper's notation (§3), with the official code's parametrisation where the paper leaves it open:
+In the paper's notation, with the official code's parametrisation and constants (the paper's full text was not
+readable where this was written; section and equation numbers are therefore not cited):
 - half-space h of convex k: H_h(x) = n_h·(x − c_k) + d_h, with the unit normal n_h from dims − 1 angles
   (tanh(·)·π: the 2-D angle, or the 3-D azimuth and altitude), the offset d_h = −0.5·sigmoid(·) ≤ 0 (so c_k lies
   inside its convex) and the convex's translation c_k;
 - the smooth distance of convex k: Φ_k(x) = LogSumExp_h(δ_k H_h(x)) / δ_k, a soft maximum over its half-spaces
   whose smoothness δ_k = 50 + 250·sigmoid(·) is predicted per convex;
 - the convex's indicator C_k(x) = sigmoid(−σ Φ_k(x)) with sharpness σ = 75, and the shape's
-  O(x) = max_k C_k(x) (§3.1, Eq. 1-3).
+  O(x) = max_k C_k(x).
 The decoder predicts, per shape, K smoothness terms, K·dims translations and K·H·dims half-space parameters from a
 256-d latent code through dense layers of 1024, 1024 and 2048 leaky-ReLU units; the encoder is a ResNet-18 (V1, the
 7x7 stride-2 stem with max-pool) whose pooled features are projected to the latent code (official `Resnet18`).
@@ -16,7 +17,8 @@ The decoder predicts, per shape, K smoothness terms, K·dims translations and K�
 All K·H half-spaces are evaluated for all query points as one batched multiply-add, [B, N, dims] x
 [B, dims, K·H]; nothing loops over convexes or planes.
 
-The losses (§3.2, at the official weights; `CvxNetLosses`):
+The losses, at the official code's weights (`CvxNetLosses`; the names are the paper's, the code calls them
+sample, overlap, center, balance and bbx losses):
 - approximation: the squared error of O against the occupancy at uniform points in the box, plus 0.1 x that at
   points near the surface;
 - decomposition: mean(relu(Σ_k C_k(x) − 2)²), evaluated at the query points and at the translations c_k
@@ -61,7 +63,7 @@ class Occupancy:
 
 
 class MultiConvex(nn.Module):
-    """The smooth union of convexes (Eq. 1-3): raw decoder outputs -> `ConvexParams` -> indicators at points."""
+    """The smooth union of convexes: raw decoder outputs -> `ConvexParams` -> indicators at points."""
 
     offset_scale = 0.5
     blend_lbound, blend_scale = 50.0, 250.0
@@ -165,7 +167,7 @@ class CvxNet(nn.Module):
 
 @dataclass
 class CvxNetLosses:
-    """The five terms of §3.2 (unweighted) and their weighted sum `total`."""
+    """The five loss terms (unweighted) and their weighted sum `total`."""
     approximation: torch.Tensor
     decomposition: torch.Tensor
     unique: torch.Tensor
