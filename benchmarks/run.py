@@ -41,6 +41,7 @@ BENCHMARKS = {
     "moe": ("moe", "davidmrau/mixture-of-experts"),
     "dmfa": ("dmfa", None),
     "cvxnet": ("cvxnet", None),
+    "glom": ("glom", None),
 }
 
 

@@ -38,7 +38,8 @@ def checkpoints_table() -> str:
 
 
 def papers_table() -> str:
-    papers = yaml.safe_load((ROOT / "docs" / "papers.yaml").read_text())["papers"]
+    listed = yaml.safe_load((ROOT / "docs" / "papers.yaml").read_text())
+    papers, companions = listed["papers"], listed.get("companions") or []
     entries = load_catalog(ROOT / "checkpoints.yaml")
     ledger = load_claims(ROOT / "checkpoints.yaml")
     by_arxiv: dict[str, list[str]] = {}
@@ -57,7 +58,8 @@ def papers_table() -> str:
             status = "not a trainable system"
         else:
             status = "planned" + (f" (issue {p['issue']})" if p.get("issue") else "")
-        claims = ledger.get(p.get("arxiv", ""), [])
+        claims = ledger.get(p.get("arxiv", ""), []) + [c for q in companions if q["of"] == p["n"]
+                                                        for c in ledger.get(q["arxiv"], [])]
         held = summary([verdict(c, lambda n: entries[n].metrics) for c in claims]) if claims else "–"
         rows.append(f"| {p['n']} | {link} | {status} | {held} | {', '.join(f'`{n}`' for n in names) or '–'} |")
     return "\n".join(rows)

@@ -241,6 +241,12 @@ NAM_BREAST_CANCER = ("--data.init_args.dataset=breast_cancer", "--data.init_args
                      "--model.init_args.in_features=30", "--model.init_args.num_basis_functions=4",
                      "--model.init_args.members=2", "--model.init_args.cv_folds=0")
 # the generated associative-retrieval task, a few hundred sequences instead of 130,000
+# GLOM: a small net and few steps; ellipse world generated at a few dozen images
+GLOM_TINY = ("--model.init_args.dim=8", "--model.init_args.hidden=16", "--model.init_args.iterations=2",
+             "--data.init_args.train_size=64", "--data.init_args.val_size=16", "--data.init_args.test_size=16",
+             "--data.init_args.batch_size=8")
+GLOM_FMNIST_TINY = ("--model.init_args.dim=8", "--model.init_args.hidden=16", "--model.init_args.iterations=2",
+                    "--data.init_args.batch_size=10")
 AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", "--data.init_args.test_size=256")
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
@@ -468,6 +474,24 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_bit_diffusion.py::test_release_round_trip_and_sampling",),
         fit=(Run("configs/bit_diffusion/fmnist.yaml", BIT_DIFFUSION),),
         ddp=(Run("configs/bit_diffusion/fmnist_gray.yaml", BIT_DIFFUSION, check=_bit_diffusion),),
+    ),
+    Paper(
+        package="glom", arxiv="2102.12627", keys=("glom",),
+        math=("test_glom.py::test_attention_weights_by_hand",
+              "test_glom.py::test_update_equals_a_loop_over_columns_and_levels",
+              "test_glom.py::test_neighbourhoods_are_more_local_at_lower_levels",
+              "test_glom.py::test_t0_is_each_column_alone_and_columns_share_weights",
+              "test_glom.py::test_island_scores_by_hand",
+              "test_glom.py::test_classify_loss_is_the_mean_over_steps_and_occupied_columns",
+              "test_glom.py::test_denoise_blanks_exactly_the_ratio_and_scores_only_blanked_patches",
+              "test_glom.py::test_ellipse_world_labels_follow_the_ink"),
+        shapes=("test_glom.py::test_shapes", "test_glom.py::test_datamodule_splits_differ_and_batches_have_owners"),
+        overfit=("test_glom.py::test_overfits_one_batch",),
+        round_trip=("test_glom.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/glom/ellipses.yaml", GLOM_TINY, data="own"),
+             Run("configs/glom/fmnist_denoise.yaml", GLOM_FMNIST_TINY)),
+        ddp=(Run("configs/glom/ellipses_no_attention.yaml", GLOM_TINY, data="own"),
+             Run("configs/glom/fmnist_denoise.yaml", (*GLOM_FMNIST_TINY, "--data.init_args.batch_size=20"))),
     ),
     Paper(
         package="grbm", arxiv="2210.10318", keys=("grbm",),

@@ -98,7 +98,9 @@ def test_schema_errors_name_the_entry_and_field():
 
 
 def test_papers_named_by_entries_are_in_the_paper_list():
-    papers = {p.get("arxiv") for p in yaml.safe_load((REPO / "docs" / "papers.yaml").read_text())["papers"]}
+    listed = yaml.safe_load((REPO / "docs" / "papers.yaml").read_text())
+    papers = {p.get("arxiv") for p in listed["papers"]} | {c["arxiv"] for c in listed.get("companions") or []}
+    assert all(1 <= c["of"] <= 38 for c in listed.get("companions") or [])
     for name, e in ENTRIES.items():
         assert {e.paper.arxiv, *e.paper.also} <= papers, name
 

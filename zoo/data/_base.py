@@ -43,23 +43,23 @@ class ImageArrays(Dataset):
 
 
 class Rows(Dataset):
-    """Rows x [N, ...] (features, token sequences) and targets y [N] in memory; `__getitems__` returns a whole
-    batch in one indexing op."""
+    """Rows x [N, ...] (features, token sequences), targets y [N, ...] and any further per-row tensors in memory;
+    `__getitems__` returns a whole batch in one indexing op."""
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor):
-        if len(x) != len(y):
-            raise ValueError(f"{len(x)} rows but {len(y)} targets")
-        self.x, self.y = x, y
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, *more: torch.Tensor):
+        if any(len(t) != len(x) for t in (y, *more)):
+            raise ValueError(f"{len(x)} rows but {[len(t) for t in (y, *more)]} targets")
+        self.x, self.y, self.more = x, y, more
 
     def __len__(self) -> int:
         return len(self.y)
 
     def __getitem__(self, i: int):
-        return self.x[i], self.y[i]
+        return (self.x[i], self.y[i], *(t[i] for t in self.more))
 
     def __getitems__(self, idx: list[int]):
         i = torch.as_tensor(idx)
-        return self.x[i], self.y[i]
+        return (self.x[i], self.y[i], *(t[i] for t in self.more))
 
 
 def _batch_as_is(batch: Any) -> Any:
