@@ -57,6 +57,15 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int 
     return out
 
 
+def squared_error_step(module, fn: Callable[[], object], target) -> Callable[[], None]:
+    """A timed training step's work: the forward `fn()`, a squared error against `target`, the backward into
+    `module`'s weights (gradients cleared first)."""
+    def run() -> None:
+        module.zero_grad()
+        (fn() - target).square().mean().backward()
+    return run
+
+
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::_grouped_mm")
 
 

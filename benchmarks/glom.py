@@ -16,7 +16,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from _compare import Row, interleaved, print_rows
+from _compare import Row, interleaved, print_rows, squared_error_step
 from zoo.models.glom import GLOM
 
 
@@ -57,14 +57,9 @@ def measure(levels: int, dim: int, hidden: int, batch: int, grid: int, steps: in
     assert diff < 1e-4, f"the two implementations differ by {diff}"
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
 
-    def step(fn):
-        def run():
-            net.zero_grad()
-            (fn() - target).square().mean().backward()
-        return run
-
-    times = interleaved({"batched": step(lambda: net(patches, steps)[-1]),
-                         "loop": step(lambda: loop_settle(net, patches, steps))}, repeats, sync=sync)
+    times = interleaved({"batched": squared_error_step(net, lambda: net(patches, steps)[-1], target),
+                         "loop": squared_error_step(net, lambda: loop_settle(net, patches, steps), target)},
+                        repeats, sync=sync)
     rate = {k: [batch * grid * grid * steps / t for t in v] for k, v in times.items()}
     return rate["batched"], rate["loop"], diff
 

@@ -42,6 +42,7 @@ BENCHMARKS = {
     "dmfa": ("dmfa", None),
     "cvxnet": ("cvxnet", None),
     "glom": ("glom", None),
+    "nasa": ("nasa", None),
 }
 
 

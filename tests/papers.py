@@ -13,7 +13,7 @@ release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
 and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {mesh_dir} (four
-solid OFF meshes and an open one, tests/mesh_fixture.py), {treebank_dir} and
+solid OFF meshes and an open one, tests/mesh_fixture.py), {bvh_dir} (two tiny CMU-layout BVH clips, tests/bvh_fixture.py), {treebank_dir} and
 {treebank_vocab} (a tiny synthetic treebank and its vocabulary size), {root} (the run's output folder).
 """
 from __future__ import annotations
@@ -190,6 +190,7 @@ def mfa_start(idx_dir: Path, dest: Path) -> Path:
 
 def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
+    from bvh_fixture import write_clips
     from coco_fixture import write_coco_fixture
     from mesh_fixture import write_meshes
     from speech_fixture import write_synthetic, write_timit
@@ -211,6 +212,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")), "mesh_dir": str(write_meshes(dest / "meshes")),
+            "bvh_dir": str(write_clips(dest / "bvh")),
             "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "simclrv2_pretrained": str(zoo.save_pretrained(
@@ -247,6 +249,11 @@ GLOM_TINY = ("--model.init_args.dim=8", "--model.init_args.hidden=16", "--model.
              "--data.init_args.batch_size=8")
 GLOM_FMNIST_TINY = ("--model.init_args.dim=8", "--model.init_args.hidden=16", "--model.init_args.iterations=2",
                     "--data.init_args.batch_size=10")
+# NASA on the fixture's tiny CMU-layout clips (tests/bvh_fixture.py): a coarse body, 4 training frames
+NASA_TINY = ("--data.init_args.bvh_dir={bvh_dir}", "--data.init_args.train_every=3", "--data.init_args.val_every=6",
+             "--data.init_args.test_every=2", "--data.init_args.box_points=16", "--data.init_args.surface_points=16",
+             "--data.init_args.eval_points=32", "--data.init_args.res=20", "--data.init_args.batch_size=2",
+             "--model.init_args.total_width=38", "--model.init_args.n_box=16", "--model.init_args.sample_vertices=8")
 AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", "--data.init_args.test_size=256")
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
@@ -569,6 +576,22 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/fwl/brown-fwl.yaml", FWL_LM, data="own"),
              Run("configs/fwl/brown-transformer.yaml", FWL_LM, data="own")),
         ddp=(Run("configs/fwl/brown-fwl.yaml", FWL_LM, data="own"),),
+    ),
+    Paper(
+        package="nasa", arxiv="1912.03207", keys=("nasa",),
+        math=("test_nasa.py::test_points_in_part_frames_by_hand", "test_nasa.py::test_blending_by_hand",
+              "test_nasa.py::test_part_mlps_equal_a_loop_over_parts",
+              "test_nasa.py::test_rigid_parts_see_only_their_own_bone_and_d_sees_the_pose",
+              "test_nasa.py::test_moving_the_whole_scene_changes_nothing", "test_nasa.py::test_losses_by_hand",
+              "test_articulated.py::test_rest_pose_is_the_identity_and_a_turned_root_turns_the_whole_body",
+              "test_articulated.py::test_posed_skin_bends_near_joints_only",
+              "test_articulated.py::test_datamodule_labels_are_exact_and_splits_follow_the_clips"),
+        shapes=("test_nasa.py::test_shapes_and_chunked_evaluation",),
+        overfit=("test_nasa.py::test_overfits_one_batch",),
+        round_trip=("test_nasa.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/nasa/cmu_d.yaml", NASA_TINY, data="own"),),
+        ddp=(Run("configs/nasa/cmu_d.yaml", NASA_TINY, data="own", steps=None),
+             Run("configs/nasa/cmu_r.yaml", NASA_TINY, data="own", steps=None)),
     ),
     Paper(
         package="nam", arxiv="2004.13912", keys=("nam",),
