@@ -201,12 +201,12 @@ def test_overfits_one_batch():
             return (m(x).argmax(-1) == y)[y >= 0].float().mean().item()
 
     before = acc()
-    for _ in range(150):
+    for _ in range(300):
         loss = m.classify_loss(m.settle(x), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert acc() > max(0.9, before + 0.4)
+    assert acc() > max(0.95, before + 0.5)
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):
