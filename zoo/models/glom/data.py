@@ -2,10 +2,11 @@
 Hinton 2022 (arXiv 2211.16564) generate to test GLOM; their generator could not be read here, so this one is ours).
 
 Every object is five ellipses placed by its class's layout, then rotated, scaled and moved as a whole. All five
-classes are built from the same parts, two round ellipses and three long ones, so a part's shape does not name
-its whole; what a patch shows (a long ellipse's orientation, pieces of its neighbours) hints at it, and the
-arrangement decides it (measured: a column alone is right 64% of the time, chance 20%; glom-ellipses). Each part's axes and angle are jittered too (`part_noise`). Two objects are drawn into each
-48 x 48 image, in two different quadrants, as soft-edged ink in [0, 1].
+classes are built from the same parts, two round ellipses and three long ones, so a part's shape does not name its
+whole; what a patch shows (a long ellipse's orientation, pieces of its neighbours) hints at it, and the arrangement
+decides it (measured: a column alone is right 64% of the time, chance 20%; glom-ellipses). Each part's axes and
+angle are jittered too (`part_noise`). Two objects are drawn into each 48 x 48 image, in two different quadrants, as
+soft-edged ink in [0, 1].
 
 A location is a 6 x 6 patch (an 8 x 8 grid of columns). Its label is the class of the object with the most ink in
 it, or -1 where neither object puts more than `min_ink` pixels' worth of ink; `owner` says which of the two
