@@ -47,8 +47,11 @@ def tiny_catalog(tmp_path, monkeypatch, zoo_home):
                 "reproduced": {"wall_time_s": 2.0, "hardware": "2 CPU cores"}, **more}
 
     path = tmp_path / "checkpoints.yaml"
+    claim = {"id": "tiny-student-within-a-point-of-teacher", "claim": "the student is within a point of the teacher",
+             "where": "test", "check": f"{STUDENT}:test/acc > {TEACHER}:test/acc - 1"}
     path.write_text(yaml.safe_dump({"schema_version": 1, "checkpoints": {
-        STUDENT: entry([8], "student.yaml", requires=[TEACHER]), TEACHER: entry([16], "teacher.yaml")}}))
+        STUDENT: entry([8], "student.yaml", requires=[TEACHER]), TEACHER: entry([16], "teacher.yaml")},
+        "claims": {"1503.02531": [claim]}}))
     monkeypatch.setenv("ZOO_CATALOG", str(path))
     return path
 
@@ -75,6 +78,9 @@ def test_reproduce_all_publish_all_and_load_from_a_fresh_cache(tiny_catalog, zoo
     for name in (TEACHER, STUDENT):
         assert doc[name]["metrics"] == json.loads((zoo_home / "releases" / name / "metrics.json").read_text())
     assert not (zoo_home / "reproduce-all.json").exists()  # finished: nothing to resume
+    # the teacher's release was written before the student was measured: its verdict is stale until publishing
+    stale = json.loads((zoo_home / "releases" / TEACHER / "claims.json").read_text())
+    assert [c["verdict"] for c in stale] == ["not measured"]
 
     assert zoo_cli("reproduce", "--all", "tiny-*", "--only-missing") == 0
     out = capsys.readouterr().out
@@ -112,6 +118,10 @@ def test_reproduce_all_publish_all_and_load_from_a_fresh_cache(tiny_catalog, zoo
         card = hub.repos[f"{ORG}/{TEACHER}"]["main"]["README.md"].decode()
         assert f"[{STUDENT}](https://huggingface.co/{ORG}/{STUDENT})" in card  # the same paper's other entry
         assert "## Other checkpoints of this paper" in card and "arxiv.org/abs/1503.02531" in card
+        # published with the verdicts as the catalogue stands, in the card and in claims.json
+        assert "**holds**" in card and "**not measured**" not in card
+        published = json.loads(hub.repos[f"{ORG}/{TEACHER}"]["main"]["claims.json"])
+        assert [c["verdict"] for c in published] == ["holds"]
 
         # a user of this Hub sets HF_ENDPOINT, which huggingface_hub turns into these two at import
         monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", hub.url)

@@ -114,6 +114,25 @@ def refresh_same_paper(card: str, entry: Entry, repo_of: Callable[[str], str | N
     return head + "\n" + section + use + rest if use and section else card
 
 
+CLAIMS_HEADING = "## Paper's claims\n"
+
+
+def refresh_claims(card: str, verdicts) -> str:
+    """The card text with its "Paper's claims" table recomputed: verdicts are computed when a release is written,
+    and a check that reads another entry measured later (or a check revised since) would otherwise stay stale."""
+    if CLAIMS_HEADING not in card or not verdicts:
+        return card
+    head, rest = card.split(CLAIMS_HEADING, 1)
+    lines = rest.split("\n")
+    start = next((i for i, ln in enumerate(lines) if ln.startswith("| claim |")), None)
+    if start is None:
+        return card
+    end = start
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    return head + CLAIMS_HEADING + "\n".join(lines[:start] + [markdown_table(verdicts)] + lines[end:])
+
+
 def _published(name: str) -> str | None:
     from zoo._catalog import load_catalog
 

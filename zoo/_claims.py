@@ -215,6 +215,14 @@ def markdown_table(verdicts: list[Verdict]) -> str:
     return "\n".join(rows)
 
 
+def claims_json(verdicts: list[Verdict]) -> str:
+    """A release's claims.json: each claim's id, paper, check, verdict, the values it read and the reason."""
+    import json
+
+    return json.dumps([{"id": v.claim.id, "paper": v.claim.paper, "check": v.claim.check, "verdict": v.status,
+                        "values": v.values, "reason": v.reason} for v in verdicts], indent=2) + "\n"
+
+
 def text_table(verdicts: list[Verdict]) -> str:
     """The same verdicts for a terminal: one line per claim, then the values it read."""
     lines = []

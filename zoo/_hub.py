@@ -312,9 +312,9 @@ def write_release(module: torch.nn.Module, folder: str | os.PathLike, *, metrics
         if entry is not None:
             if "claims" not in card_extra:
                 card_extra["claims"] = release_verdicts(entry, metrics, card_extra.get("baseline"))
-            (tmp / "claims.json").write_text(json.dumps(
-                [{"id": v.claim.id, "paper": v.claim.paper, "check": v.claim.check, "verdict": v.status,
-                  "values": v.values, "reason": v.reason} for v in card_extra["claims"]], indent=2) + "\n")
+            from zoo._claims import claims_json
+
+            (tmp / "claims.json").write_text(claims_json(card_extra["claims"]))
         model_card(entry=entry, model_key=key, metrics=metrics, num_params=sum(p.numel() for p in module.parameters()),
                    figures=figures, extra=card_extra).save(tmp / "README.md")
         old = None

@@ -331,12 +331,14 @@ class Upload:
     files: dict[str, str]  # file -> sha256, the model card as it will be uploaded
     sizes: dict[str, int]
     action: str  # "new", "changed: a, b", or "up to date"
-    card: str  # the model card's text with its links to the same paper's repos
+    card: str  # the model card's text with its links to the same paper's repos and its claims' current verdicts
     reason: str = ""  # why a refused release is not uploaded
+    claims: str = ""  # claims.json with the current verdicts ("" when the release has none)
 
 
 def _uploads(org: str, pattern: str) -> list[Upload]:
-    from zoo._card import refresh_same_paper
+    from zoo._card import refresh_claims, refresh_same_paper
+    from zoo._claims import claims_json
     from zoo._hub import sha256_bytes, verify_release
 
     entries = _catalog.load_catalog()
@@ -356,16 +358,24 @@ def _uploads(org: str, pattern: str) -> list[Upload]:
             continue
         folder = releases_dir() / n
         card = refresh_same_paper((folder / "README.md").read_text(), entries[n], repo_of.get)
+        # verdicts as the catalogue stands now: the release's own metrics, every other entry's latest
+        verdicts = _catalog.verdicts_of(entries[n], {n: json.loads((folder / "metrics.json").read_text())})
+        card = refresh_claims(card, verdicts)
+        claims = claims_json(verdicts) if "claims.json" in files else ""
         files["README.md"] = sha256_bytes(card.encode())
+        if claims:
+            files["claims.json"] = sha256_bytes(claims.encode())
         sizes = {f: (folder / f).stat().st_size for f in files}
         sizes["README.md"] = len(card.encode())
+        if claims:
+            sizes["claims.json"] = len(claims.encode())
         hub = entries[n].hub
         if hub is None:
             action = "new"
         else:
             changed = sorted(f for f in set(files) | set(hub.files) if files.get(f) != hub.files.get(f))
             action = f"changed: {', '.join(changed)}" if changed else "up to date"
-        out.append(Upload(n, f"{org}/{n}", files, sizes, action, card))
+        out.append(Upload(n, f"{org}/{n}", files, sizes, action, card, claims=claims))
     return out
 
 
@@ -403,9 +413,11 @@ def publish_all(org: str, pattern: str = "*", *, token: str | None = None, endpo
     failed = []
     for u in todo:
         folder = releases_dir() / u.name
-        tmp = releases_dir() / f".{u.name}.README.md.tmp"  # beside the folder: never uploaded with it
-        tmp.write_text(u.card)
-        os.replace(tmp, folder / "README.md")
+        for fname, text in (("README.md", u.card), ("claims.json", u.claims)):
+            if text:
+                tmp = releases_dir() / f".{u.name}.{fname}.tmp"  # beside the folder: never uploaded with it
+                tmp.write_text(text)
+                os.replace(tmp, folder / fname)
         try:
             res = publish(folder, u.repo_id, token=token, endpoint=endpoint)
         except Exception as err:  # noqa: BLE001  the others may still go through; this one's pin is unchanged
