@@ -4,6 +4,7 @@ a failed or interrupted entry without a release that looks complete, then publis
 (tests/hub_double.py, on loopback) with a commit that fails midway, and loading each entry from a fresh cache
 through the real client, online and then offline."""
 import json
+import shutil
 
 import huggingface_hub
 import pytest
@@ -14,7 +15,7 @@ from hub_double import HubDouble
 from safetensors.torch import load_file
 
 import zoo
-from zoo import _hub
+from zoo import _card, _hub
 from zoo.cli import main
 
 TEACHER, STUDENT = "tiny-mlp-teacher", "tiny-mlp-student"
@@ -81,6 +82,11 @@ def test_reproduce_all_publish_all_and_load_from_a_fresh_cache(tiny_catalog, zoo
     # the teacher's release was written before the student was measured: its verdict is stale until publishing
     stale = json.loads((zoo_home / "releases" / TEACHER / "claims.json").read_text())
     assert [c["verdict"] for c in stale] == ["not measured"]
+    copy = tmp_path / "teacher-copy"  # what `zoo publish NAME` does first, on a copy (publish --all is tested below)
+    shutil.copytree(zoo_home / "releases" / TEACHER, copy)
+    _card.refresh_release_claims(copy)
+    assert [c["verdict"] for c in json.loads((copy / "claims.json").read_text())] == ["holds"]
+    assert "**holds**" in (copy / "README.md").read_text()
 
     assert zoo_cli("reproduce", "--all", "tiny-*", "--only-missing") == 0
     out = capsys.readouterr().out

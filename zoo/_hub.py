@@ -361,6 +361,10 @@ def publish(name_or_folder: str | os.PathLike, repo_id: str, *, token: str | Non
     if not folder.is_dir():
         _catalog.get(spec)
         raise CheckpointNotAvailable(f"no release for {spec!r} in {folder}; run `zoo reproduce {spec}` first.")
+    from zoo._card import refresh_release_claims
+
+    verify_release(folder)  # an incomplete or altered release is refused before anything is rewritten
+    refresh_release_claims(folder)  # verdicts as the catalogue stands, not as when the release was written
     files = verify_release(folder)
     name = json.loads((folder / CONFIG).read_text()).get("name")
     api = HfApi(endpoint=endpoint, token=token, library_name="hinton-zoo")
