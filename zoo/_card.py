@@ -133,26 +133,39 @@ def refresh_claims(card: str, verdicts) -> str:
     return head + CLAIMS_HEADING + "\n".join(lines[:start] + [markdown_table(verdicts)] + lines[end:])
 
 
+def current_claims(folder: Path, entry: Entry, card: str) -> tuple[str, str]:
+    """A release's card text with its claims table recomputed, and its claims.json text, from the verdicts as the
+    catalogue stands now (the release's own measured metrics, every other entry's latest); ("card", "") unchanged
+    for a release without claims.json."""
+    import json
+
+    from zoo._catalog import verdicts_of
+    from zoo._claims import claims_json
+
+    if not (folder / "claims.json").is_file():
+        return card, ""
+    verdicts = verdicts_of(entry, {entry.name: json.loads((folder / "metrics.json").read_text())})
+    return refresh_claims(card, verdicts), claims_json(verdicts)
+
+
 def refresh_release_claims(folder: Path) -> None:
-    """Rewrite a release's claims table and claims.json with the verdicts as the catalogue stands now (its own
-    measured metrics, every other entry's latest), before it is published; a release without claims.json, or
-    whose entry the catalogue does not list, is left as it is."""
+    """Rewrite a release's claims table and claims.json with `current_claims` before it is published; a release
+    whose entry the catalogue does not list is left as it is."""
     import json
     import os
 
-    from zoo._catalog import load_catalog, verdicts_of
-    from zoo._claims import claims_json
+    from zoo._catalog import load_catalog
 
     name = json.loads((folder / "config.json").read_text()).get("name") if (folder / "config.json").is_file() else None
     entries = load_catalog()
-    if not (folder / "claims.json").is_file() or name not in entries:
+    if name not in entries:
         return
-    verdicts = verdicts_of(entries[name], {name: json.loads((folder / "metrics.json").read_text())})
-    for fname, text in (("README.md", refresh_claims((folder / "README.md").read_text(), verdicts)),
-                        ("claims.json", claims_json(verdicts))):
-        tmp = folder.with_name(f".{folder.name}.{fname}.tmp")  # beside the folder: never uploaded with it
-        tmp.write_text(text)
-        os.replace(tmp, folder / fname)
+    card, claims = current_claims(folder, entries[name], (folder / "README.md").read_text())
+    for fname, text in (("README.md", card), ("claims.json", claims)):
+        if text:
+            tmp = folder.with_name(f".{folder.name}.{fname}.tmp")  # beside the folder: never uploaded with it
+            tmp.write_text(text)
+            os.replace(tmp, folder / fname)
 
 
 def _published(name: str) -> str | None:

@@ -337,8 +337,7 @@ class Upload:
 
 
 def _uploads(org: str, pattern: str) -> list[Upload]:
-    from zoo._card import refresh_claims, refresh_same_paper
-    from zoo._claims import claims_json
+    from zoo._card import current_claims, refresh_same_paper
     from zoo._hub import sha256_bytes, verify_release
 
     entries = _catalog.load_catalog()
@@ -358,10 +357,7 @@ def _uploads(org: str, pattern: str) -> list[Upload]:
             continue
         folder = releases_dir() / n
         card = refresh_same_paper((folder / "README.md").read_text(), entries[n], repo_of.get)
-        # verdicts as the catalogue stands now: the release's own metrics, every other entry's latest
-        verdicts = _catalog.verdicts_of(entries[n], {n: json.loads((folder / "metrics.json").read_text())})
-        card = refresh_claims(card, verdicts)
-        claims = claims_json(verdicts) if "claims.json" in files else ""
+        card, claims = current_claims(folder, entries[n], card)
         files["README.md"] = sha256_bytes(card.encode())
         if claims:
             files["claims.json"] = sha256_bytes(claims.encode())
