@@ -43,11 +43,7 @@ def _trimesh():
     return trimesh
 
 
-def read_solid(path: str | Path) -> Mesh:
-    """A closed mesh from an OFF/OBJ/PLY/STL file (polygons triangulated, duplicate vertices merged), checked to be
-    a solid: watertight, consistently wound and enclosing a volume (faces flipped outward when the volume is
-    negative). Any other file is a ValueError naming it and what is wrong."""
-    path = Path(path)
+def _load(path: Path):
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such mesh file")
     trimesh = _trimesh()
@@ -56,7 +52,23 @@ def read_solid(path: str | Path) -> Mesh:
     except Exception as e:
         raise ValueError(f"{path}: trimesh could not read it as a mesh ({e})") from e
     if not isinstance(m, trimesh.Trimesh) or len(m.faces) == 0:
-        raise ValueError(f"{path}: holds no triangles (a point cloud or an empty file?); a solid mesh is needed")
+        raise ValueError(f"{path}: holds no triangles (a point cloud or an empty file?); a mesh is needed")
+    return m
+
+
+def read_mesh(path: str | Path) -> Mesh:
+    """A triangle mesh from an OFF/OBJ/PLY/STL file (polygons triangulated, duplicate vertices merged), open or
+    closed: enough for surface samples. An unreadable or empty file is a ValueError naming it."""
+    m = _load(Path(path))
+    return Mesh(torch.as_tensor(m.vertices, dtype=torch.float64), torch.as_tensor(m.faces, dtype=torch.int64))
+
+
+def read_solid(path: str | Path) -> Mesh:
+    """A closed mesh from an OFF/OBJ/PLY/STL file (polygons triangulated, duplicate vertices merged), checked to be
+    a solid: watertight, consistently wound and enclosing a volume (faces flipped outward when the volume is
+    negative). Any other file is a ValueError naming it and what is wrong."""
+    path = Path(path)
+    m = _load(path)
     if not m.is_watertight:
         raise ValueError(f"{path}: the mesh is open or non-manifold (some edges do not join exactly two faces), so "
                          "it has no inside; repair it (e.g. trimesh.repair.fill_holes) or pick a closed mesh")
@@ -153,8 +165,37 @@ def depth_views(grid: torch.Tensor) -> torch.Tensor:
     return torch.stack(views, 1)
 
 
-def _mesh_files(folder: Path) -> list[Path]:
+def mesh_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".off", ".obj", ".ply", ".stl"))
+
+
+def mesh_folder(data_dir: str | None) -> Path:
+    """`data_dir` when it holds mesh files; without it, the OFF meshes of Debian's libcgal-demo, unpacked once into
+    $ZOO_HOME/data/cgal-meshes."""
+    from zoo._paths import zoo_home
+    from zoo.data._base import build_once
+
+    if data_dir:
+        folder = Path(data_dir).expanduser()
+        if not folder.is_dir() or not mesh_files(folder):
+            raise FileNotFoundError(f"{folder}: no mesh files (.off, .obj, .ply, .stl) there")
+        return folder
+    folder = zoo_home() / "data" / "cgal-meshes"
+    if not (folder / "done").is_file():
+        if not CGAL_DATA.is_file():
+            raise FileNotFoundError(f"no data_dir given and {CGAL_DATA} is missing: apt-get install libcgal-demo "
+                                    "(Debian/Ubuntu), or pass --data.init_args.data_dir=FOLDER of OFF/OBJ/PLY meshes")
+
+        def write(tmp: Path) -> None:
+            import tarfile
+
+            with tarfile.open(CGAL_DATA) as tar:
+                for m in tar.getmembers():
+                    if m.isfile() and m.name.startswith("data/meshes/") and m.name.endswith(".off"):
+                        (tmp / Path(m.name).name).write_bytes(tar.extractfile(m).read())
+
+        build_once(folder, write)
+    return folder
 
 
 class SolidShapes(torch.utils.data.Dataset):
@@ -221,30 +262,7 @@ class SolidMeshDataModule(InMemoryData):
 
     # ------------------------------------------------------------ where the meshes are
     def mesh_folder(self) -> Path:
-        from zoo._paths import zoo_home
-        from zoo.data._base import build_once
-
-        if self.data_dir:
-            folder = Path(self.data_dir).expanduser()
-            if not folder.is_dir() or not _mesh_files(folder):
-                raise FileNotFoundError(f"{folder}: no mesh files (.off, .obj, .ply, .stl) there")
-            return folder
-        folder = zoo_home() / "data" / "cgal-meshes"
-        if not (folder / "done").is_file():
-            if not CGAL_DATA.is_file():
-                raise FileNotFoundError(f"no data_dir given and {CGAL_DATA} is missing: apt-get install libcgal-demo "
-                                        "(Debian/Ubuntu), or pass --data.init_args.data_dir=FOLDER of OFF/OBJ/PLY meshes")
-
-            def write(tmp: Path) -> None:
-                import tarfile
-
-                with tarfile.open(CGAL_DATA) as tar:
-                    for m in tar.getmembers():
-                        if m.isfile() and m.name.startswith("data/meshes/") and m.name.endswith(".off"):
-                            (tmp / Path(m.name).name).write_bytes(tar.extractfile(m).read())
-
-            build_once(folder, write)
-        return folder
+        return mesh_folder(self.data_dir)
 
     def cache_folder(self, files: list[Path]) -> Path:
         import hashlib
@@ -300,7 +318,7 @@ class SolidMeshDataModule(InMemoryData):
     def prepare_data(self) -> None:
         from zoo.data._base import build_once
 
-        files = _mesh_files(self.mesh_folder())
+        files = mesh_files(self.mesh_folder())
         build_once(self.cache_folder(files), lambda tmp: self._label(files, tmp))
 
     def setup(self, stage: str | None = None) -> None:
@@ -310,7 +328,7 @@ class SolidMeshDataModule(InMemoryData):
 
         import numpy as np
 
-        files = _mesh_files(self.mesh_folder())
+        files = mesh_files(self.mesh_folder())
         folder = self.cache_folder(files)
         if not (folder / "done").is_file():
             self.prepare_data()
