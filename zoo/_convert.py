@@ -11,6 +11,10 @@ kernels and [heads, head_dim] biases and outputs through a [heads, head_dim, d] 
 [kh, kw, in, out]; BatchNormalization keeps gamma, beta, moving_mean and moving_variance.
 
 TensorFlow is needed only to read the checkpoint (`pip install 'hinton-zoo[convert]'`) and is imported only here.
+
+A PyTorch source (`framework: pytorch`, a `torch.save` file such as Canonical Capsules' released `.pth`) is read
+only through torch's restricted loader (`weights_only=True`: tensors, numbers, strings and containers); a file that
+needs anything more to unpickle is refused, never loaded. Its nested dicts become dotted variable names.
 """
 from __future__ import annotations
 
@@ -84,7 +88,8 @@ class StateBuilder:
         if dst in self.state:
             raise ConversionError(f"two checkpoint variables map to {dst}: the converter is wrong")
         self.used.add(src)
-        self.state[dst] = np.ascontiguousarray(fn(np.asarray(self.variables[src])))
+        a = np.asarray(fn(np.asarray(self.variables[src])))
+        self.state[dst] = a.copy() if a.ndim == 0 else np.ascontiguousarray(a)  # ascontiguousarray makes 0-d 1-d
 
     def fill(self, dst: str, value: np.ndarray) -> None:
         self.state[dst] = value
@@ -197,6 +202,46 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     return variables, meta["tensorflow"]
 
 
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a `torch.save` file as {dotted name: array}, read with `weights_only=True` only: a file whose
+    unpickling needs any other object is a ConversionError, and nothing in it runs."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as e:
+        raise ConversionError(
+            f"{path}: refused. Reading it needs more than tensors and plain containers (torch's weights_only "
+            f"loader said: {str(e).splitlines()[0]}), and the zoo never unpickles anything else") from None
+    out: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, torch.Tensor):
+            out[prefix] = value.detach().cpu().numpy()
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}.{i}", v)
+        else:
+            out[prefix] = np.asarray(value)
+
+    walk("", obj)
+    return out
+
+
 def checkpoint_prefix(path: str | os.PathLike) -> Path:
     """A TF checkpoint given as its folder (the `checkpoint` file's latest, else the only `*.index`), its prefix,
     or its `.index` file -> the prefix."""
@@ -301,17 +346,28 @@ def convert(name: str, checkpoint: str | os.PathLike | None = None, output: str 
     if entry.source is None:
         raise ConversionError(f"{name!r} has no official checkpoint to convert (no `source` in its catalogue "
                               f"entry); train it with `zoo reproduce {name}`")
-    if checkpoint is None:
-        checkpoint = download_gcs(entry.source["url"], zoo_home() / "sources" / name,
-                                  include=tuple(entry.source.get("include", ["*"])))
-    prefix = checkpoint_prefix(checkpoint)
-    files = {p.name: sha256_file(p) for p in checkpoint_files(prefix)}
-    variables, tf_version = read_tf_checkpoint(prefix)
+    if entry.source["framework"] == "pytorch":
+        if checkpoint is None:
+            raise CheckpointNotAvailable(
+                f"{name}: the official weights are a file at {entry.source['url']}, which needs a browser to "
+                f"download; download it, then run `zoo convert {name} --checkpoint FILE`")
+        path = Path(checkpoint).expanduser()
+        files = {path.name: sha256_file(path)}
+        variables, framework = read_torch_checkpoint(path), f"pytorch (read by torch {_torch_version()})"
+        checkpoint_name = path.name
+    else:
+        if checkpoint is None:
+            checkpoint = download_gcs(entry.source["url"], zoo_home() / "sources" / name,
+                                      include=tuple(entry.source.get("include", ["*"])))
+        prefix = checkpoint_prefix(checkpoint)
+        files = {p.name: sha256_file(p) for p in checkpoint_files(prefix)}
+        variables, tf_version = read_tf_checkpoint(prefix)
+        framework, checkpoint_name = f"tensorflow {tf_version}", prefix.name
     module = model_class(entry.model)(**entry.init_args)
     module.load_state_dict(convert_state(entry.source["converter"], variables, module, name), strict=True)
     module.zoo_entry = entry
-    provenance = {"source": entry.source["url"], "framework": f"tensorflow {tf_version}",
-                  "converter": entry.source["converter"], "checkpoint": prefix.name, "files_sha256": files,
+    provenance = {"source": entry.source["url"], "framework": framework,
+                  "converter": entry.source["converter"], "checkpoint": checkpoint_name, "files_sha256": files,
                   "variables": len(variables)}
     folder = write_release(module, Path(output) if output else releases_dir() / name, name=name,
                            provenance=provenance)

@@ -165,10 +165,13 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None,
         folder = releases_dir() / spec
         if not (folder / WEIGHTS).is_file() and entry.source is not None:
             src = entry.source
+            how = (f"download the official checkpoint ({src['size']}) from {src['url']}, then run `zoo convert {spec} "
+                   f"--checkpoint FILE`" if src["framework"] == "pytorch" else
+                   f"run `zoo convert {spec}` (needs `pip install 'hinton-zoo[convert]'`; downloads the official "
+                   f"checkpoint, {src['size']}, from {src['url']})")
             raise CheckpointNotAvailable(
-                f"{spec!r} holds the official weights, converted on your machine: run `zoo convert {spec}` "
-                f"(needs `pip install 'hinton-zoo[convert]'`; downloads the official checkpoint, {src['size']}, "
-                f"from {src['url']}). It saves the release in {folder}, which zoo.load then reads.")
+                f"{spec!r} holds the official weights, converted on your machine: {how}. It saves the release in "
+                f"{folder}, which zoo.load then reads.")
         if not (folder / WEIGHTS).is_file():
             cost = ""
             seconds = (entry.reproduced or {}).get("total_time_s") or (entry.reproduced or {}).get("wall_time_s")

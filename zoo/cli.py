@@ -79,15 +79,17 @@ def _parser() -> argparse.ArgumentParser:
                     help="skip the backprop baseline the entry is compared with (with --all: baselines that "
                          "PATTERN does not match are not added)")
     cv = sub.add_parser("convert", description=(
-        "Turn an entry's official checkpoint (its catalogue `source`: a TensorFlow checkpoint) into a zoo release "
-        "in $ZOO_HOME/releases/NAME, which `zoo.load(NAME)` then reads and `zoo publish` uploads. Every variable "
-        "of the checkpoint is mapped onto the model or skipped as training state (optimizer slots, step "
-        "counters), and every shape checked; anything else stops the conversion with the names involved. The "
-        "sha256 of each file read goes into the release's provenance.json. Needs TensorFlow to read the "
-        "checkpoint: pip install 'hinton-zoo[convert]'."))
+        "Turn an entry's official checkpoint (its catalogue `source`: a TensorFlow checkpoint, or a PyTorch "
+        "`torch.save` file) into a zoo release in $ZOO_HOME/releases/NAME, which `zoo.load(NAME)` then reads and "
+        "`zoo publish` uploads. Every variable of the checkpoint is mapped onto the model or skipped by name "
+        "(optimizer state, step counters, parts the official model never uses), and every shape checked; anything "
+        "else stops the conversion with the names involved. The sha256 of each file read goes into the release's "
+        "provenance.json. TensorFlow checkpoints need `pip install 'hinton-zoo[convert]'`; PyTorch files are read "
+        "only through torch's weights_only loader, never unpickled otherwise."))
     cv.add_argument("name", help="catalogue name with a `source`, e.g. pix2seq-coco (`zoo info NAME` shows it)")
     cv.add_argument("--checkpoint", help="the official checkpoint already on disk: its folder, prefix or .index "
-                                         "file (default: download the source into $ZOO_HOME/sources/NAME)")
+                                         "file, or the .pth file of a PyTorch source (default: download a "
+                                         "TensorFlow source into $ZOO_HOME/sources/NAME)")
     cv.add_argument("--output", help="release folder to write (default: $ZOO_HOME/releases/NAME)")
     cv.add_argument("--update-catalog", action="store_true", help="write the parameter count into the catalogue")
     pb = sub.add_parser("publish", description=(
