@@ -43,6 +43,7 @@ BENCHMARKS = {
     "cvxnet": ("cvxnet", None),
     "glom": ("glom", None),
     "nasa": ("nasa", None),
+    "canonical_capsules": ("canonical_capsules", "canonical-capsules/canonical-capsules"),
 }
 
 
@@ -54,7 +55,7 @@ def measure(key: str, ref: Path | None, repeats: int, device: str, variants: tup
         return module.rows(ref, repeats, device=device)
     if key == "grbm":
         return module.rows(str(ref), repeats, device=device)
-    if key in ("cka", "moe"):
+    if key in ("cka", "moe", "canonical_capsules"):
         return module.rows(ref, repeats, device=device)
     return module.rows(repeats, device=device)
 

@@ -193,6 +193,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     from bvh_fixture import write_clips
     from coco_fixture import write_coco_fixture
     from mesh_fixture import write_meshes
+    from shapenet_h5_fixture import write_shapenet_h5
     from speech_fixture import write_synthetic, write_timit
     from text_fixture import moby_dick_dir
     from treecrown_fixture import write_treecrown_photos
@@ -212,6 +213,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "mfa_start": str(mfa_start(idx_dir, dest / "mfa_start")), "coco_dir": str(write_coco_fixture(dest / "coco")),
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")), "mesh_dir": str(write_meshes(dest / "meshes")),
+            "shapenet_h5_dir": str(write_shapenet_h5(dest / "shapenet")),
             "bvh_dir": str(write_clips(dest / "bvh")),
             "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
@@ -259,6 +261,23 @@ COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",
                         "--data.init_args.batch_size=8", "--trainer.val_check_interval=1.0")
 # CvxNet: 3 convexes of 4 half-spaces from a quarter-width ResNet-18, a few query points and a tiny evaluation grid
+# ... the 3-D recipe on the fixture's five meshes (tests/mesh_fixture.py)
+CANONICAL_CAPSULES_MESH = ("--model.init_args.K=4", "--model.init_args.C=32", "--model.init_args.depth=2",
+                           "--model.init_args.n_points=32", "--model.init_args.bottleneck=32",
+                           "--data.init_args.data_dir={mesh_dir}", "--data.init_args.points=32",
+                           "--data.init_args.cached_points=64", "--data.init_args.batch_size=4")
+# ... and the ShapeNet recipe on a tiny folder in the official h5 layout
+CANONICAL_CAPSULES_SHAPENET = ("--model.init_args.K=4", "--model.init_args.C=32", "--model.init_args.depth=2",
+                               "--model.init_args.n_points=32", "--model.init_args.bottleneck=32",
+                               "--data.init_args.data_dir={shapenet_h5_dir}", "--data.init_args.points=32",
+                               "--data.init_args.batch_size=4", "--data.init_args.val_size=2",
+                               "--data.init_args.category=null")
+# a canonicaliser and encoder 32 wide with 4 capsules, 32 points per cloud; the DDP run validates after its two
+# steps, so that DDP's forward broadcasts rank 0's batch-norm statistics before the ranks are compared
+CANONICAL_CAPSULES_TINY = ("--model.init_args.K=4", "--model.init_args.C=32", "--model.init_args.depth=2",
+                           "--model.init_args.n_points=32", "--model.init_args.bottleneck=32",
+                           "--data.init_args.points=32", "--data.init_args.batch_size=8",
+                           "--data.init_args.val_size=16", "--data.init_args.test_size=16")
 CVXNET_TINY = ("--model.init_args.K=3", "--model.init_args.H=4", "--model.init_args.latent=8",
                "--model.init_args.hidden=[16]", "--model.init_args.width=0.25", "--model.init_args.n_box=10",
                "--data.init_args.box_points=10", "--data.init_args.surface_points=6", "--data.init_args.eval_grid=8",
@@ -379,6 +398,31 @@ PAPERS: tuple[Paper, ...] = (
         round_trip=("test_distillation.py::test_release_round_trip_is_bit_exact",),
         fit=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,)), Run("configs/distillation/fmnist_teacher.yaml")),
         ddp=(Run("configs/distillation/fmnist_distilled.yaml", (TEACHER,), check=_state_under_net),),
+    ),
+    Paper(
+        package="canonical_capsules", arxiv="2012.04718", keys=("canonical_capsules",),
+        math=("test_canonical_capsules.py::test_acn_equals_the_official_formula_on_a_k_by_n_tensor",
+              "test_canonical_capsules.py::test_pooling_gives_attention_weighted_keypoints_and_descriptors",
+              "test_canonical_capsules.py::test_localisation_and_equilibrium_by_brute_force",
+              "test_canonical_capsules.py::test_procrustes_recovers_a_rigid_pose_and_never_reflects",
+              "test_canonical_capsules.py::test_random_3d_rotations_are_uniform",
+              "test_canonical_capsules.py::test_chamfer_loss_by_brute_force",
+              "test_canonical_capsules.py::test_grouped_decoders_equal_one_decoder_per_capsule",
+              "test_canonical_capsules.py::test_capsules_are_permutation_equivariant_and_see_shape_not_order",
+              "test_canonical_capsules.py::test_losses_vanish_where_they_should",
+              "test_canonical_capsules.py::test_canonical_frame_keypoints_are_pose_free_for_an_exact_canonicaliser",
+              "test_canonical_capsules.py::test_analysis_baselines_by_hand",
+              "test_canonical_capsules.py::test_official_checkpoint_converts_strictly_and_nothing_else_is_unpickled"),
+        shapes=("test_canonical_capsules.py::test_shapes_and_losses",
+                "test_canonical_capsules.py::test_datamodules_read_real_formats"),
+        overfit=("test_canonical_capsules.py::test_overfits_one_batch",),
+        round_trip=("test_canonical_capsules.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/canonical_capsules/mnist_2d.yaml", CANONICAL_CAPSULES_TINY, data="own"),
+             Run("configs/canonical_capsules/fmnist_2d.yaml", CANONICAL_CAPSULES_TINY),
+             Run("configs/canonical_capsules/cgal_3d.yaml", CANONICAL_CAPSULES_MESH, data="own"),
+             Run("configs/canonical_capsules/shapenet_airplane.yaml", CANONICAL_CAPSULES_SHAPENET, data="own")),
+        ddp=(Run("configs/canonical_capsules/mnist_2d.yaml", (*CANONICAL_CAPSULES_TINY, "--trainer.val_check_interval=2"),
+                 data="own"),),
     ),
     Paper(
         package="cvxnet", arxiv="1909.05736", keys=("cvxnet",),
