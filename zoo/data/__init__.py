@@ -9,18 +9,23 @@ from zoo.data.imagefolder import ImageFolderData
 from zoo.data.meshes import SolidMeshDataModule, read_solid
 from zoo.data.parsing import TreebankDataModule
 from zoo.data.pcam import PCamDataModule, TwoViewPCamDataModule
+from zoo.data.point_clouds import (ImagePointCloudDataModule, MeshPointCloudDataModule, ShapeNetCoreDataModule,
+                                   ShapeNetPointCloudDataModule)
 from zoo.data.scenes import SceneDetectionDataModule
-from zoo.data.shapenet import ShapeNetOccupancyDataModule
+from zoo.data.shapenet import ShapeNetOccupancyDataModule, read_r2n2_views
 from zoo.data.silhouettes import SilhouetteDataModule
 from zoo.data.speech import SpeechDataModule
 from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
 from zoo.data.text import TextDataModule, Vocabulary
 from zoo.data.treecrowns import TreeCrownDataModule
+from zoo.data.yaleb import YaleBDataModule, read_yaleb
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
            "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
            "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
            "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule",
-           "SilhouetteDataModule", "SolidMeshDataModule", "read_solid", "ShapeNetOccupancyDataModule"]
+           "SilhouetteDataModule", "SolidMeshDataModule", "read_solid", "ShapeNetOccupancyDataModule",
+           "read_r2n2_views", "ImagePointCloudDataModule", "MeshPointCloudDataModule", "ShapeNetCoreDataModule",
+           "ShapeNetPointCloudDataModule", "YaleBDataModule", "read_yaleb"]

@@ -8,6 +8,10 @@
 - `MeshPointCloudDataModule`: surface samples of the meshes in a folder (default: the 139 OFF meshes of Debian's
   libcgal-demo, open ones included), each centred on its bounding box with the longest side spanning [-1, 1].
   Too few shapes to hold any out: training, validation and test are the same shapes (fresh samples in training).
+- `ShapeNetCoreDataModule`: ShapeNetCore's own meshes (v2: ROOT/<synset>/<model>/models/model_normalized.obj,
+  v1: ROOT/<synset>/<model>/model.obj; names from ROOT/taxonomy.json when present), as surface samples drawn once
+  and cached under $ZOO_HOME/data/shapenetcore-points/; split as AtlasNet splits it: per category, the sorted model
+  ids' first 80% train, the rest test (validation carved from train).
 - `ShapeNetPointCloudDataModule`: ShapeNet in the h5 layout the official Canonical Capsules code writes from
   AtlasNetV2's point clouds (`data_utils/ShapeNetLoader.py`):
 
@@ -257,3 +261,109 @@ class ShapeNetPointCloudDataModule(InMemoryData):
         self.val_set = SampledClouds([clouds[i] for i in held], labels[held], self.points, False, self.seed)
         test, test_labels = self.split("valid")
         self.test_set = SampledClouds(test, test_labels, self.points, False, self.seed + 2)
+
+
+def shapenet_core_models(root: Path) -> dict[str, list[Path]]:
+    """{synset: [mesh path, ...]} of a ShapeNetCore folder (v2 `models/model_normalized.obj`, else v1 `model.obj`),
+    model folders sorted by id."""
+    out: dict[str, list[Path]] = {}
+    for synset in sorted(p for p in Path(root).iterdir() if p.is_dir()):
+        meshes = []
+        for model in sorted(p for p in synset.iterdir() if p.is_dir()):
+            for rel in ("models/model_normalized.obj", "model.obj"):
+                if (model / rel).is_file():
+                    meshes.append(model / rel)
+                    break
+        if meshes:
+            out[synset.name] = meshes
+    return out
+
+
+class ShapeNetCoreDataModule(InMemoryData):
+    """ShapeNetCore meshes as 3-D point clouds (module docstring): `cached_points` area-uniform surface samples per
+    model (each mesh centred on its bounding box, longest side spanning [-1, 1]), `points` of them per item.
+    `synsets`: the categories to use (ids such as "02691156"; None: all). Batches: (clouds [B, points, 3], labels
+    [B]: the category's index in `classes`)."""
+
+    def __init__(self, data_dir: str | None = None, synsets: list[str] | None = None, points: int = 1024,
+                 cached_points: int = 4096, val_size: int = 500, batch_size: int = 16, seed: int = 0,
+                 num_workers: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        if points > cached_points:
+            raise ValueError(f"points ({points}) cannot exceed cached_points ({cached_points})")
+        self.data_dir, self.synsets, self.points = data_dir, list(synsets) if synsets else None, points
+        self.cached_points, self.val_size = cached_points, val_size
+        self.dims = 3
+
+    def root(self) -> Path:
+        from zoo.data._base import data_folders, locate
+
+        return locate(data_folders(self.data_dir, "shapenetcore", subfolder="ShapeNetCore.v2"),
+                      lambda f: f if f.is_dir() and shapenet_core_models(f) else None,
+                      "ShapeNetCore meshes (<synset>/<model>/models/model_normalized.obj or <synset>/<model>/model.obj)",
+                      "ShapeNetCore needs a registration at shapenet.org; unpack it and pass "
+                      "--data.init_args.data_dir=DIR.")
+
+    def _cache(self, root: Path, models: dict[str, list[Path]]) -> Path:
+        import hashlib
+
+        from zoo._paths import zoo_home
+        from zoo.data._base import build_once
+        from zoo.data.meshes import normalise, read_mesh, sample_surface
+
+        key = hashlib.sha256(repr((str(root.resolve()), sorted((k, len(v)) for k, v in models.items()),
+                                   self.cached_points, self.seed)).encode()).hexdigest()[:16]
+        folder = zoo_home() / "data" / "shapenetcore-points" / key
+
+        def write(tmp: Path) -> None:
+            from tqdm.auto import tqdm
+
+            g = torch.Generator().manual_seed(self.seed)
+            for synset, paths in models.items():
+                clouds = [sample_surface(normalise(read_mesh(p), 1.0), self.cached_points, g).float()
+                          for p in tqdm(paths, desc=f"sampling {synset} (once)", unit="mesh")]
+                torch.save(torch.stack(clouds), tmp / f"{synset}.pt")
+
+        build_once(folder, write)
+        return folder
+
+    def prepare_data(self) -> None:
+        root = self.root()
+        self._cache(root, self._models(root))
+
+    def _models(self, root: Path) -> dict[str, list[Path]]:
+        models = shapenet_core_models(root)
+        if self.synsets is not None:
+            unknown = sorted(set(self.synsets) - set(models))
+            if unknown:
+                raise ValueError(f"synsets {unknown} are not in {root} (it has {sorted(models)})")
+            models = {k: models[k] for k in self.synsets}
+        return models
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        import json
+
+        root = self.root()
+        models = self._models(root)
+        folder = self._cache(root, models)
+        names = {}
+        if (root / "taxonomy.json").is_file():
+            names = {t["synsetId"]: t["name"].split(",")[0] for t in json.loads((root / "taxonomy.json").read_text())}
+        self.classes = tuple(names.get(k, k) for k in models)
+        train, test = [], []
+        for label, synset in enumerate(models):
+            clouds = torch.load(folder / f"{synset}.pt", weights_only=True)
+            cut = int(len(clouds) * 0.8)
+            train += [(c, label) for c in clouds[:cut]]
+            test += [(c, label) for c in clouds[cut:]]
+        rest, held = split_off(len(train), self.val_size, self.seed)
+
+        def clouds(rows, idx, is_train, seed):
+            return SampledClouds([rows[i][0] for i in idx], torch.tensor([rows[i][1] for i in idx]), self.points,
+                                 is_train, seed)
+
+        self.train_set = clouds(train, rest.tolist(), True, self.seed)
+        self.val_set = clouds(train, held.tolist(), False, self.seed)
+        self.test_set = clouds(test, range(len(test)), False, self.seed + 2)

@@ -6,6 +6,8 @@ shape papers' official pipelines start from (CvxNet's TFRecords were converted f
     ROOT/<synset>/<model>/points.npz        points [N, 3] (float16), occupancies (np.packbits of N booleans)
     ROOT/<synset>/<model>/img_choy2016/000.jpg ... 023.jpg   the 3D-R2N2 renders, 137 x 137
 
+`read_r2n2_views` reads the same renders in 3D-R2N2's own layout (ShapeNetRendering/, with their cameras).
+
 Every `.npz` is read with `allow_pickle=False`, so nothing in a downloaded file is unpickled. ShapeNet needs a
 registration (shapenet.org) and the preprocessed data is distributed by the Occupancy Networks authors; neither is
 downloaded here, and a missing file is an error that says where it was looked for and what it should be.
@@ -57,6 +59,35 @@ def read_render(path: Path, size: int) -> torch.Tensor:
     with Image.open(path) as im:
         x = torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0).permute(2, 0, 1)
     return F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+R2N2_FIELDS = ("azimuth", "elevation", "in_plane_rotation", "distance_ratio", "field_of_view")
+
+
+def read_r2n2_views(model_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 3D-R2N2 renders of one ShapeNet model in their distributed layout (ShapeNetRendering/<synset>/<model>/
+    rendering/: the images listed in renderings.txt, 137 x 137 RGBA PNG, and rendering_metadata.txt, one line of
+    azimuth, elevation, in-plane rotation (degrees), distance ratio and field of view per image): images
+    [V, 4, 137, 137] in [0, 1] (alpha 0 off the object) and the cameras [V, 5] in `R2N2_FIELDS` order."""
+    from PIL import Image
+
+    folder = Path(model_dir)
+    folder = folder / "rendering" if (folder / "rendering").is_dir() else folder
+    listing, meta = folder / "renderings.txt", folder / "rendering_metadata.txt"
+    for f in (listing, meta):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: missing (a 3D-R2N2 rendering folder holds renderings.txt, "
+                                    "rendering_metadata.txt and the PNGs they list)")
+    names = [ln.strip() for ln in listing.read_text().splitlines() if ln.strip()]
+    rows = [ln.split() for ln in meta.read_text().splitlines() if ln.strip()]
+    if len(rows) != len(names) or any(len(r) != len(R2N2_FIELDS) for r in rows):
+        raise ValueError(f"{meta}: expected {len(names)} lines of {len(R2N2_FIELDS)} numbers (one per image of "
+                         f"renderings.txt), got {len(rows)} lines")
+    images = []
+    for n in names:
+        with Image.open(folder / n) as im:
+            images.append(torch.from_numpy(np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return torch.stack(images), torch.tensor([[float(v) for v in r] for r in rows])
 
 
 class ShapeNetModels(Dataset):
