@@ -148,6 +148,12 @@ def test_shapes_and_chunked_evaluation():
     assert torch.equal(near, b["points"].norm(dim=-1) <= 0.05)
 
 
+def test_a_skeleton_of_another_size_is_refused_with_the_fix():
+    m = NASAModule(parts=4, total_width=32)
+    with pytest.raises(ValueError, match="5, 4, 4.*4 parts.*parts=5"):
+        m(torch.rand(2, 10, 3), torch.eye(4).expand(2, 5, 4, 4), torch.zeros(2, 3))
+
+
 def test_release_round_trip_is_bit_exact(tmp_path):
     torch.manual_seed(0)
     for deformable in (True, False):

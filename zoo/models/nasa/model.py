@@ -98,6 +98,10 @@ class NASA(nn.Module):
     def forward(self, points: torch.Tensor, transforms: torch.Tensor, root: torch.Tensor) -> NASAOutput:
         """points [B, N, 3] (posed), transforms [B, K, 4, 4] (bone-from-world), root [B, 3] -> NASAOutput."""
         B, N = points.shape[:2]
+        if transforms.shape[-3:] != (self.K, 4, 4):
+            raise ValueError(f"the pose holds {tuple(transforms.shape[1:])} bone transforms, but this NASA model has "
+                             f"{self.K} parts (one 4 x 4 transform each): the data's skeleton is not the one the "
+                             f"model was built for; build it with parts={transforms.shape[-3]} or map the bones")
         # parts first ([K, B, N, 3]), the layout the batched part networks read, so nothing is transposed
         x = torch.einsum("bkij,bnj->kbni", transforms[..., :3, :3], points) + transforms[:, :, :3, 3].transpose(
             0, 1)[:, :, None]
