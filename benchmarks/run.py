@@ -44,6 +44,7 @@ BENCHMARKS = {
     "glom": ("glom", None),
     "nasa": ("nasa", None),
     "canonical_capsules": ("canonical_capsules", "canonical-capsules/canonical-capsules"),
+    "render": ("render", None),
 }
 
 

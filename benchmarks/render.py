@@ -1,0 +1,67 @@
+"""The mesh rasteriser (zoo.data.render.rasterise: every pixel against a chunk of faces in one batched computation)
+against the same z-buffer written as a plain PyTorch loop over faces (each face's barycentric test over all pixels,
+then a z-buffer update), the way a direct reading of the algorithm goes. Same mesh, size and device; the two
+z-buffers are checked equal first.
+
+    python benchmarks/render.py [--mesh elephant.off --size 64 --repeats 3 --threads N]
+
+Prints renders/s of each and the ratio. The mesh is one of Debian's libcgal-demo OFF files (apt-get install
+libcgal-demo), normalised into the [-0.9, 0.9] box.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from _compare import Row, interleaved, print_rows
+from zoo.data.meshes import Mesh, mesh_folder, normalise, read_solid
+from zoo.data.render import pixel_centres, rasterise
+
+
+def loop_depth(mesh: Mesh, size: int, extent: float = 1.0) -> torch.Tensor:
+    """The depth buffer [size, size], one face at a time (back faces culled, as rasterise does)."""
+    p = pixel_centres(size, extent)
+    best = torch.full((len(p),), -torch.inf, dtype=torch.float64)
+    tri = mesh.vertices.double()[mesh.faces]
+    for a, b, c in tri:
+        e1, e2 = (b - a)[:2], (c - a)[:2]
+        det = e1[0] * e2[1] - e1[1] * e2[0]
+        if det <= 1e-12:
+            continue
+        d = p - a[:2]
+        u = (d[:, 0] * e2[1] - d[:, 1] * e2[0]) / det
+        w = (e1[0] * d[:, 1] - e1[1] * d[:, 0]) / det
+        z = a[2] + u * (b[2] - a[2]) + w * (c[2] - a[2])
+        hit = (u >= 0) & (w >= 0) & (u + w <= 1) & (z > best)
+        best = torch.where(hit, z, best)
+    return best.view(size, size)
+
+
+def row(mesh_name: str = "elephant.off", size: int = 64, repeats: int = 3) -> Row:
+    mesh = normalise(read_solid(mesh_folder(None) / mesh_name), 0.9)
+    assert torch.equal(rasterise(mesh, size).depth, loop_depth(mesh, size)), "the two z-buffers differ"
+    t = interleaved({"batched": lambda: rasterise(mesh, size), "loop": lambda: loop_depth(mesh, size)}, repeats)
+    return Row(f"rasterise {mesh_name} ({len(mesh.faces):,} faces) at {size} x {size}",
+               "plain PyTorch loop over faces", "renders/s", [1 / s for s in t["batched"]], [1 / s for s in t["loop"]],
+               higher_is_better=True, note="depth buffers equal")
+
+
+def rows(repeats: int = 3, device: str = "cpu") -> list[Row]:
+    return [row(repeats=repeats)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mesh", default="elephant.off")
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    print_rows([row(a.mesh, a.size, a.repeats)])
+
+
+if __name__ == "__main__":
+    main()
