@@ -30,6 +30,8 @@ def checkpoints_table() -> str:
         acc = e.headline()
         base = entries[e.baseline].headline() if e.baseline else ""
         get = f"Hub @{e.hub.revision[:7]}" if e.hub else f"`zoo {'convert' if e.source else 'reproduce'} {name}`"
+        if e.source and e.source["framework"] == "pytorch" and not e.hub:  # a browser download first
+            get = f"`zoo convert {name} --checkpoint FILE`"
         rows.append(
             f"| `{name}` | {e.dataset} | {acc or 'not yet measured'} | "
             f"{(base + ' `' + e.baseline + '`') if base else '–'} | "

@@ -26,7 +26,7 @@ The paper's setting: {{ paper.setting }}. Its numbers appear with their settings
 
 These are the official weights, converted by `zoo convert {{ name }}` from `{{ provenance.source }}`
 (checkpoint `{{ provenance.checkpoint }}`, read with {{ provenance.framework }}; converter `{{ provenance.converter }}`,
-every one of its {{ provenance.variables }} variables mapped or skipped as training state). The files read, by sha256:
+every one of its {{ provenance.variables }} variables mapped, or skipped by name as training state or as a part the official model never uses). The files read, by sha256:
 {% for f, sha in provenance.files_sha256.items() %}
 - `{{ f }}`: `{{ sha }}`{% endfor %}
 
