@@ -268,7 +268,7 @@ def test_overfits_one_batch():
             return chamfer_loss(x_can, y).item()
 
     before = error()
-    for _ in range(150):
+    for _ in range(60):  # at 1 thread: 0.48 of the start after 25 steps, 0.17 after 50, 0.14 after 150
         m.train()
         loss = m.net.losses(x, generator=torch.Generator().manual_seed(1)).total
         opt.zero_grad()
