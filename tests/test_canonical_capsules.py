@@ -94,6 +94,8 @@ def test_chamfer_loss_by_brute_force():
     sq = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
     ref = sq.min(2).values.mean() + sq.min(1).values.mean()
     assert chamfer_loss(x, y).item() == pytest.approx(ref.item(), rel=1e-5)
+    each = sq.min(2).values.mean(1) + sq.min(1).values.mean(1)
+    assert torch.allclose(chamfer_loss(x, y, per_cloud=True), each, rtol=1e-5)
     assert chamfer_loss(x, x).item() == pytest.approx(0.0, abs=1e-5)
 
 

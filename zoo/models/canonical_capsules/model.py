@@ -183,12 +183,14 @@ class CapsuleDecoders(nn.Module):
         return y if split else y.reshape(B, -1, self.d)
 
 
-def chamfer_loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def chamfer_loss(x: torch.Tensor, y: torch.Tensor, per_cloud: bool = False) -> torch.Tensor:
     """The official reconstruction loss: mean over the batch of mean_i min_j ‖x_i − y_j‖² + mean_j min_i ‖x_i −
     y_j‖², for point sets [B, N, d] and [B, M, d], squared distances by the product expansion (as the official
-    `ChamferLoss`; clamped at 0)."""
+    `ChamferLoss`; clamped at 0). `per_cloud`: the [B] values before the batch mean."""
     sq = (x.square().sum(-1, keepdim=True) + y.square().sum(-1)[:, None] - 2 * torch.bmm(x, y.transpose(1, 2)))
     sq = sq.clamp_min(0)
+    if per_cloud:
+        return sq.amin(2).mean(1) + sq.amin(1).mean(1)
     return sq.amin(2).mean() + sq.amin(1).mean()
 
 
@@ -306,11 +308,12 @@ class CanonicalCapsules(nn.Module):
         Ra, ta = random_poses(B, self.d, translation, generator, x.device)
         Rb, tb = random_poses(B, self.d, translation, generator, x.device)
         pa, pb = torch.bmm(Ra, p) + ta, torch.bmm(Rb, p) + tb
-        caps, k_bar, R, t = self.canonicaliser(torch.cat([pa, pb]))
+        both = torch.cat([pa, pb])
+        caps, k_bar, R, t = self.canonicaliser(both)
         mu_a, mu_b = caps.mu[:B], caps.mu[B:]
         R_ab = torch.bmm(Rb, Ra.transpose(1, 2))  # view a -> view b: p_b = R_ab (p_a − t_a) + t_b
         equivariance = (torch.bmm(R_ab, mu_a - ta) + tb - mu_b).square().sum(1).mean()
-        loc = localisation(caps, torch.cat([pa, pb]))
+        loc = localisation(caps, both)
         eq = equilibrium(caps)
         invariance = F.mse_loss(caps.beta[:B], caps.beta[B:])
         canonical = (torch.bmm(R, caps.mu) + t - k_bar).square().sum(1).mean()

@@ -95,8 +95,7 @@ class CanonicalCapsulesModule(ZooModule):
         x = batch[0]
         y, x_can = self.net(self.eval_poses(x, batch_idx, 0))
         x_can_b = self.canonicalise(self.eval_poses(x, batch_idx, 1))
-        per_cloud = torch.stack([chamfer_loss(a[None], b[None]) for a, b in zip(x_can, y)])
-        self.scores[f"{stage}_chamfer"].update(per_cloud)
+        self.scores[f"{stage}_chamfer"].update(chamfer_loss(x_can, y, per_cloud=True))
         self.scores[f"{stage}_instability"].update(chamfer_distance(x_can, x_can_b))
         for m in ("chamfer", "instability"):
             self.log(f"{stage}/{m}", self.scores[f"{stage}_{m}"], prog_bar=m == "chamfer", batch_size=len(x))
