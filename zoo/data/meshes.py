@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -165,6 +166,20 @@ def depth_views(grid: torch.Tensor) -> torch.Tensor:
     return torch.stack(views, 1)
 
 
+def read_or_skip(path: Path, reader: Callable[[Path], Mesh], max_faces: int, skipped: dict[str, str]) -> Mesh | None:
+    """The mesh at `path` read by `reader` (`read_mesh`, `read_solid`), or None with the reason recorded under
+    skipped[path.name]: unreadable (or not what the reader requires), or more than `max_faces` faces."""
+    try:
+        mesh = reader(path)
+    except ValueError as e:
+        skipped[path.name] = str(e).split(": ", 1)[-1]
+        return None
+    if len(mesh.faces) > max_faces:
+        skipped[path.name] = f"{len(mesh.faces)} faces, over max_faces={max_faces}"
+        return None
+    return mesh
+
+
 def mesh_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in (".off", ".obj", ".ply", ".stl"))
 
@@ -288,13 +303,8 @@ class SolidMeshDataModule(InMemoryData):
         from tqdm.auto import tqdm
 
         for f in tqdm(files, desc="labelling meshes (winding numbers, once)", unit="mesh"):
-            try:
-                mesh = read_solid(f)
-            except ValueError as e:
-                skipped[f.name] = str(e).split(": ", 1)[-1]
-                continue
-            if len(mesh.faces) > self.max_faces:
-                skipped[f.name] = f"{len(mesh.faces)} faces, over max_faces={self.max_faces}"
+            mesh = read_or_skip(f, read_solid, self.max_faces, skipped)
+            if mesh is None:
                 continue
             mesh = normalise(mesh, self.extent)
             box = torch.rand(self.cached_points, 3, generator=g, dtype=torch.float64) - 0.5

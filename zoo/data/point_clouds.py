@@ -167,18 +167,13 @@ class MeshPointCloudDataModule(InMemoryData):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        from zoo.data.meshes import mesh_files, mesh_folder, normalise, read_mesh, sample_surface
+        from zoo.data.meshes import mesh_files, mesh_folder, normalise, read_mesh, read_or_skip, sample_surface
 
         g = torch.Generator().manual_seed(self.seed)
         clouds = []
         for f in mesh_files(mesh_folder(self.data_dir)):
-            try:
-                mesh = read_mesh(f)
-            except ValueError as e:
-                self.skipped[f.name] = str(e).split(": ", 1)[-1]
-                continue
-            if len(mesh.faces) > self.max_faces:
-                self.skipped[f.name] = f"{len(mesh.faces)} faces, over max_faces={self.max_faces}"
+            mesh = read_or_skip(f, read_mesh, self.max_faces, self.skipped)
+            if mesh is None:
                 continue
             clouds.append(sample_surface(normalise(mesh, 1.0), self.cached_points, g).float())
             self.names.append(f.name)

@@ -35,12 +35,13 @@ What differs from the official code, and why:
 """
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from zoo.nn.rotations import random_rotations
 
 EPS_MASS = 1e-3  # the attention mass Σ_n A_kn is clamped at this before normalising (official `a_norm_eps: clamp`)
 
@@ -198,19 +199,9 @@ def random_poses(B: int, d: int, translation: float = 0.2, generator: torch.Gene
                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Random rigid poses: R [B, d, d] uniform on SO(d) (2-D: an angle uniform in [0, 2π); 3-D: a normalised
     Gaussian quaternion) and t [B, d, 1] uniform in [−translation, translation]^d."""
-    if d == 2:
-        theta = torch.rand(B, generator=generator) * 2 * math.pi
-        c, s = theta.cos(), theta.sin()
-        R = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2)
-    elif d == 3:
-        q = F.normalize(torch.randn(B, 4, generator=generator), dim=-1)
-        w, x, y, z = q.unbind(-1)
-        R = torch.stack([
-            torch.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], -1),
-            torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], -1),
-            torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], -1)], -2)
-    else:
+    if d not in (2, 3):
         raise ValueError(f"poses in {d} dimensions: Canonical Capsules works on 2-D or 3-D point clouds")
+    R = random_rotations(B, d, generator)
     t = (torch.rand(B, d, 1, generator=generator) * 2 - 1) * translation
     return R.to(device), t.to(device)
 
