@@ -19,7 +19,8 @@ from zoo.data.svhn import SVHNDataModule, read_svhn_mat
 from zoo.data.tabular import TabularDataModule
 from zoo.data.text import TextDataModule, Vocabulary
 from zoo.data.treecrowns import TreeCrownDataModule
-from zoo.data.yaleb import YaleBDataModule, read_yaleb
+from zoo.data.lambertian import LambertianObjectsDataModule, photometric_stereo
+from zoo.data.yaleb import YaleBDataModule, YaleBSubjectsDataModule, read_yaleb
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
            "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
@@ -28,4 +29,5 @@ __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifa
            "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule",
            "SilhouetteDataModule", "SolidMeshDataModule", "read_solid", "ShapeNetOccupancyDataModule",
            "read_r2n2_views", "ImagePointCloudDataModule", "MeshPointCloudDataModule", "ShapeNetCoreDataModule",
-           "ShapeNetPointCloudDataModule", "YaleBDataModule", "read_yaleb"]
+           "ShapeNetPointCloudDataModule", "YaleBDataModule", "YaleBSubjectsDataModule", "read_yaleb",
+           "LambertianObjectsDataModule", "photometric_stereo"]

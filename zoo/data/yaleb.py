@@ -134,3 +134,53 @@ class YaleBDataModule(InMemoryData):
 
         self.train_set, self.val_set, self.test_set = rows(rest[keep]), rows(rest[held]), rows(test)
         self.subjects = sorted(set(d.subject.tolist()))
+
+
+class YaleBSubjectsDataModule(InMemoryData):
+    """Extended Yale B grouped by subject, for Deep Lambertian Networks: each row is one subject's frontal-pose
+    images under the lights every subject has (so rows stack), centre-cropped to a square and resized to
+    `size` x `size` (area averaging). Subjects, not lights, are held out: `val_subjects` and `test_subjects` of
+    them (fixed seed) are never trained on, as one-shot identification of new people needs. Batches follow
+    `zoo.data.lambertian`: (images [B, L, size, size], light [B, L, 3], subject [B], albedo, normal), the last two
+    NaN (the database has no true albedo or normals)."""
+
+    def __init__(self, data_dir: str | None = None, size: int = 32, val_subjects: int = 4, test_subjects: int = 10,
+                 batch_size: int = 8, seed: int = 0, num_workers: int = 0):
+        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self.data_dir, self.size, self.val_subjects, self.test_subjects = data_dir, size, val_subjects, test_subjects
+        self.light: torch.Tensor | None = None
+
+    root = YaleBDataModule.root
+    prepare_data = YaleBDataModule.prepare_data
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        import torch.nn.functional as F
+
+        from zoo.data._base import split_off
+
+        d = read_yaleb(self.root(), 0)
+        keys = [tuple(k) for k in torch.stack([d.azimuth, d.elevation], 1).tolist()]
+        subjects = sorted(set(d.subject.tolist()))
+        common = sorted(set.intersection(*({k for k, s in zip(keys, d.subject.tolist()) if s == subj}
+                                           for subj in subjects)))
+        if len(common) < 3:
+            raise ValueError(f"{self.root()}: the subjects share only {len(common)} light directions; photometric "
+                             "stereo needs at least 3")
+        where = {(s, k): i for i, (s, k) in enumerate(zip(d.subject.tolist(), keys))}
+        index = torch.tensor([[where[(s, k)] for k in common] for s in subjects])  # [S, L]
+        H, W = d.images.shape[-2:]
+        side = min(H, W)
+        top, left = (H - side) // 2, (W - side) // 2
+        crop = d.images[:, 0, top:top + side, left:left + side].float() / 255.0
+        small = F.interpolate(crop[:, None], size=(self.size, self.size), mode="area")[:, 0]
+        images = small[index]
+        light = light_direction(*torch.tensor(common).T).expand(len(subjects), -1, -1).contiguous()
+        nan = torch.full((len(subjects), self.size, self.size), float("nan"))
+        objects = (images, light, torch.tensor(subjects), nan, nan[..., None].expand(-1, -1, -1, 3).contiguous())
+        self.light = light[0]
+        rest, test = split_off(len(subjects), self.test_subjects, self.seed)
+        keep, val = split_off(len(rest), self.val_subjects, self.seed + 1)
+        self.train_set, self.val_set, self.test_set = (Rows(*(t[i] for t in objects))
+                                                        for i in (rest[keep], rest[val], test))
