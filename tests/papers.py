@@ -13,7 +13,8 @@ release), {subclass_teacher} (a tiny 2 x 5 subclass teacher release), {mfa_start
 fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixture.py), {text_dir} and {text_vocab} (a tiny Moby Dick,
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
 and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {mesh_dir} (four
-solid OFF meshes and an open one, tests/mesh_fixture.py), {bvh_dir} (two tiny CMU-layout BVH clips, tests/bvh_fixture.py), {treebank_dir} and
+solid OFF meshes and an open one, tests/mesh_fixture.py), {bvh_dir} (two tiny CMU-layout BVH clips, tests/bvh_fixture.py), {yaleb_dir} (six subjects of a
+tiny cropped Yale B, tests/yaleb_fixture.py), {treebank_dir} and
 {treebank_vocab} (a tiny synthetic treebank and its vocabulary size), {root} (the run's output folder).
 """
 from __future__ import annotations
@@ -197,6 +198,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     from speech_fixture import write_synthetic, write_timit
     from text_fixture import moby_dick_dir
     from treecrown_fixture import write_treecrown_photos
+    from yaleb_fixture import write_yaleb
 
     import zoo
     from zoo.data.parsing import TreebankDataModule, write_synthetic_treebank
@@ -214,7 +216,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "text_dir": str(text), "text_vocab": str(TextDataModule("moby-dick", data_dir=str(text)).vocab_size),
             "timit_dir": str(write_timit(dest / "timit")), "mesh_dir": str(write_meshes(dest / "meshes")),
             "shapenet_h5_dir": str(write_shapenet_h5(dest / "shapenet")),
-            "bvh_dir": str(write_clips(dest / "bvh")),
+            "bvh_dir": str(write_clips(dest / "bvh")), "yaleb_dir": str(write_yaleb(dest / "yaleb")),
             "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "simclrv2_pretrained": str(zoo.save_pretrained(
@@ -289,6 +291,18 @@ CVXNET_DDP = ("--trainer.val_check_interval=1.0", "--trainer.check_val_every_n_e
 CVXNET_3D_TINY = (*CVXNET_TINY[:6], "--data.init_args.data_dir={mesh_dir}", "--data.init_args.res=8",
                   "--data.init_args.cached_points=200", "--data.init_args.box_points=10",
                   "--data.init_args.surface_points=6", "--data.init_args.batch_size=2")
+# Deep Lambertian Networks at 8 x 8 with 16 hidden units per prior, on the fixture meshes (three lights, every mesh,
+# two training poses each) or the fixture Yale B; short chains
+DEEP_LAMBERTIAN_TINY = ("--model.init_args.image_size=8", "--model.init_args.hidden_albedo=16",
+                        "--model.init_args.hidden_normal=16", "--model.init_args.infer_steps=4",
+                        "--model.init_args.burn_in=1", "--model.init_args.probes=2", "--data.init_args.size=8",
+                        "--data.init_args.batch_size=2")
+DEEP_LAMBERTIAN_MESH = (*DEEP_LAMBERTIAN_TINY, "--data.init_args.data_dir={mesh_dir}", "--data.init_args.meshes=null",
+                        "--data.init_args.azimuths=[-30.0, 0.0, 30.0]", "--data.init_args.elevations=[0.0]",
+                        "--data.init_args.train_poses=2", "--data.init_args.val_poses=1",
+                        "--data.init_args.test_poses=1", "--data.init_args.min_cover=0.05")
+DEEP_LAMBERTIAN_YALEB = (*DEEP_LAMBERTIAN_TINY, "--data.init_args.data_dir={yaleb_dir}",
+                         "--data.init_args.val_subjects=1", "--data.init_args.test_subjects=1")
 # a U-Net 8 wide with one block per resolution; no FID classifier
 BIT_DIFFUSION = ("--model.init_args.dim=8", "--model.init_args.num_res_blocks=[1, 1]", "--model.init_args.head_dim=8",
                  "--model.init_args.fid_features=null", "--data.init_args.batch_size=8")
@@ -423,6 +437,24 @@ PAPERS: tuple[Paper, ...] = (
              Run("configs/canonical_capsules/shapenet_airplane.yaml", CANONICAL_CAPSULES_SHAPENET, data="own")),
         ddp=(Run("configs/canonical_capsules/mnist_2d.yaml", (*CANONICAL_CAPSULES_TINY, "--trainer.val_check_interval=2"),
                  data="own"),),
+    ),
+    Paper(
+        package="deep_lambertian", arxiv="1206.6445", keys=("deep_lambertian",),
+        math=("test_deep_lambertian.py::test_albedo_conditional_is_the_product_of_prior_and_likelihood",
+              "test_deep_lambertian.py::test_normal_conditional_is_the_three_by_three_gaussian_posterior",
+              "test_deep_lambertian.py::test_light_conditional_is_bayesian_least_squares",
+              "test_deep_lambertian.py::test_light_is_recovered_given_true_albedo_and_normals",
+              "test_deep_lambertian.py::test_photometric_stereo_inverts_exact_lambertian_images",
+              "test_deep_lambertian.py::test_one_shot_scoring_by_hand",
+              "test_deep_lambertian.py::test_evaluation_scores_and_copy_baseline"),
+        shapes=("test_deep_lambertian.py::test_inference_shapes_and_modes",
+                "test_deep_lambertian.py::test_lit_objects_are_exact_renders_with_disjoint_textures",
+                "test_deep_lambertian.py::test_yale_b_subjects_share_lights_and_hold_out_people"),
+        overfit=("test_deep_lambertian.py::test_overfits_one_batch",),
+        round_trip=("test_deep_lambertian.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/deep_lambertian/cgal_lfw.yaml", DEEP_LAMBERTIAN_MESH, data="own"),
+             Run("configs/deep_lambertian/yaleb.yaml", DEEP_LAMBERTIAN_YALEB, data="own")),
+        ddp=(Run("configs/deep_lambertian/cgal_lfw.yaml", DEEP_LAMBERTIAN_MESH, data="own"),),
     ),
     Paper(
         package="cvxnet", arxiv="1909.05736", keys=("cvxnet",),
