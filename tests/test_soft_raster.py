@@ -1,0 +1,68 @@
+"""The soft rasteriser against hand-derived distances, the hard z-buffer it tends to as σ, γ → 0, and finite
+differences for its gradients."""
+import torch
+
+from zoo.data.meshes import Mesh
+from zoo.data.render import rasterise
+from zoo.nn.soft_raster import face_terms, soft_render
+
+TRI = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]], dtype=torch.float64)
+
+
+def test_signed_distance_and_depth_by_hand():
+    """Inside (0.2, 0.3): nearest edge x = 0 at 0.2, so +0.04; outside (-0.3, 0.5): the edge x = 0 at 0.3, so -0.09;
+    beyond a corner (1.3, -0.4): the corner (1, 0) at 0.5, so -0.25. Depth on a tilted face z = x + 2y."""
+    tri = TRI.clone()
+    tri[0, :, 2] = tri[0, :, 0] + 2 * tri[0, :, 1]
+    p = torch.tensor([[0.2, 0.3], [-0.3, 0.5], [1.3, -0.4]], dtype=torch.float64)
+    sd, z, bary = face_terms(tri[:, None], p)
+    assert torch.allclose(sd[0, :, 0], torch.tensor([0.04, -0.09, -0.25], dtype=torch.float64))
+    assert torch.allclose(z[0, :, 0], p[:, 0] + 2 * p[:, 1])  # extrapolated outside the face too
+    assert torch.allclose(bary.sum(-1), torch.ones(1, 3, 1, dtype=torch.float64))
+
+
+def octahedron() -> Mesh:
+    v = [(0.8, 0, 0), (-0.8, 0, 0), (0, 0.8, 0), (0, -0.8, 0), (0, 0, 0.8), (0, 0, -0.8)]
+    f = [(0, 2, 4), (2, 1, 4), (1, 3, 4), (3, 0, 4), (2, 0, 5), (1, 2, 5), (3, 1, 5), (0, 3, 5)]
+    return Mesh(torch.tensor(v, dtype=torch.float64), torch.tensor(f))
+
+
+def test_sharp_limits_equal_the_z_buffer():
+    """With σ and γ tiny, the silhouette is the z-buffer's coverage and the image shows the nearest face's colour,
+    for a turned octahedron whose faces overlap in the image."""
+    mesh = octahedron()
+    c, s = torch.cos(torch.tensor(0.6, dtype=torch.float64)), torch.sin(torch.tensor(0.6, dtype=torch.float64))
+    R = torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+    hard = rasterise(mesh, 24, 1.0, R)
+    v = (mesh.vertices @ R.T)[None]
+    colours = torch.arange(8, dtype=torch.float64)[None, :, None]
+    sil, img = soft_render(v, mesh.faces, colours, size=24, sigma=1e-9, gamma=1e-6)
+    assert torch.equal(sil[0] > 0.5, hard.mask)
+    assert torch.allclose(img[0, ..., 0][hard.mask], hard.face[hard.mask].double(), atol=1e-6)
+
+
+def test_chunks_do_not_change_the_result():
+    mesh = octahedron()
+    v = mesh.vertices[None].repeat(2, 1, 1)
+    v[1] *= 0.7
+    colours = torch.rand(2, 8, 3, dtype=torch.float64)
+    one = soft_render(v, mesh.faces, colours, size=10, sigma=1e-3, gamma=1e-2)
+    many = soft_render(v, mesh.faces, colours, size=10, sigma=1e-3, gamma=1e-2, chunk=50)
+    assert torch.allclose(one[0], many[0]) and torch.allclose(one[1], many[1])
+    assert (one[0][1].sum() < one[0][0].sum())  # the smaller mesh covers less
+
+
+def test_gradients_match_finite_differences():
+    """Silhouette and image are smooth in the vertices at σ, γ > 0: autograd against central differences."""
+    torch.manual_seed(0)
+    mesh = octahedron()
+    v = (mesh.vertices + 0.05 * torch.randn_like(mesh.vertices))[None].requires_grad_()
+    colours = torch.rand(1, 8, 2, dtype=torch.float64)
+
+    def f(x):
+        sil, img = soft_render(x, mesh.faces, colours, size=6, sigma=3e-2, gamma=1e-1)
+        return sil.sum() + img.pow(2).sum()
+
+    assert torch.autograd.gradcheck(f, (v,), eps=1e-6, atol=1e-5)
+    f(v).backward()
+    assert v.grad.abs().sum() > 0
