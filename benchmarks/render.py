@@ -1,7 +1,8 @@
 """The mesh rasteriser (zoo.data.render.rasterise: every pixel against a chunk of faces in one batched computation)
 against the same z-buffer written as a plain PyTorch loop over faces (each face's barycentric test over all pixels,
 then a z-buffer update), the way a direct reading of the algorithm goes. Same mesh, size and device; the two
-z-buffers are checked equal first.
+z-buffers are checked equal first. Likewise the soft rasteriser's silhouette (zoo.nn.soft_raster.soft_render)
+against a loop over faces that adds each face's log(1 − D_j) over all pixels.
 
     python benchmarks/render.py [--mesh elephant.off --size 64 --repeats 3 --threads N]
 
@@ -17,6 +18,7 @@ import torch
 from _compare import Row, interleaved, print_rows
 from zoo.data.meshes import Mesh, mesh_folder, normalise, read_solid
 from zoo.data.render import pixel_centres, rasterise
+from zoo.nn.soft_raster import face_terms, soft_render
 
 
 def loop_depth(mesh: Mesh, size: int, extent: float = 1.0) -> torch.Tensor:
@@ -47,8 +49,30 @@ def row(mesh_name: str = "elephant.off", size: int = 64, repeats: int = 3) -> Ro
                higher_is_better=True, note="depth buffers equal")
 
 
+def loop_soft_silhouette(v: torch.Tensor, faces: torch.Tensor, size: int, sigma: float) -> torch.Tensor:
+    """The soft silhouette [size, size] of one mesh, one face at a time."""
+    p = pixel_centres(size, 1.0).to(v.dtype)
+    log_empty = torch.zeros(len(p), dtype=v.dtype)
+    for f in faces:
+        sd, _, _ = face_terms(v[f][None, None], p)
+        log_empty += torch.nn.functional.logsigmoid(-sd[0, :, 0] / sigma)
+    return (1 - log_empty.exp()).view(size, size)
+
+
+def soft_row(mesh_name: str = "elephant.off", size: int = 32, repeats: int = 3, sigma: float = 1e-4) -> Row:
+    mesh = normalise(read_solid(mesh_folder(None) / mesh_name), 0.9)
+    v = mesh.vertices.float()
+    batched = soft_render(v[None], mesh.faces, size=size, sigma=sigma)[0][0]
+    assert torch.allclose(batched, loop_soft_silhouette(v, mesh.faces, size, sigma), atol=1e-5), "silhouettes differ"
+    t = interleaved({"batched": lambda: soft_render(v[None], mesh.faces, size=size, sigma=sigma),
+                     "loop": lambda: loop_soft_silhouette(v, mesh.faces, size, sigma)}, repeats)
+    return Row(f"soft silhouette {mesh_name} ({len(mesh.faces):,} faces) at {size} x {size}",
+               "plain PyTorch loop over faces", "renders/s", [1 / s for s in t["batched"]], [1 / s for s in t["loop"]],
+               higher_is_better=True, note="silhouettes agree to 1e-5")
+
+
 def rows(repeats: int = 3, device: str = "cpu") -> list[Row]:
-    return [row(repeats=repeats)]
+    return [row(repeats=repeats), soft_row(repeats=repeats)]
 
 
 def main() -> None:
@@ -60,7 +84,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print_rows([row(a.mesh, a.size, a.repeats)])
+    print_rows([row(a.mesh, a.size, a.repeats), soft_row(a.mesh, a.size // 2, a.repeats)])
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ BENCHMARKS = {
     "nasa": ("nasa", None),
     "canonical_capsules": ("canonical_capsules", "canonical-capsules/canonical-capsules"),
     "render": ("render", None),
+    "deep_lambertian": ("deep_lambertian", None),
 }
 
 
