@@ -444,6 +444,7 @@ PAPERS: tuple[Paper, ...] = (
               "test_deep_lambertian.py::test_normal_conditional_is_the_three_by_three_gaussian_posterior",
               "test_deep_lambertian.py::test_light_conditional_is_bayesian_least_squares",
               "test_deep_lambertian.py::test_light_is_recovered_given_true_albedo_and_normals",
+              "test_deep_lambertian.py::test_log_likelihood_is_the_gaussian_image_model",
               "test_deep_lambertian.py::test_photometric_stereo_inverts_exact_lambertian_images",
               "test_deep_lambertian.py::test_one_shot_scoring_by_hand",
               "test_deep_lambertian.py::test_evaluation_scores_and_copy_baseline"),

@@ -9,7 +9,7 @@ import torch
 
 import zoo
 from zoo.data.lambertian import LambertianObjectsDataModule, photometric_stereo, tilt
-from zoo.models.deep_lambertian import DeepLambertianModule, DeepLambertianNetwork, render
+from zoo.models.deep_lambertian import DeepLambertianModule, DeepLambertianNetwork, Latents, render
 from zoo.models.deep_lambertian.analysis import one_shot
 from zoo.models.deep_lambertian.module import angle_deg
 
@@ -124,6 +124,21 @@ def test_light_is_recovered_given_true_albedo_and_normals():
     got = d.sample_light(v, a, n, ell, False, None)
     assert (angle_deg(got, ell) < 2).all() and torch.allclose(got.norm(dim=-1), torch.ones(3, dtype=torch.float64),
                                                              atol=0.02)
+
+
+def test_log_likelihood_is_the_gaussian_image_model():
+    """log p(v | a, N, ℓ) = Σ_i log N(v_i; a_i max(0, n_iᵀℓ), σ_v²) over observed pixels, against torch.distributions."""
+    d = net(pixels=6)
+    v, a, n, ell, _, _ = lit_state(d)
+    n[0, 2] = -n[0, 2]  # attached shadow: the mean there is 0
+    z = (a, n, ell)
+    mean = a * torch.einsum("bpc,bc->bp", n, ell).clamp_min(0)
+    ref = torch.distributions.Normal(mean, d.noise_std).log_prob(v).sum(1)
+    assert torch.allclose(d.log_likelihood(v, Latents(*z)), ref)
+    d.shadow = 0.3  # dark pixels unobserved: their terms drop out
+    keep = v > 0.3
+    assert torch.allclose(d.log_likelihood(v, Latents(*z)), (torch.distributions.Normal(mean, d.noise_std)
+                                                             .log_prob(v) * keep).sum(1))
 
 
 def test_photometric_stereo_inverts_exact_lambertian_images():
