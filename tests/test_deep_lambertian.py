@@ -317,3 +317,16 @@ def test_release_round_trip_is_bit_exact(tmp_path):
     x = torch.rand(2, 8, 8)
     z1, z2 = module(x, torch.Generator().manual_seed(3)), back.eval()(x, torch.Generator().manual_seed(3))
     assert all(torch.equal(a, b) for a, b in zip(z1, z2))
+
+
+def test_analysis_scores_one_shot_and_draws_the_figure(tmp_path):
+    from mesh_fixture import write_meshes
+
+    dm = LambertianObjectsDataModule(str(write_meshes(tmp_path / "meshes")), size=8, azimuths=[-30.0, 0.0, 30.0],
+                                     elevations=[0.0], meshes=None, train_poses=2, val_poses=1, test_poses=1,
+                                     min_cover=0.05)
+    out = tiny_module().analyse(tmp_path / "card", dm)
+    assert set(out["metrics"]) == {"oneshot/pixels", "oneshot/albedo", "oneshot/albedo_normals",
+                                   "normals/inferred_deg", "normals/mean_shape_deg"}
+    assert all(0 <= out["metrics"][k] <= 1 for k in ("oneshot/pixels", "oneshot/albedo"))
+    assert out["figures"]["inference.png"].is_file() and len(out["tables"]) == 2

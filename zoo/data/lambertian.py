@@ -55,12 +55,8 @@ def frontal_index(light: torch.Tensor) -> int:
 
 
 class LitObjectsData(InMemoryData):
-    """Base: subclasses fill `objects` (the five tensors of a batch, for every identity) and `splits` (index tensors
-    for train, val and test); batches are rows of identities."""
-
-    def __init__(self, batch_size: int = 8, seed: int = 0, num_workers: int = 0):
-        super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self.light: torch.Tensor | None = None  # [L, 3], the lights every identity is seen under
+    """Base: subclasses' `load` returns the five tensors of a batch for every identity and the index tensors of the
+    train, val and test identities; batches are rows of identities."""
 
     def load(self) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -69,7 +65,6 @@ class LitObjectsData(InMemoryData):
         if self.train_set is not None:
             return
         objects, splits = self.load()
-        self.light = objects[1][0]
         self.train_set, self.val_set, self.test_set = (Rows(*(t[i] for t in objects)) for i in splits)
 
 

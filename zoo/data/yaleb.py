@@ -148,7 +148,6 @@ class YaleBSubjectsDataModule(InMemoryData):
                  batch_size: int = 8, seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         self.data_dir, self.size, self.val_subjects, self.test_subjects = data_dir, size, val_subjects, test_subjects
-        self.light: torch.Tensor | None = None
 
     root = YaleBDataModule.root
     prepare_data = YaleBDataModule.prepare_data
@@ -179,7 +178,6 @@ class YaleBSubjectsDataModule(InMemoryData):
         light = light_direction(*torch.tensor(common).T).expand(len(subjects), -1, -1).contiguous()
         nan = torch.full((len(subjects), self.size, self.size), float("nan"))
         objects = (images, light, torch.tensor(subjects), nan, nan[..., None].expand(-1, -1, -1, 3).contiguous())
-        self.light = light[0]
         rest, test = split_off(len(subjects), self.test_subjects, self.seed)
         keep, val = split_off(len(rest), self.val_subjects, self.seed + 1)
         self.train_set, self.val_set, self.test_set = (Rows(*(t[i] for t in objects))

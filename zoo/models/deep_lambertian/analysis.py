@@ -49,8 +49,7 @@ def one_shot(features: torch.Tensor, gallery: int) -> float:
     return (probes @ f[:, gallery].T).argmax(1).eq(labels).double().mean().item()
 
 
-def inference_figure(r: dict[str, torch.Tensor], mean_normal: torch.Tensor, path: Path, size: int, n: int = 4
-                     ) -> Path:
+def inference_figure(r: dict[str, torch.Tensor], path: Path, size: int, n: int = 4) -> Path:
     """Rows per held-out identity: the one input image (side light), inferred and true albedo, inferred and true
     normals (as RGB), then the identity relit under three other lights: prediction over truth."""
     plt = _pyplot()
@@ -121,6 +120,5 @@ def analyse(module, datamodule, folder: Path | None) -> dict[str, Any]:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         size = int(round(P ** 0.5))
-        out["figures"] = {"inference.png": inference_figure(r, module.net.normal_mean.cpu(), folder / "inference.png",
-                                                            size)}
+        out["figures"] = {"inference.png": inference_figure(r, folder / "inference.png", size)}
     return out
