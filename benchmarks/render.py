@@ -2,7 +2,8 @@
 against the same z-buffer written as a plain PyTorch loop over faces (each face's barycentric test over all pixels,
 then a z-buffer update), the way a direct reading of the algorithm goes. Same mesh, size and device; the two
 z-buffers are checked equal first. Likewise the soft rasteriser's silhouette (zoo.nn.soft_raster.soft_render)
-against a loop over faces that adds each face's log(1 − D_j) over all pixels.
+against a loop over faces that adds each face's log(1 − D_j) over all pixels, and its near-pairs mode (Soft
+Rasterizer's threshold: only pixels near each face) against every pixel-face pair on a Cerberus training step.
 
     python benchmarks/render.py [--mesh elephant.off --size 64 --repeats 3 --threads N]
 
@@ -71,8 +72,36 @@ def soft_row(mesh_name: str = "elephant.off", size: int = 32, repeats: int = 3, 
                higher_is_better=True, note="silhouettes agree to 1e-5")
 
 
+def near_row(batch: int = 24, parts: int = 8, size: int = 32, repeats: int = 3) -> Row:
+    """Cerberus' workload: a training step's renders (batch images of `parts` small spheres of 80 faces, shaded, at
+    Soft Rasterizer's σ = 1e-4), forward and backward, visiting only the pixels near each face (threshold 1e-4)
+    against every pixel-face pair."""
+    from zoo.models.cerberus.model import icosphere
+
+    g = torch.Generator().manual_seed(0)
+    u, f = icosphere(1)
+    centres = (torch.rand(batch, parts, 1, 3, generator=g) - 0.5) * 0.8
+    v = (0.1 * u + centres).flatten(1, 2)
+    faces = (f[None] + torch.arange(parts)[:, None, None] * len(u)).flatten(0, 1)
+    colours = torch.rand(batch, len(faces), 1, generator=g)
+
+    def step(threshold: float):
+        x = v.clone().requires_grad_()
+        sil, img = soft_render(x, faces, colours, size, 0.55, 1e-4, 3e-3, -1.1, 1.1, threshold=threshold)
+        (sil.sum() + img.sum()).backward()
+        return sil.detach(), img.detach()
+
+    near, every = step(1e-4), step(0.0)
+    assert torch.allclose(near[0], every[0], atol=1e-3), "silhouettes differ"
+    t = interleaved({"near": lambda: step(1e-4), "all": lambda: step(0.0)}, repeats)
+    return Row(f"soft render, near pairs: {batch} images x {parts} spheres ({len(faces)} faces) at {size} x {size}, "
+               "forward + backward", "every pixel-face pair (same function, threshold 0)", "steps/s",
+               [1 / s for s in t["near"]], [1 / s for s in t["all"]], higher_is_better=True,
+               note="silhouettes agree to 1e-3")
+
+
 def rows(repeats: int = 3, device: str = "cpu") -> list[Row]:
-    return [row(repeats=repeats), soft_row(repeats=repeats)]
+    return [row(repeats=repeats), soft_row(repeats=repeats), near_row(repeats=repeats)]
 
 
 def main() -> None:
@@ -84,7 +113,7 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    print_rows([row(a.mesh, a.size, a.repeats), soft_row(a.mesh, a.size // 2, a.repeats)])
+    print_rows([row(a.mesh, a.size, a.repeats), soft_row(a.mesh, a.size // 2, a.repeats), near_row(repeats=a.repeats)])
 
 
 if __name__ == "__main__":

@@ -66,3 +66,32 @@ def test_gradients_match_finite_differences():
     assert torch.autograd.gradcheck(f, (v,), eps=1e-6, atol=1e-5)
     f(v).backward()
     assert v.grad.abs().sum() > 0
+
+
+def test_near_pairs_equal_every_pair_where_far_faces_are_negligible():
+    """With a threshold, only pixels near each face are visited: the silhouette and (at a γ where far faces weigh
+    nothing) the image equal the all-pairs computation, and so do their gradients."""
+    torch.manual_seed(0)
+    mesh = octahedron()
+    v = torch.stack([mesh.vertices * 0.5, mesh.vertices * 0.3 + 0.2])
+    v = (v + 0.02 * torch.randn_like(v)).requires_grad_()
+    colours = torch.rand(2, 8, 2, dtype=torch.float64)
+    kw = dict(size=16, sigma=1e-3, gamma=0.5)
+    dense = soft_render(v, mesh.faces, colours, **kw)
+    near = soft_render(v, mesh.faces, colours, threshold=1e-10, **kw)
+    assert torch.allclose(dense[0], near[0], atol=1e-8) and torch.allclose(dense[1], near[1], atol=1e-8)
+    g1 = torch.autograd.grad(dense[0].sum() + dense[1].pow(2).sum(), v)[0]
+    g2 = torch.autograd.grad(near[0].sum() + near[1].pow(2).sum(), v)[0]
+    assert torch.allclose(g1, g2, atol=1e-6)
+
+
+def test_near_pairs_keep_the_z_buffer_limit():
+    mesh = octahedron()
+    c, s = torch.cos(torch.tensor(0.6, dtype=torch.float64)), torch.sin(torch.tensor(0.6, dtype=torch.float64))
+    R = torch.tensor([[1, 0, 0], [0, c, -s], [0, s, c]], dtype=torch.float64)
+    hard = rasterise(mesh, 24, 1.0, R)
+    colours = torch.arange(8, dtype=torch.float64)[None, :, None]
+    sil, img = soft_render((mesh.vertices @ R.T)[None], mesh.faces, colours, size=24, sigma=1e-9, gamma=1e-6,
+                           threshold=1e-8)
+    assert torch.equal(sil[0] > 0.5, hard.mask)
+    assert torch.allclose(img[0, ..., 0][hard.mask], hard.face[hard.mask].double(), atol=1e-6)
