@@ -202,6 +202,13 @@ class ArticulatedBodyDataModule(InMemoryData):
         return capsule_body(skel, self.parts, self.height, self.res, self.blend, self.skin_softness)
 
     def cache_folder(self) -> Path:
+        return self.cache_path("articulated", (self.train_every, self.val_every, self.test_every, self.box_points,
+                                               self.surface_points, self.eval_points, self.noise,
+                                               sorted(self.parts.items()), self.res, self.height, self.blend,
+                                               self.skin_softness, self.seed))
+
+    def cache_path(self, kind: str, settings: tuple) -> Path:
+        """$ZOO_HOME/data/<kind>/<key>: the key hashes both clips' names and bytes and the settings."""
         import hashlib
 
         from zoo._paths import zoo_home
@@ -209,10 +216,8 @@ class ArticulatedBodyDataModule(InMemoryData):
         h = hashlib.sha256()
         for name in (self.train_clip, self.test_clip):
             h.update(name.encode() + hashlib.sha256(self.clip(name).read_bytes()).digest())
-        h.update(repr((self.train_every, self.val_every, self.test_every, self.box_points, self.surface_points,
-                       self.eval_points, self.noise, sorted(self.parts.items()), self.res, self.height, self.blend,
-                       self.skin_softness, self.seed)).encode())
-        return zoo_home() / "data" / "articulated" / h.hexdigest()[:16]
+        h.update(repr(settings).encode())
+        return zoo_home() / "data" / kind / h.hexdigest()[:16]
 
     def frames(self) -> dict[str, tuple[str, list[int]]]:
         n_train = read_bvh(self.clip(self.train_clip))[1].shape[0]
@@ -222,6 +227,18 @@ class ArticulatedBodyDataModule(InMemoryData):
                 "val": (self.train_clip, list(range(half, n_train, self.val_every))),
                 "test": (self.test_clip, list(range(0, n_test, self.test_every)))}
 
+    def split_motions(self):
+        """(split, skeleton, body, motion [F, channels] of the split's frames) for train, val and test: the body is
+        built once on the training clip's skeleton, which every clip must share."""
+        skel = read_bvh(self.clip(self.train_clip))[0]
+        body = self.build_body(skel)
+        for split, (name, frames) in self.frames().items():
+            clip_skel, motion, _ = read_bvh(self.clip(name))
+            if clip_skel.names != skel.names:
+                raise ValueError(f"{self.clip(name)}: its skeleton differs from {self.clip(self.train_clip)}'s "
+                                 "(joints or their order); both clips must share one skeleton")
+            yield split, skel, body, motion[frames]
+
     def _label(self, out: Path) -> None:
         import numpy as np
         from tqdm.auto import tqdm
@@ -229,22 +246,16 @@ class ArticulatedBodyDataModule(InMemoryData):
         from zoo.data.meshes import inside, sample_surface
 
         g = torch.Generator().manual_seed(self.seed)
-        skel = read_bvh(self.clip(self.train_clip))[0]
-        body = self.build_body(skel)
         arrays: dict[str, np.ndarray] = {}
-        for split, (name, frames) in self.frames().items():
-            clip_skel, motion, _ = read_bvh(self.clip(name))
-            if clip_skel.names != skel.names:
-                raise ValueError(f"{self.clip(name)}: its skeleton differs from {self.clip(self.train_clip)}'s "
-                                 "(joints or their order); both clips must share one skeleton")
-            M = part_transforms(body, skel, motion[frames])
+        for split, skel, body, motion in self.split_motions():
+            M = part_transforms(body, skel, motion)
             posed = skin(body, M)
-            world = forward_kinematics(skel, motion[frames])
+            world = forward_kinematics(skel, motion)
             joints = torch.einsum("ij,fkjl->fkil", body.from_bvh, world[:, list(body.joints)])[..., :3, 3]
             joints = joints - (body.from_bvh @ world[:, body.root])[:, None, :3, 3]
             train = split == "train"
             rows = {k: [] for k in ("points", "occupancy")}
-            for f in tqdm(range(len(frames)), desc=f"labelling {split} frames (winding numbers, once)", unit="frame"):
+            for f in tqdm(range(len(motion)), desc=f"labelling {split} frames (winding numbers, once)", unit="frame"):
                 mesh = Mesh(posed[f], body.mesh.faces)
                 lo, hi = posed[f].amin(0), posed[f].amax(0)
                 centre, half_size = (lo + hi) / 2, (hi - lo) * 0.55
@@ -258,7 +269,7 @@ class ArticulatedBodyDataModule(InMemoryData):
                 rows["occupancy"].append(inside(mesh, pts).float())
             arrays |= {f"{split}/{k}": torch.stack(v).numpy() for k, v in rows.items()}
             arrays[f"{split}/transforms"] = torch.linalg.inv(M).float().numpy()
-            arrays[f"{split}/root"] = torch.zeros(len(frames), 3).numpy()
+            arrays[f"{split}/root"] = torch.zeros(len(motion), 3).numpy()
             arrays[f"{split}/joints"] = joints.float().numpy()
             arrays[f"{split}/vertices"] = posed.float().numpy()
         arrays["vertex_parts"] = body.labels.numpy()
