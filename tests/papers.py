@@ -303,6 +303,13 @@ DEEP_LAMBERTIAN_MESH = (*DEEP_LAMBERTIAN_TINY, "--data.init_args.data_dir={mesh_
                         "--data.init_args.test_poses=1", "--data.init_args.min_cover=0.05")
 DEEP_LAMBERTIAN_YALEB = (*DEEP_LAMBERTIAN_TINY, "--data.init_args.data_dir={yaleb_dir}",
                          "--data.init_args.val_subjects=1", "--data.init_args.test_subjects=1")
+# Cerberus on the fixture's tiny CMU-layout clips (tests/bvh_fixture.py): 3 heads of icosahedra on a narrow ResNet-18,
+# 16 x 16 views, 3 cameras per frame
+CERBERUS_TINY = ("--data.init_args.bvh_dir={bvh_dir}", "--data.init_args.train_every=3", "--data.init_args.val_every=6",
+                 "--data.init_args.test_every=2", "--data.init_args.views=3", "--data.init_args.size=16",
+                 "--data.init_args.res=20", "--data.init_args.batch_size=2", "--model.init_args.parts=3",
+                 "--model.init_args.level=0", "--model.init_args.width=0.125", "--model.init_args.hidden=8",
+                 "--model.init_args.size=16")
 # a U-Net 8 wide with one block per resolution; no FID classifier
 BIT_DIFFUSION = ("--model.init_args.dim=8", "--model.init_args.num_res_blocks=[1, 1]", "--model.init_args.head_dim=8",
                  "--model.init_args.fid_features=null", "--data.init_args.batch_size=8")
@@ -456,6 +463,26 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/deep_lambertian/cgal_lfw.yaml", DEEP_LAMBERTIAN_MESH, data="own"),
              Run("configs/deep_lambertian/yaleb.yaml", DEEP_LAMBERTIAN_YALEB, data="own")),
         ddp=(Run("configs/deep_lambertian/cgal_lfw.yaml", DEEP_LAMBERTIAN_MESH, data="own"),),
+    ),
+    Paper(
+        package="cerberus", arxiv="1905.11940", keys=("cerberus",),
+        math=("test_cerberus.py::test_icosphere_is_a_closed_outward_unit_sphere",
+              "test_cerberus.py::test_rotation_6d_by_hand", "test_cerberus.py::test_part_meshes_by_hand",
+              "test_cerberus.py::test_heads_equal_a_loop_over_parts", "test_cerberus.py::test_losses_by_hand",
+              "test_cerberus.py::test_correspondence_by_hand",
+              "test_cerberus.py::test_rendered_part_probabilities_show_which_part_is_where",
+              "test_soft_raster.py::test_signed_distance_and_depth_by_hand",
+              "test_soft_raster.py::test_sharp_limits_equal_the_z_buffer",
+              "test_soft_raster.py::test_gradients_match_finite_differences",
+              "test_soft_raster.py::test_near_pairs_equal_every_pair_where_far_faces_are_negligible"),
+        shapes=("test_cerberus.py::test_shapes_and_scores",
+                "test_cerberus.py::test_views_of_one_frame_see_the_same_body_parts"),
+        overfit=("test_cerberus.py::test_overfits_one_batch",
+                 "test_cerberus.py::test_invariance_pulls_paired_shapes_together"),
+        round_trip=("test_cerberus.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/cerberus/cmu.yaml", CERBERUS_TINY, data="own"),),
+        ddp=(Run("configs/cerberus/cmu.yaml", (*CERBERUS_TINY, "--data.init_args.batch_size=6", *CVXNET_DDP),
+                 data="own"),),  # one step an epoch, so validation's forward last broadcasts the BN buffers
     ),
     Paper(
         package="cvxnet", arxiv="1909.05736", keys=("cvxnet",),
