@@ -473,6 +473,7 @@ PAPERS: tuple[Paper, ...] = (
               "test_cerberus.py::test_rendered_part_probabilities_show_which_part_is_where",
               "test_soft_raster.py::test_signed_distance_and_depth_by_hand",
               "test_soft_raster.py::test_sharp_limits_equal_the_z_buffer",
+              "test_soft_raster.py::test_a_sphere_renders_as_the_analytic_disc_and_shading",
               "test_soft_raster.py::test_gradients_match_finite_differences",
               "test_soft_raster.py::test_near_pairs_equal_every_pair_where_far_faces_are_negligible"),
         shapes=("test_cerberus.py::test_shapes_and_scores",

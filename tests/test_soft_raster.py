@@ -1,5 +1,8 @@
-"""The soft rasteriser against hand-derived distances, the hard z-buffer it tends to as σ, γ → 0, and finite
+"""The soft rasteriser against hand-derived distances, the analytic disc and shading of a sphere, the hard z-buffer it
+tends to as σ, γ → 0, its near-pairs mode against every pair, and finite
 differences for its gradients."""
+import math
+
 import torch
 
 from zoo.data.meshes import Mesh
@@ -95,3 +98,24 @@ def test_near_pairs_keep_the_z_buffer_limit():
                            threshold=1e-8)
     assert torch.equal(sil[0] > 0.5, hard.mask)
     assert torch.allclose(img[0, ..., 0][hard.mask], hard.face[hard.mask].double(), atol=1e-6)
+
+
+def test_a_sphere_renders_as_the_analytic_disc_and_shading():
+    """A unit icosphere (level 3, 1,280 faces) scaled to r = 0.6, flat-shaded under a light from the camera: the
+    silhouette covers π r² (the inscribed polygon a little less), and inside, each pixel's intensity is n_z of the
+    sphere there, sqrt(1 − (x² + y²) / r²), up to flat shading's facets."""
+    from zoo.data.render import pixel_centres
+    from zoo.models.cerberus.model import face_shading, icosphere
+
+    u, f = icosphere(3)
+    v = (0.6 * u.double())[None]
+    shade = face_shading(v[:, f], torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64), 0.0)[..., None]
+    S = 64
+    sil, img = soft_render(v, f, shade, size=S, sigma=1e-6, gamma=1e-4, threshold=1e-8)
+    area = sil.sum().item() * (2.0 / S) ** 2
+    assert 0.97 * math.pi * 0.36 < area < 1.005 * math.pi * 0.36
+    p = pixel_centres(S, 1.0)
+    r2 = (p ** 2).sum(1).view(S, S)
+    inside = r2 < (0.9 * 0.6) ** 2
+    analytic = (1 - r2 / 0.36).clamp_min(0).sqrt()
+    assert (img[0, ..., 0] - analytic)[inside].abs().max() < 0.06
