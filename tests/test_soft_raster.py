@@ -1,6 +1,5 @@
 """The soft rasteriser against hand-derived distances, the analytic disc and shading of a sphere, the hard z-buffer it
-tends to as σ, γ → 0, its near-pairs mode against every pair, and finite
-differences for its gradients."""
+tends to as σ, γ → 0, its near-pairs mode against every pair, and finite differences for its gradients."""
 import math
 
 import torch
