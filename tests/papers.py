@@ -471,6 +471,7 @@ PAPERS: tuple[Paper, ...] = (
               "test_cerberus.py::test_heads_equal_a_loop_over_parts", "test_cerberus.py::test_losses_by_hand",
               "test_cerberus.py::test_correspondence_by_hand",
               "test_cerberus.py::test_rendered_part_probabilities_show_which_part_is_where",
+              "test_cerberus.py::test_kmeans_of_pixels_finds_two_blobs",
               "test_soft_raster.py::test_signed_distance_and_depth_by_hand",
               "test_soft_raster.py::test_sharp_limits_equal_the_z_buffer",
               "test_soft_raster.py::test_a_sphere_renders_as_the_analytic_disc_and_shading",

@@ -178,20 +178,23 @@ def test_overfits_one_batch(views):
 
 
 def test_invariance_pulls_paired_shapes_together(views):
-    torch.manual_seed(0)
+    """From the same start, 30 steps with the invariances at weight 10 leave the paired part shapes much closer than
+    30 steps without them."""
     b = views.train_set.__getitems__([0, 1])
-    m = tiny(w_view=10.0, w_art=10.0, lr=1e-3)
-    with torch.no_grad():
-        torch.nn.init.normal_(m.net.heads.W2, std=0.3)
-    opt = m.configure_optimizers()
-    first = m.losses(b)
-    for _ in range(30):
-        loss = m.losses(b)["total"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    last = m.losses(b)
-    assert last["view"] < 0.5 * first["view"] and last["art"] < 0.5 * first["art"]
+    last = {}
+    for w in (10.0, 0.0):
+        torch.manual_seed(0)
+        m = tiny(w_view=w, w_art=w, lr=1e-3)
+        with torch.no_grad():
+            torch.nn.init.normal_(m.net.heads.W2, std=0.3)
+        opt = m.configure_optimizers()
+        for _ in range(30):
+            loss = m.losses(b)["total"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        last[w] = m.losses(b)
+    assert last[10.0]["view"] < 0.5 * last[0.0]["view"] and last[10.0]["art"] < 0.5 * last[0.0]["art"]
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):
