@@ -12,7 +12,7 @@ added after the dropout (Appendix C):
 Appendix C.1 (checked against the paper text, ar5iv HTML of arXiv 1701.06538): "For every layer other than the
 softmax, we apply dropout to the layer output [...]. After dropout, the output of the previous layer is added to the
 layer output", and "The output of the MoE layer is passed through a sigmoid function before dropout" (σ above;
-`moe_sigmoid=False` leaves it out, as the zoo's first Brown entries were measured).
+`moe_sigmoid=False` leaves it out; the zoo's first Brown measurements did, docs/benchmarks.md compares them).
 The MoE layer is zoo.nn.MoE (noisy top-k gating, eqs. 3-5; the importance and load losses of Appendix A); each
 expert is d -> h (ReLU) -> d without biases (h = 1024 in the paper). With one expert the layer is a dense
 feed-forward layer with no gate: the paper's compute-matched "MoE-1-Wide" baseline is one expert with hidden size
