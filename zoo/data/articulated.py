@@ -283,18 +283,24 @@ class ArticulatedBodyDataModule(InMemoryData):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        shared, splits = self.cached_splits("frames.npz")
+        self.body = self.build_body(read_bvh(self.clip(self.train_clip))[0])
+        for split, cache in splits.items():
+            setattr(self, f"{split}_set", PosedFrames(cache, shared["vertex_parts"]))
+
+    def cached_splits(self, file: str) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
+        """The cache file's arrays (written by prepare_data on first use): those every split shares, and each
+        split's ("train/x" is the train split's "x")."""
         import numpy as np
 
         folder = self.cache_folder()
         if not (folder / "done").is_file():
             self.prepare_data()
-        with np.load(folder / "frames.npz", allow_pickle=False) as z:
+        with np.load(folder / file, allow_pickle=False) as z:
             arrays = {k: torch.from_numpy(z[k]) for k in z.files}
-        self.body = self.build_body(read_bvh(self.clip(self.train_clip))[0])
-        vp = arrays.pop("vertex_parts")
-        for split in ("train", "val", "test"):
-            cache = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(split + "/")}
-            setattr(self, f"{split}_set", PosedFrames(cache, vp))
+        splits = {split: {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(split + "/")}
+                  for split in ("train", "val", "test")}
+        return {k: v for k, v in arrays.items() if "/" not in k}, splits
 
     @property
     def num_parts(self) -> int:

@@ -163,13 +163,5 @@ class PosedViewsDataModule(ArticulatedBodyDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        import numpy as np
-
-        folder = self.cache_folder()
-        if not (folder / "done").is_file():
-            self.prepare_data()
-        with np.load(folder / "views.npz", allow_pickle=False) as z:
-            arrays = {k: torch.from_numpy(z[k]) for k in z.files}
-        for split in ("train", "val", "test"):
-            cache = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(split + "/")}
+        for split, cache in self.cached_splits("views.npz")[1].items():
             setattr(self, f"{split}_set", PosedViews(cache))
