@@ -9,6 +9,13 @@ os.environ["HF_HUB_CACHE"] = os.path.join(_SESSION, "hf-cache")
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["ZOO_HOME"] = os.path.join(_SESSION, "zoo-home")
 os.environ.pop("ZOO_CATALOG", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # pytest -n 2 runs two workers on the two cores: one thread each (and in every process they start), or the
+    # two torch thread pools fight over the cores and both run several times slower.
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 import contextlib  # noqa: E402
 import gzip  # noqa: E402
@@ -45,6 +52,24 @@ def digits_as_28x28(n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
     canvas[:, 2:26, 2:26] = img
     x, y = canvas.round().astype(np.uint8), d.target.astype(np.uint8)
     return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+
+
+#: the groups that take longest (2-4 minutes of one core together), handed out first so that the two workers end
+#: together rather than one waiting on a long group started last
+_LONGEST_FIRST = ("ddp", "tests/test_reproduce.py", "tests/test_checklist.py", "tests/test_catalog.py")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def pytest_collection_modifyitems(items):
+    """For `pytest -n 2 --dist loadgroup` (README): each file's tests stay on one worker, so its module fixtures
+    are built once, and every test that reads the shared DDP launch (`ddp_runs`) joins one group, so the launch
+    runs once; the longest groups come first."""
+    groups = {}
+    for item in items:
+        groups[item.nodeid] = "ddp" if "ddp_runs" in item.fixturenames else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    rank = {g: i for i, g in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
