@@ -135,7 +135,7 @@ def is_well_formed(tokens: list[str], n_words: int) -> bool:
                 return False
             if not stack and i != len(tokens) - 1:
                 return False
-    return not stack and bool(tokens) and sum(not t[0] in "()" for t in tokens) == n_words
+    return not stack and bool(tokens) and sum(t[0] not in "()" for t in tokens) == n_words
 
 
 def delinearise(tokens: list[str], words: list[str], tags: list[str] | None = None) -> Tree:

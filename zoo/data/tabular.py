@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from zoo.data._base import InMemoryData, Rows, _batch_as_is, data_folders, folder_with, locate
+from zoo.data._base import InMemoryData, Rows, _batch_as_is, data_folders, locate
 
 COMPAS_FILE = "compas-scores-two-years.csv"
 Task = Literal["binary", "regression"]
