@@ -54,22 +54,40 @@ def digits_as_28x28(n_train: int, n_test: int) -> tuple[np.ndarray, ...]:
     return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
 
 
-#: the groups that take longest (2-4 minutes of one core together), handed out first so that the two workers end
-#: together rather than one waiting on a long group started last
-_LONGEST_FIRST = ("ddp", "tests/test_reproduce.py", "tests/test_checklist.py", "tests/test_catalog.py")
+#: the files whose tests read the shared DDP launch (`ddp_runs`): one group, so that the launch runs once
+_DDP_FILES = ("tests/test_checklist.py", "tests/test_ddp.py", "tests/test_dmfa.py")
+#: groups handed out first, longest first, so that the two workers end together rather than one waiting on a long
+#: group started last
+_LONGEST_FIRST = ("ddp", "tests/test_reproduce.py", "tests/test_catalog.py")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks
+def _group(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return "ddp" if path in _DDP_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """For `pytest -n 2` (README): whole groups to a worker: each file (its module fixtures built once), and the
+    files reading the shared DDP launch together (the launch runs once). xdist's own `--dist loadgroup` cannot do
+    this from marks under pytest 9.2, which ignores the test ids it rewrites."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Groups(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return Groups(config, log)
+
+
 def pytest_collection_modifyitems(items):
-    """For `pytest -n 2 --dist loadgroup` (README): each file's tests stay on one worker, so its module fixtures
-    are built once, and every test that reads the shared DDP launch (`ddp_runs`) joins one group, so the launch
-    runs once; the longest groups come first."""
-    groups = {}
-    for item in items:
-        groups[item.nodeid] = "ddp" if "ddp_runs" in item.fixturenames else item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    """The longest groups first (`_LONGEST_FIRST`); a test that reads the DDP launch outside `_DDP_FILES` is an
+    error, since its worker would launch it a second time."""
+    stray = [i.nodeid for i in items if "ddp_runs" in i.fixturenames and _group(i.nodeid) != "ddp"]
+    if stray:
+        raise pytest.UsageError(f"tests reading ddp_runs outside tests/conftest.py's _DDP_FILES: {stray}")
     rank = {g: i for i, g in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(groups[item.nodeid], len(rank)))
+    items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))
 
 
 @pytest.fixture(scope="session", autouse=True)
