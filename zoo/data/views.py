@@ -145,7 +145,6 @@ class _TwoViewData:
             raise ValueError(f"label_fraction={label_fraction}: need 0 < fraction <= 1")
         self.size, self.strength, self.crop, self.color, self.blur = size, strength, crop, color, blur
         self.label_fraction = label_fraction
-        self.more_views = more
         for k, v in more.items():
             setattr(self, k, v)
 
@@ -159,8 +158,9 @@ class _TwoViewData:
             self.train_set = ds.subset(keep)  # ImageArrays and ImageFiles both keep their type
 
     def train_dataloader(self) -> DataLoader:
+        more = {k: getattr(self, k) for k in ("flip", "equalize", "elastic", "rotation") if hasattr(self, k)}
         views = TwoViews(self.train_set, SimCLRViews(self.size, self.strength, self.crop, self.color, self.blur,
-                                                     **getattr(self, "more_views", {})))
+                                                     **more))
         return DataLoader(views, batch_size=self.batch_size, sampler=EpochSampler(views, self.seed),
                           num_workers=self.num_workers, drop_last=len(views) > self.batch_size,
                           persistent_workers=self.num_workers > 0)  # fewer images than a batch: one batch of all

@@ -66,7 +66,7 @@ class REMEDIS(ZooClassifier):
             raise ValueError("give `pretrained` (the previous stage's release) or `weights` (this stage's release "
                              "to go on from), not both")
         check_scaled_optimizer(optimizer, lr_scaling)
-        if ood_data is not None and not str(ood_data.get("class_path", "")).count("."):
+        if ood_data is not None and "." not in str(ood_data.get("class_path", "")):
             raise ValueError(f"ood_data={ood_data!r}: give {{'class_path': 'zoo.data.SomeDataModule', 'init_args': "
                              "{...}}")
         self.net = REMEDISNet(depth, width, in_chans, groups, num_classes,
