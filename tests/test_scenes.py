@@ -1,4 +1,4 @@
-"""Derived detection scenes (zoo.data.scenes): RLE masks decode with pycocotools to the masks drawn; every box is
+"""Derived detection scenes (zoo.data.scenes): polygons drawn with pycocotools cover the masks drawn; every box is
 the ink box of its object as pasted and its mask the object's visible part; placements respect the overlap limits;
 splits draw on disjoint source images; the written folder reads back as COCO, is generated once and is a function
 of its arguments."""
@@ -7,16 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from zoo.data.scenes import SceneDetectionDataModule, coco_rle, render_scene, write_scenes
+from zoo.data.scenes import SceneDetectionDataModule, mask_polygons, render_scene, write_scenes
 
 
-def test_rle_decodes_with_pycocotools():
+def test_polygons_draw_the_visible_masks_with_pycocotools():
     mask_utils = pytest.importorskip("pycocotools.mask")
     g = np.random.default_rng(0)
-    for mask in (g.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((4, 3), bool)):
-        rle = mask_utils.frPyObjects(coco_rle(mask), *mask.shape)
-        assert np.array_equal(mask_utils.decode(rle).astype(bool), mask)
-    assert coco_rle(np.array([[1, 0], [1, 1]], bool)) == {"counts": [0, 2, 1, 1], "size": [2, 2]}
+    pool = np.zeros((3, 28, 28), np.uint8)
+    pool[:, 4:24, 6:22] = 255
+    pool[1, 10:16, 10:16] = 0
+    ious = []
+    for _ in range(10):
+        _, objects = render_scene(pool, np.arange(3), g, canvas=64, max_objects=4, min_size=20, max_size=40,
+                                  clutter=0)
+        for o in objects:
+            polys = mask_polygons(o["mask"])
+            drawn = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polys, 64, 64))).astype(bool)
+            ious.append((drawn & o["mask"]).sum() / (drawn | o["mask"]).sum())
+    assert min(ious) > 0.6 and np.mean(ious) > 0.85
+    assert mask_polygons(np.zeros((4, 3), bool)) == []
 
 
 def test_boxes_masks_and_overlaps_are_exact():
@@ -67,8 +76,9 @@ def test_splits_use_disjoint_source_images(tmp_path):
         data = json.loads((out / "annotations" / f"instances_{split}.json").read_text())
         ids = {a["category_id"] for a in data["annotations"]}
         assert ids and lo <= min(ids) and max(ids) <= hi, (split, sorted(ids))
-        assert len(data["categories"]) == 40 and data["categories"][0] == {"id": 1, "name": "image 0",
-                                                                           "supercategory": "object"}
+        assert len(data["categories"]) == 40 and data["categories"][0] == {
+            "id": 1, "name": "image 0", "supercategory": "object", "keypoints": ["top", "bottom", "left", "right"],
+            "skeleton": []}
         assert all((out / split / im["file_name"]).is_file() for im in data["images"]) and len(data["images"]) == 6
     with pytest.raises(ValueError, match="val_pool 30 must leave training images"):
         write_scenes(tmp_path / "t", train, np.arange(n_train), test, np.arange(n_test), names, {"train": 1},

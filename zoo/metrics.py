@@ -328,3 +328,72 @@ def occupancy_iou(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     a, b = pred.bool(), truth.bool()
     union = (a | b).sum(-1)
     return torch.where(union > 0, (a & b).sum(-1) / union.clamp_min(1), torch.ones_like(union, dtype=torch.float))
+
+
+class KeypointAP(Metric):
+    """COCO keypoint AP (object keypoint similarity, `pycocotools` COCOeval with iouType "keypoints") with the given
+    per-keypoint OKS constants: AP averaged over OKS thresholds 0.50:0.95, and at 0.50 and 0.75.
+
+    `update(points, scores, targets, image_size)` takes one predicted object per target (Pix2seq v2's keypoint
+    examples): points [B, K, 2] normalised y, x in the padded input, their scores [B], and the targets of
+    `zoo.data.coco.COCOInstances` (their one object's keypoints, box, area and image id). Ground truth keypoints
+    marked invisible count as unlabelled (v = 0), as COCO's evaluation treats them."""
+
+    full_state_update = False
+
+    def __init__(self, sigmas: list[float], **kwargs):
+        super().__init__(**kwargs)
+        self.sigmas = list(sigmas)
+        for name in ("image_ids", "pred", "scores", "truth", "boxes", "areas"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def update(self, points: torch.Tensor, scores: torch.Tensor, targets: list[dict], image_size: int) -> None:
+        from zoo.data.coco import boxes_to_pixels, points_to_pixels
+
+        for p, s, t in zip(points, scores, targets):
+            self.image_ids.append(t["image_id"].reshape(1).to(self.device))
+            self.pred.append(points_to_pixels(p.flatten(), t, image_size)[None].float().to(self.device))
+            self.scores.append(s.reshape(1).float().to(self.device))
+            truth = points_to_pixels(t["keypoints"][0], t, image_size)
+            seen = (truth >= 0).all(-1, keepdim=True)
+            self.truth.append(torch.cat([truth * seen, seen * 2.0], -1)[None].float().to(self.device))
+            xyxy = boxes_to_pixels(t["boxes"][:1], t, image_size)
+            if "crop_offset" in t:
+                xyxy = xyxy + t["crop_offset"].flip(0).repeat(2).to(xyxy)
+            self.boxes.append(torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).float().to(self.device))
+            self.areas.append(t["area"][:1].float().to(self.device))
+
+    def compute(self) -> dict[str, float]:
+        import contextlib
+        import io
+
+        import numpy as np
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        def cat(x):
+            return (torch.cat(x) if isinstance(x, list) else x).cpu()
+
+        ids, pred, scores, truth, boxes, areas = (cat(getattr(self, k)) for k in
+                                                  ("image_ids", "pred", "scores", "truth", "boxes", "areas"))
+        if not len(ids):
+            return {"map": -1.0, "map_50": -1.0, "map_75": -1.0}
+        k = len(self.sigmas)
+        gt = COCO()
+        gt.dataset = {"images": [{"id": int(i)} for i in ids.unique()],
+                      "categories": [{"id": 1, "name": "object", "keypoints": [str(j) for j in range(k)]}],
+                      "annotations": [{"id": n + 1, "image_id": int(i), "category_id": 1, "iscrowd": 0,
+                                       "keypoints": t.flatten().tolist(), "num_keypoints": int((t[:, 2] > 0).sum()),
+                                       "bbox": b.tolist(), "area": float(a)}
+                                      for n, (i, t, b, a) in enumerate(zip(ids, truth, boxes, areas))]}
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt.createIndex()
+            dt = gt.loadRes([{"image_id": int(i), "category_id": 1, "score": float(s),
+                              "keypoints": torch.cat([p, torch.ones(k, 1)], -1).flatten().tolist()}
+                             for i, p, s in zip(ids, pred, scores)])
+            ev = COCOeval(gt, dt, "keypoints")
+            ev.params.kpt_oks_sigmas = np.array(self.sigmas)
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        return {"map": float(ev.stats[0]), "map_50": float(ev.stats[1]), "map_75": float(ev.stats[2])}

@@ -12,6 +12,16 @@ image's height and width, and every transform keeps them normalised to the curre
 Pixels are in [0, 1] with no mean/std normalisation. Images without annotations are skipped in training (as the
 official code does); object order and the sequence's noise objects are the tokenizer's business, not the data's.
 
+Pix2seq v2's instance tasks also read points (`read_coco(points=...)`): an object's polygons ("polygon": COCO's
+[x1, y1, x2, y2, ...] lists as y, x pairs normalised like the boxes, polygons joined by a separator pair (-2, -2),
+truncated to `max_points` points and padded with -1, as the official TFRecords store them) and its keypoints
+("keypoints": COCO's [x, y, v] triples as y, x pairs, an unlabelled one (v = 0) as the invisible pair (-3, -3)).
+The transforms move every point that is not one of these reserved values with the image: crops clip polygon points
+to the image and turn keypoints that leave it invisible, flips mirror x, padding rescales them. Keypoint examples
+are not flipped (the official keypoint config leaves the flip out, since a flip must also swap left and right
+joints). `unbatch_instances` makes one example per object with the image cropped
+to the object's box (the official `crop_to_bbox`, used for keypoints).
+
 Bad input, and what is done with it: a missing folder, annotation file or image file, an annotation whose image or
 category id is not listed, and a negative width or height are errors that say where; boxes reaching outside their
 image are clipped to it (the official crop clips the same way), and boxes left with zero area stay in the
@@ -20,6 +30,7 @@ evaluation targets (COCO's evaluator judges them) but are removed from training 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +49,46 @@ HOW = ("Get COCO 2017 from https://cocodataset.org/#download (annotations_trainv
        "then pass --data.init_args.data_dir=DATA_DIR (or put it under $ZOO_HOME/data/coco).")
 
 
-def read_coco(annotation_file: str | Path, image_dir: str | Path) -> tuple[list[dict[str, Any]], dict[int, str]]:
+PADDING_FLOAT, SEPARATOR_FLOAT, INVISIBLE_FLOAT = -1.0, -2.0, -3.0  # reserved point values (official vocab.py)
+
+
+def _polygon_points(ann: dict, h: float, w: float, max_points: int) -> list[float]:
+    """An annotation's polygons as normalised y, x values with separator pairs, truncated to max_points points and
+    padded with PADDING_FLOAT (no polygon: a crowd, an RLE mask or none)."""
+    seg = ann.get("segmentation")
+    flat: list[float] = []
+    if isinstance(seg, list) and not ann.get("iscrowd", 0):
+        for i, poly in enumerate(seg):
+            if i:
+                flat += [SEPARATOR_FLOAT, SEPARATOR_FLOAT]
+            for x, y in zip(poly[0::2], poly[1::2]):
+                flat += [y / h, x / w]
+    flat = flat[:2 * max_points]
+    return flat + [PADDING_FLOAT] * (2 * max_points - len(flat))
+
+
+def _keypoint_points(ann: dict, h: float, w: float, num_keypoints: int) -> list[float]:
+    """COCO's [x, y, v] triples as normalised y, x pairs; v = 0 (not labelled) as the invisible pair; an annotation
+    without keypoints as padding."""
+    kp = ann.get("keypoints")
+    if not kp:
+        return [PADDING_FLOAT] * (2 * num_keypoints)
+    if len(kp) != 3 * num_keypoints:
+        raise ValueError(f"annotation {ann.get('id')} has {len(kp) // 3} keypoints; its category lists {num_keypoints}")
+    out: list[float] = []
+    for x, y, v in zip(kp[0::3], kp[1::3], kp[2::3]):
+        out += [INVISIBLE_FLOAT, INVISIBLE_FLOAT] if v == 0 else [y / h, x / w]
+    return out
+
+
+def read_coco(annotation_file: str | Path, image_dir: str | Path, points: tuple[str, ...] = (), max_points: int = 128
+              ) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """instances_<split>.json -> (one record per image, in the file's order; {category id: name}).
 
     A record holds `id`, `path`, `height`, `width` and the image's annotations as `boxes` [n, 4] (normalised
-    [ymin, xmin, ymax, xmax], clipped to the image), `labels` [n] (COCO category ids), `iscrowd` [n] and `area` [n].
+    [ymin, xmin, ymax, xmax], clipped to the image), `labels` [n] (COCO category ids), `iscrowd` [n] and `area` [n];
+    with "polygon" in `points` also `polygon` [n, 2 max_points], with "keypoints" `keypoints` [n, 2 K] and
+    `num_keypoints` [n] (K: the categories' keypoint count; see the module docstring for the layout).
     """
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     data = json.loads(annotation_file.read_text())
@@ -50,6 +96,12 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path) -> tuple[list[
     if missing:
         raise ValueError(f"{annotation_file} is not a COCO instances file: it has no {', '.join(missing)}")
     categories = {int(c["id"]): c["name"] for c in data["categories"]}
+    unknown = set(points) - {"polygon", "keypoints"}
+    if unknown:
+        raise ValueError(f"points {sorted(unknown)}: read_coco reads 'polygon' and 'keypoints'")
+    num_keypoints = max((len(c.get("keypoints", [])) for c in data["categories"]), default=0)
+    if "keypoints" in points and not num_keypoints:
+        raise ValueError(f"{annotation_file} names no keypoints in its categories (COCO's person_keypoints files do)")
     images = {int(im["id"]): im for im in data["images"]}
     absent = [im["file_name"] for im in data["images"] if not (image_dir / im["file_name"]).is_file()]
     if absent:
@@ -78,7 +130,21 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path) -> tuple[list[
                         "boxes": yxyx, "labels": torch.tensor([int(a["category_id"]) for a in anns], dtype=torch.long),
                         "iscrowd": torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool),
                         "area": torch.tensor([float(a.get("area", 0.0)) for a in anns], dtype=torch.float32)})
+        if "polygon" in points:
+            records[-1]["polygon"] = torch.tensor([_polygon_points(a, h, w, max_points) for a in anns]
+                                                  ).reshape(-1, 2 * max_points)
+        if "keypoints" in points:
+            records[-1]["keypoints"] = torch.tensor([_keypoint_points(a, h, w, num_keypoints) for a in anns]
+                                                    ).reshape(-1, 2 * num_keypoints)
+            records[-1]["num_keypoints"] = torch.tensor([int(a.get("num_keypoints", 0)) for a in anns],
+                                                        dtype=torch.long)
     return records, categories
+
+
+def keypoint_names(annotation_file: str | Path) -> list[str]:
+    """The keypoint names of the first category that lists them."""
+    data = json.loads(Path(annotation_file).read_text())
+    return next((list(c["keypoints"]) for c in data["categories"] if c.get("keypoints")), [])
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -115,9 +181,14 @@ def crop(image: torch.Tensor, boxes: torch.Tensor, top: int, left: int, height: 
 def random_crop(image: torch.Tensor, boxes: torch.Tensor, image_size: int, generator: torch.Generator | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """An image_size x image_size crop at a uniformly random offset (the whole image where it is smaller)."""
+    return crop(image, boxes, *_random_offset(image, image_size, generator), image_size, image_size)
+
+
+def _random_offset(image: torch.Tensor, image_size: int, generator: torch.Generator | None) -> tuple[int, int]:
+    """The official fixed-size crop's offset: one uniform draw scales both free ranges."""
     h, w = image.shape[-2:]
     u = torch.rand((), generator=generator).item()
-    return crop(image, boxes, int(max(h - image_size, 0) * u), int(max(w - image_size, 0) * u), image_size, image_size)
+    return int(max(h - image_size, 0) * u), int(max(w - image_size, 0) * u)
 
 
 def hflip(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -133,20 +204,55 @@ def pad_bottom_right(image: torch.Tensor, boxes: torch.Tensor, image_size: int, 
     return out, boxes * boxes.new_tensor([h / image_size, w / image_size] * 2)
 
 
+POINT_KEYS = ("polygon", "keypoints")
+
+
+def move_points(points: torch.Tensor, offset: tuple[float, float], scale: tuple[float, float], key: str,
+                frame: bool = False) -> torch.Tensor:
+    """Points [n, 2M] (y, x pairs, normalised) -> (p - offset) x scale for every value that is not reserved (< 0).
+    With `frame` (a crop), polygon points are clipped to [0, 1] and a keypoint with a coordinate outside (0, 1) becomes
+    invisible (official `handle_out_of_frame_points`)."""
+    yx = points.view(len(points), -1, 2)
+    moved = (yx - yx.new_tensor(offset)) * yx.new_tensor(scale)
+    if frame and key == "keypoints":
+        outside = ((moved <= 0) | (moved >= 1)).any(-1, keepdim=True)
+        moved = torch.where(outside, torch.full_like(moved, INVISIBLE_FLOAT), moved)
+    elif frame:
+        moved = moved.clamp(0, 1)
+    return torch.where(yx >= 0, moved, yx).reshape(points.shape)
+
+
+def flip_points(points: torch.Tensor) -> torch.Tensor:
+    yx = points.view(len(points), -1, 2)
+    flipped = torch.stack([yx[..., 0], 1 - yx[..., 1]], -1)
+    return torch.where(yx >= 0, flipped, yx).reshape(points.shape)
+
+
+def _points(target: dict, fn) -> dict:
+    return {k: fn(target[k], k) for k in POINT_KEYS if k in target}
+
+
 def train_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_size: int, min_scale: float = 0.3,
-                    max_scale: float = 2.0, generator: torch.Generator | None = None
+                    max_scale: float = 2.0, generator: torch.Generator | None = None, flip: bool = True
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Pix2seq's training augmentation (official order): scale jitter, fixed-size crop, horizontal flip, removal of
-    empty boxes and crowds, bottom/right padding."""
+    """Pix2seq's training augmentation (official order): scale jitter, fixed-size crop, horizontal flip (unless
+    `flip` is False), removal of empty boxes and crowds, bottom/right padding; points move with the boxes."""
     image = scale_jitter(image, image_size, min_scale, max_scale, generator)
-    image, boxes = random_crop(image, target["boxes"], image_size, generator)
-    if torch.rand((), generator=generator).item() > 0.5:
+    h, w = image.shape[-2:]
+    top, left = _random_offset(image, image_size, generator)
+    image, boxes = crop(image, target["boxes"], top, left, image_size, image_size)
+    ch, cw = image.shape[-2:]
+    points = _points(target, lambda p, k: move_points(p, (top / h, left / w), (h / ch, w / cw), k, frame=True))
+    if flip and torch.rand((), generator=generator).item() > 0.5:
         image, boxes = hflip(image, boxes)
+        points = {k: flip_points(p) for k, p in points.items()}
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & ~target["iscrowd"]
     unpadded = torch.tensor(image.shape[-2:])
     image, boxes = pad_bottom_right(image, boxes, image_size)
-    out = {k: v[keep] for k, v in target.items() if k in ("labels", "iscrowd", "area")}
-    return image, {**target, **out, "boxes": boxes[keep], "unpadded_size": unpadded}
+    ratio = (ch / image_size, cw / image_size)
+    points = {k: move_points(p, (0.0, 0.0), ratio, k)[keep] for k, p in points.items()}
+    out = {k: v[keep] for k, v in target.items() if k in ("labels", "iscrowd", "area", "num_keypoints")}
+    return image, {**target, **out, **points, "boxes": boxes[keep], "unpadded_size": unpadded}
 
 
 def eval_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_size: int
@@ -157,8 +263,10 @@ def eval_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_s
     scale = min(image_size / h, image_size / w)
     image = _resize(image, (round(h * scale), round(w * scale)), antialias=True)
     unpadded = torch.tensor(image.shape[-2:])
+    ratio = (image.shape[-2] / image_size, image.shape[-1] / image_size)
     image, boxes = pad_bottom_right(image, target["boxes"], image_size)
-    return image, {**target, "boxes": boxes, "unpadded_size": unpadded}
+    points = _points(target, lambda p, k: move_points(p, (0.0, 0.0), ratio, k))
+    return image, {**target, **points, "boxes": boxes, "unpadded_size": unpadded}
 
 
 def boxes_to_pixels(boxes: torch.Tensor, target: dict[str, torch.Tensor], image_size: int) -> torch.Tensor:
@@ -173,32 +281,101 @@ class COCODetection(Dataset):
     """One split: items are (image [3, S, S] in [0, 1], target dict) after the training or evaluation transform.
 
     Target keys: `boxes` [n, 4] normalised [ymin, xmin, ymax, xmax] in the padded image, `labels` [n] (COCO category
-    ids), `iscrowd` [n], `area` [n], `image_id`, `orig_size` [2] and `unpadded_size` [2] (height, width).
+    ids), `iscrowd` [n], `area` [n], `image_id`, `orig_size` [2] and `unpadded_size` [2] (height, width); with
+    `points` also `polygon` / `keypoints` (and `num_keypoints`) as `read_coco` reads them, moved with the image.
     """
 
     def __init__(self, annotation_file: str | Path, image_dir: str | Path, image_size: int, train: bool,
-                 min_scale: float = 0.3, max_scale: float = 2.0):
-        self.records, self.categories = read_coco(annotation_file, image_dir)
+                 min_scale: float = 0.3, max_scale: float = 2.0, points: tuple[str, ...] = (), max_points: int = 128,
+                 flip: bool = True):
+        self.records, self.categories = read_coco(annotation_file, image_dir, points, max_points)
         if train:
             self.records = [r for r in self.records if len(r["labels"])]
         self.image_size, self.train, self.min_scale, self.max_scale = image_size, train, min_scale, max_scale
+        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.records)
 
+    def transform(self, image: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if self.train:
+            return train_transform(image, target, self.image_size, self.min_scale, self.max_scale, flip=self.flip)
+        return eval_transform(image, target, self.image_size)
+
+    @staticmethod
+    def target(r: dict, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        keys = ("boxes", "labels", "iscrowd", "area", "num_keypoints", *POINT_KEYS)
+        return {**{k: r[k] for k in keys if k in r}, "image_id": torch.tensor(r["id"]),
+                "orig_size": torch.tensor(image.shape[-2:])}
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         r = self.records[i]
         image = load_image(r["path"])
-        target = {"boxes": r["boxes"], "labels": r["labels"], "iscrowd": r["iscrowd"], "area": r["area"],
-                  "image_id": torch.tensor(r["id"]), "orig_size": torch.tensor(image.shape[-2:])}
-        if self.train:
-            return train_transform(image, target, self.image_size, self.min_scale, self.max_scale)
-        return eval_transform(image, target, self.image_size)
+        return self.transform(image, self.target(r, image))
+
+
+def crop_to_box(image: torch.Tensor, target: dict[str, torch.Tensor], pad_scale: float
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The official `crop_to_bbox` for a one-object target: the image cut to the object's box (corners floored /
+    ceiled on the (size - 1) grid) widened by pad_scale x its size on each side and clipped to the image; boxes and
+    points renormalised to the crop, reserved point values kept. Adds `crop_offset` [2] (top, left pixels)."""
+    h, w = image.shape[-2:]
+    y0, x0, y1, x1 = target["boxes"][0].tolist()
+    y0, x0 = math.floor(y0 * (h - 1)), math.floor(x0 * (w - 1))
+    y1, x1 = math.ceil(y1 * (h - 1)), math.ceil(x1 * (w - 1))
+    ypad, xpad = int((y1 - y0 + 1) * pad_scale), int((x1 - x0 + 1) * pad_scale)
+    y0, x0 = max(0, y0 - ypad), max(0, x0 - xpad)
+    y1, x1 = min(h - 1, y1 + ypad), min(w - 1, x1 + xpad)
+    image, boxes = crop(image, target["boxes"], y0, x0, y1 - y0 + 1, x1 - x0 + 1)
+    scale = (h / (y1 - y0 + 1), w / (x1 - x0 + 1))
+    points = _points(target, lambda p, k: move_points(p, (y0 / h, x0 / w), scale, k, frame=True))
+    return image, {**target, **points, "boxes": boxes, "crop_offset": torch.tensor([y0, x0])}
+
+
+class COCOInstances(COCODetection):
+    """One example per object (the official `unbatch` with `crop_to_bbox`, used for keypoints): the image cropped to
+    the object's box padded by `crop_pad_scale` of its size, then the usual transform (no flip). Objects kept: not
+    crowds, of `category` if given, and in training with at least one labelled keypoint. Targets hold the one object
+    plus `crop_offset`; `orig_size` is the crop's size (points map back to the image with `points_to_pixels`)."""
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, image_size: int, train: bool,
+                 min_scale: float = 0.3, max_scale: float = 1.0, points: tuple[str, ...] = ("keypoints",),
+                 max_points: int = 128, crop_pad_scale: float = 0.5, category: int | None = None):
+        super().__init__(annotation_file, image_dir, image_size, train, min_scale, max_scale, points, max_points,
+                         flip=False)
+        self.crop_pad_scale = crop_pad_scale
+        self.index = [(i, j) for i, r in enumerate(self.records) for j in range(len(r["labels"]))
+                      if not r["iscrowd"][j] and (category is None or int(r["labels"][j]) == category)
+                      and not (train and "num_keypoints" in r and int(r["num_keypoints"][j]) == 0)]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        k, j = self.index[i]
+        r = self.records[k]
+        image = load_image(r["path"])
+        target = {key: (v[j:j + 1] if torch.is_tensor(v) and v.ndim and key not in ("image_id", "orig_size") else v)
+                  for key, v in self.target(r, image).items()}
+        image, target = crop_to_box(image, {**target, "full_size": target["orig_size"]}, self.crop_pad_scale)
+        return self.transform(image, {**target, "orig_size": torch.tensor(image.shape[-2:])})
+
+
+def points_to_pixels(points: torch.Tensor, target: dict[str, torch.Tensor], image_size: int) -> torch.Tensor:
+    """Points [..., 2M] (normalised y, x in the padded model input) -> pixel [..., M, 2] (x, y) of the original
+    image, through the crop of `COCOInstances` where there is one; reserved values (< 0) stay as they are."""
+    scale = image_size / target["unpadded_size"].to(points) * target["orig_size"].to(points)
+    yx = points.unflatten(-1, (-1, 2))
+    moved = yx * scale + (target["crop_offset"].to(yx) if "crop_offset" in target else 0)
+    return torch.where(yx < 0, yx, moved).flip(-1)
 
 
 def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
     """Images (all padded to the same square) stacked to [B, 3, S, S]; targets kept as a list of dicts."""
     return torch.stack([im for im, _ in batch]), [t for _, t in batch]
+
+
+TASKS = ("detection", "instance_segmentation", "keypoints")
 
 
 def _split_folder(split: str):
@@ -217,16 +394,32 @@ class COCODetectionDataModule(L.LightningDataModule):
         batch_size, eval_batch_size: images per training / evaluation batch (eval_batch_size None: batch_size).
         num_workers: DataLoader worker processes (image decoding and augmentation run there).
         seed: shuffling seed (the training order is a function of seed and epoch).
+        tasks: None for detection alone (one loader per stage); else Pix2seq v2's tasks, each with its own data
+            (official multi-task): "detection", "instance_segmentation" (polygons of `max_points` points at most)
+            and "keypoints" (one example per object of `keypoint_category`, cropped to its box widened by
+            `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]). Training then
+            yields {task: batch} per step, evaluation one loader per task in this order.
     """
 
     def __init__(self, data_dir: str | None = None, train_split: str = "train2017", val_split: str = "val2017",
                  test_split: str | None = None, image_size: int = 640, min_scale: float = 0.3, max_scale: float = 2.0,
-                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0):
+                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 tasks: list[str] | None = None, max_points: int = 128,
+                 keypoint_file: str = "person_keypoints_{split}.json", keypoint_category: int | None = 1,
+                 keypoint_max_scale: float = 1.0, crop_pad_scale: float = 0.5):
         super().__init__()
         self.save_hyperparameters()
+        unknown = set(tasks or ()) - set(TASKS)
+        if unknown or tasks == []:
+            raise ValueError(f"tasks {sorted(unknown) or tasks}: choose among {list(TASKS)}")
         self.data_dir, self.image_size = data_dir, image_size
         self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
+        self.tasks = list(tasks) if tasks else None
+        self.task_args = {"max_points": max_points, "keypoint_file": keypoint_file,
+                          "keypoint_category": keypoint_category, "keypoint_max_scale": keypoint_max_scale,
+                          "crop_pad_scale": crop_pad_scale}  # kept here: a subclass's hparams may not list them
         self.sets: dict[str, COCODetection] = {}
+        self.task_sets: dict[str, dict[str, COCODetection]] = {}
 
     def root(self, split: str) -> Path:
         """The folder holding `annotations/instances_<split>.json`, else a FileNotFoundError saying how to get it."""
@@ -248,27 +441,51 @@ class COCODetectionDataModule(L.LightningDataModule):
                                             f"annotations/instances_{split}.json). {HOW}")
                 self.sets[name] = COCODetection(root / "annotations" / f"instances_{split}.json", image_dir,
                                                 self.image_size, name == "train", hp.min_scale, hp.max_scale)
+                if self.tasks:
+                    self.task_sets[name] = {t: self._task_set(t, root, split, name) for t in self.tasks}
+
+    def _task_set(self, task: str, root: Path, split: str, name: str) -> COCODetection:
+        hp, a = self.hparams, self.task_args
+        train = name == "train"
+        if task == "detection":
+            return self.sets[name]
+        if task == "instance_segmentation":
+            return COCODetection(root / "annotations" / f"instances_{split}.json", root / split, self.image_size,
+                                 train, hp.min_scale, hp.max_scale, ("polygon",), a["max_points"])
+        file = root / "annotations" / a["keypoint_file"].format(split=split)
+        if not file.is_file():
+            raise FileNotFoundError(f"the keypoint annotations {file} are missing (keypoint_file "
+                                    f"{a['keypoint_file']!r}). {HOW}")
+        return COCOInstances(file, root / split, self.image_size, train, hp.min_scale, a["keypoint_max_scale"],
+                             ("keypoints",), a["max_points"], a["crop_pad_scale"], a["keypoint_category"])
 
     @property
     def categories(self) -> dict[int, str]:
         return self.sets["train"].categories if "train" in self.sets else {}
 
-    def _loader(self, name: str) -> DataLoader:
+    def _loader(self, name: str, ds: Dataset | None = None, seed: int = 0) -> DataLoader:
         train = name == "train"
-        ds = self.sets[name]
+        ds = self.sets[name] if ds is None else ds
         hp = self.hparams
         return DataLoader(ds, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                          sampler=EpochSampler(ds, hp.seed) if train else None, collate_fn=collate,
+                          sampler=EpochSampler(ds, hp.seed + seed) if train else None, collate_fn=collate,
                           num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
+    def _loaders(self, name: str):
+        """One loader, or with tasks one per task (training: a dict, each task shuffled with its own seed)."""
+        if not self.tasks:
+            return self._loader(name)
+        loaders = {t: self._loader(name, ds, k) for k, (t, ds) in enumerate(self.task_sets[name].items())}
+        return loaders if name == "train" else list(loaders.values())
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+    def train_dataloader(self):
+        return self._loaders("train")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+    def val_dataloader(self):
+        return self._loaders("val")
+
+    def test_dataloader(self):
+        return self._loaders("test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("test")

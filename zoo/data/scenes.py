@@ -10,8 +10,11 @@ Each scene is a `canvas` x `canvas` RGB image:
   as opacity, later objects in front. A placement is redrawn while its box overlaps an earlier one by IoU above
   `max_iou` or would hide more than half of an earlier object's visible pixels.
 Annotations are exact: the box is the object's ink box as pasted (amodal: its full extent, occluded or not), the
-mask its visible ink (uncompressed COCO RLE), `area` the visible pixel count, the category the source label
-(ids 1-10). Train scenes draw objects from the source's training images except its last `val_pool` images, which
+segmentation its visible ink as COCO polygons (the outlines of the mask's parts along the pixel edges, corners cut,
+holes left out as COCO's polygons leave them, simplified by Douglas-Peucker to at most `max_points` points in all; `mask_polygons`),
+`area` the visible pixel count, the category the source label (ids 1-10), and four keypoints, the object's extreme
+points (the topmost, bottommost, leftmost and rightmost ink pixel of its full extent, at the middle of that row or
+column; visibility 2 where the pixel is visible, 1 where a later object hides it), for Pix2seq v2's keypoint task. Train scenes draw objects from the source's training images except its last `val_pool` images, which
 feed the validation scenes; test scenes use the source's test images only, so no image is shared between splits.
 The whole dataset is a function of its arguments and `seed`.
 """
@@ -29,15 +32,63 @@ from zoo.data._base import build_once
 from zoo.data.coco import COCODetectionDataModule
 
 
-def coco_rle(mask: np.ndarray) -> dict:
-    """Uncompressed COCO RLE of a boolean [H, W] mask: run lengths over the column-major pixels, zeros first."""
-    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
-    change = np.flatnonzero(np.diff(flat)) + 1
-    bounds = np.concatenate([[0], change, [flat.size]])
-    counts = np.diff(bounds).tolist()
-    if flat.size and flat[0] == 1:
-        counts = [0, *counts]
-    return {"counts": counts, "size": [int(mask.shape[0]), int(mask.shape[1])]}
+KEYPOINTS = ("top", "bottom", "left", "right")
+MAX_POINTS = 128
+
+
+def _simplify(points: np.ndarray, eps: float) -> np.ndarray:
+    """Douglas-Peucker on an open polyline [n, 2]: the end points and every point farther than eps from the chord."""
+    if len(points) < 3:
+        return points
+    a, b = points[0], points[-1]
+    chord = b - a
+    d = np.abs(chord[0] * (points[:, 1] - a[1]) - chord[1] * (points[:, 0] - a[0])) / max(np.hypot(*chord), 1e-9)
+    i = int(d.argmax())
+    if d[i] <= eps:
+        return np.stack([a, b])
+    return np.concatenate([_simplify(points[:i + 1], eps)[:-1], _simplify(points[i:], eps)])
+
+
+def _simplify_ring(ring: np.ndarray, eps: float) -> np.ndarray:
+    """A closed ring (first point not repeated) split at the point farthest from its first, each half simplified."""
+    j = int(np.hypot(*(ring - ring[0]).T).argmax())
+    closed = np.concatenate([ring, ring[:1]])
+    return np.concatenate([_simplify(closed[:j + 1], eps)[:-1], _simplify(closed[j:], eps)[:-1]])
+
+
+def mask_polygons(mask: np.ndarray, max_points: int = MAX_POINTS, eps: float = 0.5) -> list[list[float]]:
+    """COCO polygons ([x1, y1, x2, y2, ...] in pixels, pixel i spanning [i, i + 1]) of a boolean mask's parts: the
+    0.5 level lines of the mask between pixel centres (contourpy) without the holes, largest first, simplified with a tolerance that grows
+    from eps by 1.5x until they hold at most max_points points together, a separator between parts counted as
+    one; parts left with fewer than 3 points are
+    dropped."""
+    import contourpy
+
+    lines = contourpy.contour_generator(z=np.pad(mask.astype(np.float64), 1), line_type="Separate").lines(0.5)
+    rings = [line[:-1] - 0.5 for line in lines if len(line) > 3]  # padded index - 1 + 0.5: the pixel centre
+    if not rings:
+        return []
+    signed = [0.5 * float(np.sum(r[:, 0] * np.roll(r[:, 1], -1) - np.roll(r[:, 0], -1) * r[:, 1])) for r in rings]
+    outer = np.sign(signed[int(np.argmax(np.abs(signed)))])
+    rings = [r for r, a in sorted(zip(rings, signed), key=lambda t: -abs(t[1])) if np.sign(a) == outer]
+    while True:
+        simple = [p for p in (_simplify_ring(r, eps) for r in rings) if len(p) >= 3]
+        if sum(len(p) for p in simple) + len(simple) - 1 <= max_points:  # with a separator between parts
+            return [[round(float(v), 2) for v in p.flatten()] for p in simple]
+        eps *= 1.5
+
+
+def extreme_points(full: np.ndarray, visible: np.ndarray) -> list[float]:
+    """COCO keypoints [x, y, v] x 4 of a mask's extreme pixels (top, bottom, left, right; the middle one of the
+    extreme row or column), at pixel centres; v = 2 where visible, 1 where hidden."""
+    ys, xs = np.nonzero(full)
+    out: list[float] = []
+    for axis, pick in ((ys, ys.min()), (ys, ys.max()), (xs, xs.min()), (xs, xs.max())):
+        on = np.flatnonzero(axis == pick)
+        k = on[len(on) // 2]
+        y, x = int(ys[k]), int(xs[k])
+        out += [x + 0.5, y + 0.5, 2 if visible[y, x] else 1]
+    return out
 
 
 def _ink(image: np.ndarray) -> np.ndarray:
@@ -71,7 +122,8 @@ def render_scene(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                  max_objects: int = 8, min_size: int = 16, max_size: int = 64, max_iou: float = 0.5,
                  clutter: int = 6) -> tuple[np.ndarray, list[dict]]:
     """One scene from source images `pool` [N, 28, 28] uint8 with `labels` [N] -> (uint8 [canvas, canvas, 3],
-    objects as {box: [y0, x0, y1, x1] pixels, label, mask: bool [canvas, canvas]})."""
+    objects as {box: [y0, x0, y1, x1] pixels, label, mask: the visible part, full: the whole object, both bool
+    [canvas, canvas]})."""
     image = rng.uniform(0, 0.12, (canvas, canvas, 1)).astype(np.float32).repeat(3, 2)
     for _ in range(clutter):  # fragments of other images: texture, never objects
         src = pool[rng.integers(len(pool))]
@@ -110,7 +162,7 @@ def render_scene(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         region = image[top:top + h, left:left + w]
         region[:] = region * (1 - alpha[..., None]) + alpha[..., None] * _colour(rng)
         visible = np.concatenate([visible & ~mask[None], mask[None]])
-        objects.append({"box": box, "label": int(labels[i]), "mask": mask})
+        objects.append({"box": box, "label": int(labels[i]), "mask": mask, "full": mask})
     for o, m in zip(objects, visible):
         o["mask"] = m
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), objects
@@ -118,16 +170,18 @@ def render_scene(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 
 def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
                  test_labels: np.ndarray, class_names: tuple[str, ...], sizes: dict[str, int], val_pool: int = 5000,
-                 seed: int = 0, **render) -> Path:
-    """Write the splits of `sizes` ({"train": n, "val": n, "test": n}) under out_dir in the COCO layout; the
-    folder is complete only once `done` exists (a crash leaves no folder that looks finished)."""
+                 seed: int = 0, max_points: int = MAX_POINTS, **render) -> Path:
+    """Write the splits of `sizes` ({"train": n, "val": n, "test": n}) under out_dir in the COCO layout, each
+    object's polygons with at most max_points points; the folder is complete only once `done` exists (a crash
+    leaves no folder that looks finished)."""
     out = Path(out_dir)
     if not 0 < val_pool < len(train_images):
         raise ValueError(f"val_pool {val_pool} must leave training images for the training scenes "
                          f"(the source has {len(train_images)})")
     pools = {"train": (train_images[:-val_pool], train_labels[:-val_pool]),
              "val": (train_images[-val_pool:], train_labels[-val_pool:]), "test": (test_images, test_labels)}
-    categories = [{"id": i + 1, "name": n, "supercategory": "object"} for i, n in enumerate(class_names)]
+    categories = [{"id": i + 1, "name": n, "supercategory": "object", "keypoints": list(KEYPOINTS), "skeleton": []}
+                  for i, n in enumerate(class_names)]
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     for k, (split, n) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, k])
@@ -143,7 +197,8 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
                 y0, x0, y1, x1 = (float(v) for v in o["box"])
                 annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": o["label"] + 1,
                                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(o["mask"].sum()),
-                                    "iscrowd": 0, "segmentation": coco_rle(o["mask"])})
+                                    "iscrowd": 0, "segmentation": mask_polygons(o["mask"], max_points),
+                                    "keypoints": extreme_points(o["full"], o["mask"]), "num_keypoints": 4})
         (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(
             {"info": {"description": "derived scenes of real images (zoo.data.scenes); not COCO"},
              "images": images, "annotations": annotations, "categories": categories}))
@@ -163,7 +218,8 @@ class SceneDetectionDataModule(COCODetectionDataModule):
         val_pool: the last val_pool training images of the source make the validation scenes' objects.
         canvas, max_objects, min_size, max_size, max_iou, clutter: the scenes (see `render_scene`).
         scene_seed: the seed the scenes are drawn with.
-        image_size ... seed: as `COCODetectionDataModule` (image_size defaults to the canvas).
+        image_size ... seed, tasks, max_points, crop_pad_scale: as `COCODetectionDataModule` (image_size defaults to
+            the canvas); keypoints come from the instances file, every category has them.
     """
 
     def __init__(self, source: str = "fashion-mnist", source_dir: str | None = None, train_size: int = 8000,
@@ -171,12 +227,14 @@ class SceneDetectionDataModule(COCODetectionDataModule):
                  max_objects: int = 8, min_size: int = 16, max_size: int = 64, max_iou: float = 0.5, clutter: int = 6,
                  scene_seed: int = 0,
                  image_size: int = 128, min_scale: float = 0.3, max_scale: float = 2.0, batch_size: int = 32,
-                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0):
+                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
+                 tasks: list[str] | None = None, max_points: int = 128, crop_pad_scale: float = 0.5):
         self.scene_args = {"source": source, "train": train_size, "val": val_size, "test": test_size,
                            "val_pool": val_pool, "canvas": canvas, "max_objects": max_objects, "min_size": min_size,
-                           "max_size": max_size, "max_iou": max_iou, "clutter": clutter, "seed": scene_seed}
+                           "max_size": max_size, "max_iou": max_iou, "clutter": clutter, "seed": scene_seed,
+                           "format": 2, "max_points": max_points}  # 2: polygons and extreme-point keypoints
         super().__init__(None, "train", "val", "test", image_size, min_scale, max_scale, batch_size, eval_batch_size,
-                         num_workers, seed)
+                         num_workers, seed, tasks, max_points, "instances_{split}.json", None, 1.0, crop_pad_scale)
         self.save_hyperparameters()
         self.source_dir = source_dir
 
@@ -198,7 +256,7 @@ class SceneDetectionDataModule(COCODetectionDataModule):
                          read_idx(files["test_images"]), read_idx(files["test_labels"]),
                          DATASETS[a["source"]]["classes"], {"train": a["train"], "val": a["val"], "test": a["test"]}, val_pool=a["val_pool"],
                          seed=a["seed"], canvas=a["canvas"], max_objects=a["max_objects"], min_size=a["min_size"],
-                         max_size=a["max_size"], max_iou=a["max_iou"], clutter=a["clutter"])
+                         max_size=a["max_size"], max_iou=a["max_iou"], clutter=a["clutter"], max_points=a["max_points"])
 
         build_once(folder, write)
         self.data_dir = str(folder)

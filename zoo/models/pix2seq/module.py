@@ -131,7 +131,7 @@ class Pix2SeqDetector(ZooModule):
         the original image's pixels (crowd regions and COCO areas as the COCO evaluator uses them)."""
         images, targets = batch
         self.log(f"{stage}/loss", self.loss(images, targets, train=False), prog_bar=stage == "val", sync_dist=True,
-                 batch_size=len(images))
+                 batch_size=len(images), add_dataloader_idx=False)
         if self.ap is not None:
             size = self.hparams.image_size
             preds = self.predict_step(batch, 0)
@@ -142,7 +142,8 @@ class Pix2SeqDetector(ZooModule):
     def log_ap(self, stage: str) -> None:
         if self.ap is not None:
             result = self.ap[stage].compute()  # already reduced over ranks
-            self.log_dict({f"{stage}/{k}": result[k].float() for k in ("map", "map_50", "map_75", "mar_100")})
+            self.log_dict({f"{stage}/{k}": result[k].float() for k in ("map", "map_50", "map_75", "mar_100")},
+                          add_dataloader_idx=False)
             self.ap[stage].reset()
 
     def validation_step(self, batch, batch_idx):

@@ -1,0 +1,318 @@
+"""Pix2seq v2 (Chen, Saxena, Li, Lin, Fleet, Hinton, "A Unified Sequence Interface for Vision Tasks", NeurIPS 2022;
+google-research/pix2seq `models/model.py` `train_step`, `tasks/instance_segmentation.py`,
+`tasks/keypoint_detection.py`, `configs/config_multi_task.py`): one Pix2seq network for several tasks, told apart by
+the prompt token (tasks.py).
+
+Training follows the official multi-task step: each task draws its own batch (the DataModule's loaders, one per task),
+each task's loss is the weighted token cross-entropy of its sequences, and the step's loss is the sum of the task
+losses times their weights. The instance tasks decode one sequence per object, the image encoded once and its memory
+repeated for the image's objects.
+
+Inference, as the released multi-task config runs it: detection as Pix2seq does (top-p 0.4); instance segmentation
+and keypoints prompted with the annotated boxes (`use_gt_box_at_test`, the released config's setting, so their AP
+measures the mask and keypoint readout, not detection). Instance segmentation samples `ensemble_num_samples` (8)
+polygon sequences per object with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is
+the box's (1 for an annotated box). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
+the invisible token suppressed, a point still invisible goes to the box's centre, and the score is the mean
+probability of the sampled tokens (`points_score_weight` 1).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from zoo._registry import register_model
+from zoo.data.coco import points_to_pixels
+from zoo.models.pix2seq.module import Pix2SeqDetector
+from zoo.models.pix2seq.tasks import (INSTANCE_SEGMENTATION_TASK, INVISIBLE_FLOAT, INVISIBLE_TOKEN, KEYPOINT_TASK,
+                                      PADDING_FLOAT, SEPARATOR_FLOAT, instance_prompt, instance_training_sequences,
+                                      points_to_tokens, tokens_to_points)
+from zoo.models.pix2seq.tokenizer import PADDING_TOKEN, sequence_loss, top_p_logits
+
+TASK_IDS = {"instance_segmentation": INSTANCE_SEGMENTATION_TASK, "keypoints": KEYPOINT_TASK}
+#: COCO's per-keypoint OKS constants (nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles)
+COCO_SIGMAS = (.026, .025, .025, .035, .035, .079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089)
+
+
+def pad_instances(targets: list[dict[str, torch.Tensor]], key: str, m: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first m objects of each image in their stored order (official: ordered by score, ties kept) as boxes
+    [B, m, 4], labels [B, m] (0: empty slot) and points [B, m, 2P] (PADDING_FLOAT in empty slots)."""
+    width = targets[0][key].shape[-1]
+    boxes = torch.zeros(len(targets), m, 4)
+    labels = torch.zeros(len(targets), m, dtype=torch.long)
+    points = torch.full((len(targets), m, width), PADDING_FLOAT)
+    for i, t in enumerate(targets):
+        n = min(m, len(t["labels"]))
+        boxes[i, :n], labels[i, :n], points[i, :n] = t["boxes"][:n], t["labels"][:n], t[key][:n]
+    return boxes, labels, points
+
+
+def polygons_from_points(points: torch.Tensor) -> list[list[float]]:
+    """Decoded points [2P] (x, y pixels after `points_to_pixels`, flattened) -> COCO polygons: split at separator
+    pairs, cut at the first padding pair, parts with fewer than 3 points dropped."""
+    out, current = [], []
+    for x, y in points.view(-1, 2).tolist():
+        if x == PADDING_FLOAT or y == PADDING_FLOAT:
+            break
+        if x == SEPARATOR_FLOAT or y == SEPARATOR_FLOAT or x == INVISIBLE_FLOAT or y == INVISIBLE_FLOAT:
+            if len(current) >= 6:
+                out.append(current)
+            current = []
+            continue
+        current += [x, y]
+    if len(current) >= 6:
+        out.append(current)
+    return out
+
+
+def rasterise(polygons: list[list[float]], height: int, width: int) -> torch.Tensor:
+    """COCO polygons -> a boolean mask [height, width] as pycocotools draws them (COCO's own evaluation)."""
+    from pycocotools import mask as mask_utils
+
+    if not polygons:
+        return torch.zeros(height, width, dtype=torch.bool)
+    rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
+    return torch.from_numpy(mask_utils.decode(rle).astype(bool))
+
+
+@register_model("pix2seq-v2")
+class Pix2SeqMultiTask(Pix2SeqDetector):
+    """Pix2seq v2: detection, instance segmentation and keypoints from one network (see the module docstring).
+
+    Batches: {task: (images, targets)} in training, one loader per task in evaluation, as
+    `zoo.data.COCODetectionDataModule(tasks=...)` (or the scene DataModule) makes them.
+
+    Args:
+        tasks: the tasks trained and evaluated, in the DataModule's order.
+        task_weights: each task's loss weight (None: 1 each, as the released config).
+        max_points_per_object: polygon points per object (official 128); the keypoint count is `num_keypoints`.
+        num_keypoints: keypoints per object (COCO person: 17).
+        max_instances_per_image_seg: objects per image in instance segmentation (official 10).
+        seg_eos_token_weight, kpt_eos_token_weight, invisible_token_weight: the instance tasks' weights of padding
+            targets (official 1.0 and 0.0) and of invisible-keypoint targets (0.1).
+        seg_top_p, kpt_top_p: nucleus sampling of the instance tasks (0.8, 0.1); detection keeps `top_p` (0.4).
+        ensemble_num_samples, ensemble_threshold: polygon samples averaged per object (8) and the kept fraction (0.5).
+        keypoint_sigmas: OKS constants per keypoint (None: COCO's 17).
+        other arguments: as `Pix2SeqDetector` (max_seq_len must hold 2 max_points_per_object + 6 tokens).
+    """
+
+    def __init__(self, tasks: list[str] = ("detection", "instance_segmentation", "keypoints"),
+                 task_weights: list[float] | None = None, max_points_per_object: int = 128, num_keypoints: int = 17,
+                 max_instances_per_image_seg: int = 10, seg_eos_token_weight: float = 1.0,
+                 kpt_eos_token_weight: float = 0.0, invisible_token_weight: float = 0.1, seg_top_p: float = 0.8,
+                 kpt_top_p: float = 0.1, ensemble_num_samples: int = 8, ensemble_threshold: float = 0.5,
+                 keypoint_sigmas: list[float] | None = None, backbone: str = "vit",
+                 image_size: int = 640, num_encoder_layers: int = 12, dim_att: int = 768, dim_mlp: int = 3072,
+                 num_heads: int = 12, num_decoder_layers: int = 6, dim_att_dec: int = 512, dim_mlp_dec: int = 2048,
+                 num_heads_dec: int = 16, vocab_size: int = 3000, max_seq_len: int = 512, drop_path: float = 0.1,
+                 drop_units: float = 0.1, drop_att: float = 0.0, feature_stage: int = 4, patch_size: int = 16,
+                 quantization_bins: int = 1000, coord_vocab_shift: int = 1000, max_instances: int = 100,
+                 max_instances_test: int = 100, noise_bbox_weight: float = 1.0, eos_token_weight: float = 0.1,
+                 class_label_corruption: str = "rand_n_fake_cls", sequence_augmentation: bool = True,
+                 top_k: int = 0, top_p: float = 0.4, temperature: float = 1.0, evaluate_ap: bool = True,
+                 lr: float = 1e-4, weight_decay: float = 0.05, beta1: float = 0.9, beta2: float = 0.95,
+                 eps: float = 1e-8, warmup_epochs: float = 10.0, end_lr_factor: float = 0.01,
+                 weights: str | None = None):
+        tasks = list(tasks)
+        unknown = set(tasks) - {"detection", *TASK_IDS}
+        if unknown or not tasks or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks {tasks}: name each of 'detection', 'instance_segmentation', 'keypoints' at most once")
+        if task_weights is not None and len(task_weights) != len(tasks):
+            raise ValueError(f"task_weights has {len(task_weights)} weights for {len(tasks)} tasks")
+        if "instance_segmentation" in tasks and 2 * max_points_per_object + 6 > max_seq_len:
+            raise ValueError(f"max_seq_len {max_seq_len} cannot hold a prompt and {max_points_per_object} polygon "
+                             f"points ({2 * max_points_per_object + 6} tokens)")
+        sigmas = list(keypoint_sigmas) if keypoint_sigmas is not None else list(COCO_SIGMAS)
+        if "keypoints" in tasks and len(sigmas) != num_keypoints:
+            raise ValueError(f"{len(sigmas)} keypoint_sigmas for {num_keypoints} keypoints: give one per keypoint")
+        super().__init__(backbone, image_size, num_encoder_layers, dim_att, dim_mlp, num_heads, num_decoder_layers,
+                         dim_att_dec, dim_mlp_dec, num_heads_dec, vocab_size, max_seq_len, drop_path, drop_units,
+                         drop_att, feature_stage, patch_size, quantization_bins, coord_vocab_shift, max_instances,
+                         max_instances_test, noise_bbox_weight, eos_token_weight, class_label_corruption,
+                         sequence_augmentation, top_k, top_p, temperature, evaluate_ap, lr, weight_decay, beta1,
+                         beta2, eps, warmup_epochs, end_lr_factor, weights=None)
+        self.save_hyperparameters(ignore=["weights"])
+        self.hparams.tasks = tasks
+        self.hparams.keypoint_sigmas = sigmas
+        self.task_ap: nn.ModuleDict | None = None
+        self.init_weights_from(weights)
+
+    # ---------------------------------------------------------------- sequences and loss
+    def instance_length(self, task: str) -> int:
+        """Tokens of an instance sequence: the 6-token prompt and 2 per point."""
+        hp = self.hparams
+        return 2 * (hp.max_points_per_object if task == "instance_segmentation" else hp.num_keypoints) + 6
+
+    def instance_sequences(self, task: str, targets: list[dict], train: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input, target, weights) [B, M, L] and labels [B, M] of an instance task's batch (tasks.py)."""
+        hp = self.hparams
+        seg = task == "instance_segmentation"
+        key = "polygon" if seg else "keypoints"
+        self._check_labels([t["labels"] for t in targets])
+        boxes, labels, points = (x.to(self.device) for x in pad_instances(
+            targets, key, hp.max_instances_per_image_seg if seg else 1))
+        prompt = instance_prompt(TASK_IDS[task], boxes, labels, hp.quantization_bins, hp.coord_vocab_shift)
+        response = points_to_tokens(points, labels, hp.quantization_bins, hp.coord_vocab_shift)
+        inp, target, w = instance_training_sequences(
+            prompt, response, labels, self.instance_length(task),
+            hp.seg_eos_token_weight if seg else hp.kpt_eos_token_weight,
+            None if seg else hp.invisible_token_weight, mask_inputs=train and not seg)
+        return inp, target, w, labels
+
+    def task_loss(self, task: str, images: torch.Tensor, targets: list[dict], train: bool) -> torch.Tensor:
+        if task == "detection":
+            return self.loss(images, targets, train)
+        inp, target, w, labels = self.instance_sequences(task, targets, train)
+        memory = self.model.encode(images).repeat_interleave(labels.shape[1], 0)
+        logits = self.model.decode(inp.flatten(0, 1), memory)
+        return sequence_loss(logits, target.flatten(0, 1), w.flatten(0, 1))
+
+    def _weights(self) -> list[float]:
+        hp = self.hparams
+        return list(hp.task_weights) if hp.task_weights is not None else [1.0] * len(hp.tasks)
+
+    def training_step(self, batch, batch_idx):
+        total = 0.0
+        for task, weight in zip(self.hparams.tasks, self._weights()):
+            images, targets = batch[task]
+            loss = self.task_loss(task, images, targets, train=True)
+            self.log(f"train/loss_{task}", loss.detach(), batch_size=len(images))
+            total = total + weight * loss
+        self.log("train/loss", total.detach(), prog_bar=True)
+        return total
+
+    # ---------------------------------------------------------------- evaluation
+    def setup(self, stage: str) -> None:
+        if "detection" in self.hparams.tasks:
+            super().setup(stage)
+        if self.hparams.evaluate_ap and self.task_ap is None:
+            from torchmetrics.detection import MeanAveragePrecision
+
+            from zoo.metrics import KeypointAP
+
+            made = {}
+            for s in ("val", "test"):
+                if "instance_segmentation" in self.hparams.tasks:
+                    made[f"{s}_segm"] = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
+                if "keypoints" in self.hparams.tasks:
+                    made[f"{s}_kpt"] = KeypointAP(self.hparams.keypoint_sigmas)
+            self.task_ap = nn.ModuleDict(made)
+
+    def evaluate_task(self, batch, stage: str, dataloader_idx: int) -> None:
+        task = self.hparams.tasks[dataloader_idx]
+        if task == "detection":
+            return self.evaluate(batch, stage)
+        images, targets = batch
+        self.log(f"{stage}/loss_{task}", self.task_loss(task, images, targets, train=False), sync_dist=True,
+                 batch_size=len(images), add_dataloader_idx=False)
+        if self.task_ap is None:
+            return
+        if task == "instance_segmentation":
+            masks = self.segment(images, targets)
+            preds, truth = [], []
+            for t, m in zip(targets, masks):
+                h, w = t["orig_size"].tolist()
+                gt = [rasterise(polygons_from_points(p.flatten()), h, w)
+                      for p in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
+                keep = ~t["iscrowd"]
+                truth.append({"masks": torch.stack(gt).reshape(-1, h, w)[keep], "labels": t["labels"][keep],
+                              "iscrowd": t["iscrowd"][keep].long(), "area": t["area"][keep]})
+                preds.append({"masks": m, "labels": t["labels"][:len(m)], "scores": torch.ones(len(m))})
+            self.task_ap[f"{stage}_segm"].update(preds, truth)
+        else:
+            points, scores = self.keypoints(images, targets)
+            self.task_ap[f"{stage}_kpt"].update(points, scores, targets, self.hparams.image_size)
+
+    def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self.evaluate_task(batch, "val", dataloader_idx)
+
+    def test_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        self.evaluate_task(batch, "test", dataloader_idx)
+
+    def log_ap(self, stage: str) -> None:
+        if "detection" in self.hparams.tasks:
+            super().log_ap(stage)
+        if self.task_ap is None:
+            return
+        for kind, prefix in (("segm", "segm_"), ("kpt", "kpt_")):
+            if f"{stage}_{kind}" in self.task_ap:
+                result = self.task_ap[f"{stage}_{kind}"].compute()
+                self.log_dict({f"{stage}/{prefix}{k}": torch.as_tensor(result[k]).float()
+                               for k in ("map", "map_50", "map_75")}, add_dataloader_idx=False)
+                self.task_ap[f"{stage}_{kind}"].reset()
+
+    # ---------------------------------------------------------------- inference
+    def _prompted(self, task: str, images: torch.Tensor, targets: list[dict], samples: int, top_p: float,
+                  generator: torch.Generator | None = None):
+        """Sampled responses to the annotated boxes' prompts: (tokens [B, M, S, 2P], logits [B, M, S, 2P, V],
+        labels [B, M], boxes [B, M, 4])."""
+        hp = self.hparams
+        m = hp.max_instances_per_image_seg if task == "instance_segmentation" else 1
+        key = "polygon" if task == "instance_segmentation" else "keypoints"
+        boxes, labels, _ = (x.to(images.device) for x in pad_instances(targets, key, m))
+        prompt = instance_prompt(TASK_IDS[task], boxes, labels, hp.quantization_bins, hp.coord_vocab_shift)
+        memory = self.model.encode(images).repeat_interleave(m * samples, 0)
+        prompt = prompt.repeat_interleave(samples, 1).flatten(0, 1)
+        tokens, logits = self.model.generate(images, prompt, self.instance_length(task), hp.temperature, hp.top_k,
+                                             top_p, generator, memory=memory)
+        shape = (len(images), m, samples)
+        return tokens.view(*shape, -1), logits.view(*shape, *logits.shape[1:]), labels, boxes
+
+    @torch.no_grad()
+    def segment(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None
+                ) -> list[torch.Tensor]:
+        """Per image, masks [n, H, W] (original pixels) of its first n annotated objects (n <= the per-image cap):
+        the ensemble of `ensemble_num_samples` sampled polygons, each pixel kept where more than
+        `ensemble_threshold` of them cover it."""
+        hp = self.hparams
+        tokens, _, labels, _ = self._prompted("instance_segmentation", images, targets, hp.ensemble_num_samples,
+                                              hp.seg_top_p, generator)
+        points = tokens_to_points(tokens, hp.quantization_bins, hp.coord_vocab_shift)
+        out = []
+        for i, t in enumerate(targets):
+            h, w = t["orig_size"].tolist()
+            pixels = points_to_pixels(points[i], t, hp.image_size).cpu()  # [M, S, P, 2] (x, y)
+            n = int((labels[i] > 0).sum())
+            masks = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
+                     > hp.ensemble_threshold for j in range(n)]
+            out.append(torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool))
+        return out
+
+    @torch.no_grad()
+    def keypoints(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keypoints [B, K, 2] (normalised y, x in the input) of each example's annotated object and their scores
+        [B], read as the official keypoint task reads them (invisible tokens redrawn without the invisible token,
+        points still invisible at the box centre, score the mean probability of the sampled tokens)."""
+        hp = self.hparams
+        tokens, logits, _, boxes = self._prompted("keypoints", images, targets, 1, hp.kpt_top_p, generator)
+        tokens, logits, boxes = tokens[:, 0, 0], logits[:, 0, 0].float(), boxes[:, 0]
+        logits[..., INVISIBLE_TOKEN] -= 1e9
+        redraw = top_p_logits(logits / hp.temperature, hp.kpt_top_p, hp.top_k).softmax(-1)
+        redrawn = torch.multinomial(redraw.flatten(0, 1).cpu(), 1, generator=generator).view_as(tokens)
+        tokens = torch.where(tokens == INVISIBLE_TOKEN, redrawn.to(tokens.device), tokens)
+        probs = logits.softmax(-1).gather(-1, tokens[..., None])[..., 0]
+        real = (tokens != PADDING_TOKEN).float()
+        scores = (probs * real).sum(-1) / real.sum(-1).clamp(min=1)
+        points = tokens_to_points(tokens, hp.quantization_bins, hp.coord_vocab_shift)[:, :2 * hp.num_keypoints]
+        centre = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], -1)
+        yx = points.view(len(points), -1, 2)
+        yx = torch.where(yx == INVISIBLE_FLOAT, centre[:, None].expand_as(yx), yx)
+        return yx, scores
+
+    def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
+        task = self.hparams.tasks[dataloader_idx]
+        if task == "detection":
+            return super().predict_step(batch, batch_idx)
+        images, targets = batch
+        if task == "instance_segmentation":
+            return [{"image_id": t["image_id"], "masks": m} for t, m in zip(targets, self.segment(images, targets))]
+        yx, scores = self.keypoints(images, targets)
+        return [{"image_id": t["image_id"], "keypoints": points_to_pixels(p.flatten(), t, self.hparams.image_size),
+                 "score": s} for p, s, t in zip(yx, scores, targets)]
+
+    def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
+        return {}
+
