@@ -186,3 +186,11 @@ def test_release_round_trip(tmp_path):
     torch.manual_seed(0)
     back = round_trip(Pix2SeqMultiTask(**TINY), tmp_path, torch.rand(2, 3, 64, 64))
     assert back.hparams.tasks == TASKS and back.hparams.keypoint_sigmas == [0.05] * 4
+
+
+def test_release_figures_show_masks_and_keypoints(scenes, tmp_path):
+    pytest.importorskip("pycocotools")
+    torch.manual_seed(0)
+    figures = Pix2SeqMultiTask(**TINY).release_figures(tmp_path, scenes, images=2)
+    assert sorted(figures) == ["instances.png", "keypoints.png"]
+    assert all(p.stat().st_size > 1000 for p in figures.values())

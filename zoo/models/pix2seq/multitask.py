@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from zoo._registry import register_model
-from zoo.data.coco import points_to_pixels
+from zoo.data.coco import load_image, points_to_pixels
 from zoo.models.pix2seq.module import Pix2SeqDetector
 from zoo.models.pix2seq.tasks import (INSTANCE_SEGMENTATION_TASK, INVISIBLE_FLOAT, INVISIBLE_TOKEN, KEYPOINT_TASK,
                                       PADDING_FLOAT, SEPARATOR_FLOAT, instance_prompt, instance_training_sequences,
@@ -314,5 +314,51 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  "score": s} for p, s, t in zip(yx, scores, targets)]
 
     def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
-        return {}
+        """instances.png: the first `images` test images of the instance-segmentation task with their predicted
+        masks (tinted) and annotated boxes; keypoints.png: the first keypoint examples with the sampled points
+        (filled) and the annotated ones (hollow)."""
+        if datamodule is None or not getattr(datamodule, "tasks", None):
+            return {}
+        from pathlib import Path
+
+        from zoo._plots import _pyplot, _save
+
+        datamodule.setup("test")
+        loaders = dict(zip(datamodule.tasks, datamodule.test_dataloader()))
+        plt, out, size = _pyplot(), {}, self.hparams.image_size
+        g = torch.Generator().manual_seed(0)
+        self.eval()
+        for task in ("instance_segmentation", "keypoints"):
+            if task not in loaders or task not in self.hparams.tasks:
+                continue
+            batch_images, targets = next(iter(loaders[task]))
+            batch_images, targets = batch_images[:images].to(self.device), targets[:images]
+            cols = min(4, len(batch_images))
+            rows = -(-len(batch_images) // cols)
+            fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
+            if task == "instance_segmentation":
+                masks = self.segment(batch_images, targets, g)
+                for ax, t, m in zip(axes.flat, targets, masks):
+                    record = next(r for r in loaders[task].dataset.records if r["id"] == int(t["image_id"]))
+                    im = load_image(record["path"]).permute(1, 2, 0)  # the original image, where the masks are
+                    colours = torch.rand(len(m), 3, generator=g)
+                    for mask, c in zip(m, colours):
+                        im = torch.where(mask[..., None], 0.5 * im + 0.5 * c, im)
+                    ax.imshow(im.numpy())
+                title = "Test images: masks from 8 polygon samples per annotated box"
+            else:
+                yx, _ = self.keypoints(batch_images, targets, g)
+                for ax, im, t, p in zip(axes.flat, batch_images.cpu(), targets, yx.cpu()):
+                    ax.imshow(im.permute(1, 2, 0).numpy())
+                    truth = t["keypoints"][0].view(-1, 2)
+                    seen = truth[:, 0] >= 0
+                    ax.scatter(truth[seen, 1] * size, truth[seen, 0] * size, s=30, facecolors="none", ec="white")
+                    ax.scatter(p[:, 1] * size, p[:, 0] * size, s=12, c=range(len(p)), cmap="autumn")
+                title = "Test objects: sampled keypoints (filled) and annotated ones (hollow)"
+            for ax in axes.flat:
+                ax.axis("off")
+            name = "instances.png" if task == "instance_segmentation" else "keypoints.png"
+            path = _save(fig, Path(folder) / name, title)
+            out[path.name] = path
+        return out
 
