@@ -358,8 +358,6 @@ class KeypointAP(Metric):
             seen = (truth >= 0).all(-1, keepdim=True)
             self.truth.append(torch.cat([truth * seen, seen * 2.0], -1)[None].float().to(self.device))
             xyxy = boxes_to_pixels(t["boxes"][:1], t, image_size)
-            if "crop_offset" in t:
-                xyxy = xyxy + t["crop_offset"].flip(0).repeat(2).to(xyxy)
             self.boxes.append(torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).float().to(self.device))
             self.areas.append(t["area"][:1].float().to(self.device))
 

@@ -19,8 +19,8 @@ truncated to `max_points` points and padded with -1, as the official TFRecords s
 The transforms move every point that is not one of these reserved values with the image: crops clip polygon points
 to the image and turn keypoints that leave it invisible, flips mirror x, padding rescales them. Keypoint examples
 are not flipped (the official keypoint config leaves the flip out, since a flip must also swap left and right
-joints). `unbatch_instances` makes one example per object with the image cropped
-to the object's box (the official `crop_to_bbox`, used for keypoints).
+joints). `COCOInstances` makes one example per object with the image cropped to the object's box (the official
+`crop_to_bbox`, used for keypoints).
 
 Bad input, and what is done with it: a missing folder, annotation file or image file, an annotation whose image or
 category id is not listed, and a negative width or height are errors that say where; boxes reaching outside their
@@ -29,6 +29,7 @@ evaluation targets (COCO's evaluator judges them) but are removed from training 
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -139,12 +140,6 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, points: tuple[
             records[-1]["num_keypoints"] = torch.tensor([int(a.get("num_keypoints", 0)) for a in anns],
                                                         dtype=torch.long)
     return records, categories
-
-
-def keypoint_names(annotation_file: str | Path) -> list[str]:
-    """The keypoint names of the first category that lists them."""
-    data = json.loads(Path(annotation_file).read_text())
-    return next((list(c["keypoints"]) for c in data["categories"] if c.get("keypoints")), [])
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -271,9 +266,10 @@ def eval_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_s
 
 def boxes_to_pixels(boxes: torch.Tensor, target: dict[str, torch.Tensor], image_size: int) -> torch.Tensor:
     """Normalised [ymin, xmin, ymax, xmax] in the padded model input -> [xmin, ymin, xmax, ymax] pixels of the
-    original image (the official eval rescaling: padded size / unpadded size x original size)."""
+    original image (the official eval rescaling: padded size / unpadded size x original size), through the crop of
+    `COCOInstances` where there is one."""
     scale = image_size / target["unpadded_size"].to(boxes) * target["orig_size"].to(boxes)  # [h, w]
-    yxyx = boxes * scale.repeat(2)
+    yxyx = boxes * scale.repeat(2) + (target["crop_offset"].to(boxes).repeat(2) if "crop_offset" in target else 0)
     return yxyx[..., [1, 0, 3, 2]]
 
 
@@ -292,7 +288,13 @@ class COCODetection(Dataset):
         if train:
             self.records = [r for r in self.records if len(r["labels"])]
         self.image_size, self.train, self.min_scale, self.max_scale = image_size, train, min_scale, max_scale
-        self.flip = flip
+        self.flip, self.points = flip, tuple(points)
+
+    def with_points(self, points: tuple[str, ...]) -> "COCODetection":
+        """The same split (records shared, not read again) giving targets with only these of the points read."""
+        view = copy.copy(self)
+        view.points = tuple(points)
+        return view
 
     def __len__(self) -> int:
         return len(self.records)
@@ -302,10 +304,10 @@ class COCODetection(Dataset):
             return train_transform(image, target, self.image_size, self.min_scale, self.max_scale, flip=self.flip)
         return eval_transform(image, target, self.image_size)
 
-    @staticmethod
-    def target(r: dict, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        keys = ("boxes", "labels", "iscrowd", "area", "num_keypoints", *POINT_KEYS)
-        return {**{k: r[k] for k in keys if k in r}, "image_id": torch.tensor(r["id"]),
+    def target(self, r: dict, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        keys = ("boxes", "labels", "iscrowd", "area", *self.points,
+                *(("num_keypoints",) if "keypoints" in self.points else ()))
+        return {**{k: r[k] for k in keys}, "image_id": torch.tensor(r["id"]),
                 "orig_size": torch.tensor(image.shape[-2:])}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -357,7 +359,7 @@ class COCOInstances(COCODetection):
         image = load_image(r["path"])
         target = {key: (v[j:j + 1] if torch.is_tensor(v) and v.ndim and key not in ("image_id", "orig_size") else v)
                   for key, v in self.target(r, image).items()}
-        image, target = crop_to_box(image, {**target, "full_size": target["orig_size"]}, self.crop_pad_scale)
+        image, target = crop_to_box(image, target, self.crop_pad_scale)
         return self.transform(image, {**target, "orig_size": torch.tensor(image.shape[-2:])})
 
 
@@ -439,8 +441,10 @@ class COCODetectionDataModule(L.LightningDataModule):
                 if not image_dir.is_dir():
                     raise FileNotFoundError(f"the image folder {image_dir} is missing (it holds the images of "
                                             f"annotations/instances_{split}.json). {HOW}")
+                polygons = ("polygon",) if "instance_segmentation" in (self.tasks or ()) else ()
                 self.sets[name] = COCODetection(root / "annotations" / f"instances_{split}.json", image_dir,
-                                                self.image_size, name == "train", hp.min_scale, hp.max_scale)
+                                                self.image_size, name == "train", hp.min_scale, hp.max_scale,
+                                                polygons, self.task_args["max_points"]).with_points(())
                 if self.tasks:
                     self.task_sets[name] = {t: self._task_set(t, root, split, name) for t in self.tasks}
 
@@ -450,8 +454,7 @@ class COCODetectionDataModule(L.LightningDataModule):
         if task == "detection":
             return self.sets[name]
         if task == "instance_segmentation":
-            return COCODetection(root / "annotations" / f"instances_{split}.json", root / split, self.image_size,
-                                 train, hp.min_scale, hp.max_scale, ("polygon",), a["max_points"])
+            return self.sets[name].with_points(("polygon",))
         file = root / "annotations" / a["keypoint_file"].format(split=split)
         if not file.is_file():
             raise FileNotFoundError(f"the keypoint annotations {file} are missing (keypoint_file "

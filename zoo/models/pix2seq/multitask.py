@@ -12,7 +12,8 @@ Inference, as the released multi-task config runs it: detection as Pix2seq does 
 and keypoints prompted with the annotated boxes (`use_gt_box_at_test`, the released config's setting, so their AP
 measures the mask and keypoint readout, not detection). Instance segmentation samples `ensemble_num_samples` (8)
 polygon sequences per object with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is
-the box's (1 for an annotated box). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
+the box's (1 for an annotated box); the annotated masks it is scored against are the annotations' polygons as read
+(at most `max_points` points, where COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
 the invisible token suppressed, a point still invisible goes to the box's centre, and the score is the mean
 probability of the sampled tokens (`points_score_weight` 1).
 """
