@@ -12,12 +12,16 @@ from conftest import round_trip
 from zoo.data.coco import COCODetection, COCOInstances, load_image, points_to_pixels, read_coco
 from zoo.data.scenes import SceneDetectionDataModule, extreme_points, mask_polygons
 from zoo.models.pix2seq import Pix2SeqMultiTask
+from zoo.models.pix2seq.captions import (caption_training_sequences, caption_words, tokens_to_pieces,
+                                         train_tokenizer)
 from zoo.models.pix2seq.tasks import points_to_tokens
 from zoo.models.pix2seq.multitask import polygons_from_points, rasterise
 
 TASKS = ["detection", "instance_segmentation", "keypoints"]
+ALL = [*TASKS, "captioning"]
 TINY = dict(backbone="test_resnet", image_size=64, num_encoder_layers=1, dim_att=32, dim_mlp=64, num_heads=2,
-            num_decoder_layers=1, dim_att_dec=32, dim_mlp_dec=64, num_heads_dec=2, vocab_size=456, max_seq_len=80,
+            num_decoder_layers=1, dim_att_dec=32, dim_mlp_dec=64, num_heads_dec=2, vocab_size=584, max_seq_len=80,
+            text_vocab_shift=456, caption_max_len=48, caption_vocab_size=128,
             quantization_bins=256, coord_vocab_shift=200, max_instances=8, max_instances_test=8,
             max_points_per_object=32, num_keypoints=4, keypoint_sigmas=[0.05] * 4, ensemble_num_samples=2,
             drop_path=0.0, drop_units=0.0)
@@ -32,7 +36,7 @@ def scenes(idx_dir, tmp_path_factory):
     os.environ["ZOO_HOME"] = str(home)
     dm = SceneDetectionDataModule(source_dir=str(idx_dir), train_size=8, val_size=4, test_size=4, val_pool=40,
                                   canvas=64, max_size=32, image_size=64, min_scale=1.0, max_scale=1.0, batch_size=4,
-                                  tasks=TASKS, max_points=32)
+                                  tasks=ALL, max_points=32)
     dm.prepare_data()
     dm.setup("fit")
     yield dm
@@ -142,35 +146,123 @@ def test_polygon_decoding_and_rasterising():
 def test_multitask_loss_is_the_weighted_sum_and_overfits(scenes):
     torch.manual_seed(0)
     batch = {t: next(iter(loader)) for t, loader in scenes.train_dataloader().items()}
-    model = Pix2SeqMultiTask(**TINY, task_weights=[1.0, 0.5, 2.0], lr=3e-3, warmup_epochs=0.0)
+    weights = [1.0, 0.5, 2.0, 1.0]
+    model = Pix2SeqMultiTask(**TINY, tasks=ALL, task_weights=weights, lr=3e-3, warmup_epochs=0.0)
+    model.set_caption_tokenizer(train_tokenizer(scenes.caption_texts(), 128))
     model.eval()
-    parts = [model.task_loss(t, *batch[t], train=False) for t in TASKS]
+    parts = [model.task_loss(t, *batch[t], train=False) for t in ALL]
     inp, target, w, labels = model.instance_sequences("keypoints", batch["keypoints"][1], train=False)
     assert inp.shape == (4, 1, 14) and labels.shape == (4, 1) and (w[..., :5] == 0).all()
+    inp, target, w = model.caption_sequences(batch["captioning"][1], train=False)
+    assert inp.shape == target.shape == w.shape == (4, 5, 48)
     seen = {}
     model.log = lambda *a, **k: None
     model.task_loss, task_loss = (lambda task, images, targets, train: seen.setdefault(task, (train, len(images)))
-                                  and torch.tensor(float(TASKS.index(task) + 1))), model.task_loss
-    assert float(model.training_step(batch, 0)) == 1.0 + 0.5 * 2 + 2.0 * 3
-    assert seen == {t: (True, 4) for t in TASKS}  # each task's own batch, with training's sequences
+                                  and torch.tensor(float(ALL.index(task) + 1))), model.task_loss
+    assert float(model.training_step(batch, 0)) == 1.0 + 0.5 * 2 + 2.0 * 3 + 1.0 * 4
+    assert seen == {t: (True, 4) for t in ALL}  # each task's own batch, with training's sequences
     model.task_loss = task_loss
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     first = sum(float(p) for p in parts)
     model.train()
     for _ in range(60):
-        loss = sum(model.task_loss(t, *batch[t], train=False) * w for t, w in zip(TASKS, [1.0, 0.5, 2.0]))
+        loss = sum(model.task_loss(t, *batch[t], train=False) * w for t, w in zip(ALL, weights))
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
-    after = [float(model.task_loss(t, *batch[t], train=False)) for t in TASKS]
+    after = [float(model.task_loss(t, *batch[t], train=False)) for t in ALL]
     assert all(a < 0.5 * float(b) for a, b in zip(after, parts)), (after, parts)
     assert first > sum(after)
 
 
+def test_caption_sequences_follow_the_official_layout():
+    """[13, pieces + shift, end + shift, 0...] shifted into input and target; weight 0.1 on the end target, 1 on the
+    padding after it, 0 for a missing caption; input tokens (the prompt too) dropped to 30 at the given rate."""
+    ids = [[[5, 6, 1], [7, 1]], [[8, 9, 10, 11, 12, 1]]]
+    inp, target, w = caption_training_sequences(ids, captions_per_image=2, max_len=4, shift=100, eos_token_weight=0.1)
+    assert inp.shape == (2, 2, 4)
+    assert inp[0, 0].tolist() == [13, 105, 106, 101] and target[0, 0].tolist() == [105, 106, 101, 0]
+    assert w[0, 0].tolist() == pytest.approx([1.0, 1.0, 0.1, 1.0])
+    assert inp[0, 1].tolist() == [13, 107, 101, 0] and w[0, 1].tolist() == pytest.approx([1.0, 0.1, 1.0, 1.0])
+    assert target[1, 0].tolist() == [108, 109, 110, 111]  # cut at max_len pieces: the end is lost
+    assert (w[1, 1] == 0).all() and (target[1, 1] == 0).all()  # the image has one caption
+    g = torch.Generator().manual_seed(0)
+    dropped, _, _ = caption_training_sequences([[list(range(3, 400)) + [1]]] * 8, 1, 300, 100, 0.1, 0.5, g)
+    share = (dropped == 30).float().mean()
+    assert 0.45 < share < 0.55 and (dropped[..., 0] == 30).any() and (dropped[..., 0] == 13).any()
+    assert tokens_to_pieces(torch.tensor([[105, 99, 900, 101, 107], [0, 105, 106, 101, 0]]), 100, 50) == [
+        [5, 0, 49], []]  # below the shift clipped to 0, beyond the pieces to the last; cut at end or padding
+
+
+def test_caption_tokenizer_is_trained_on_the_data_and_travels_with_the_model(scenes, tmp_path):
+    from types import SimpleNamespace
+
+    import zoo
+
+    texts = scenes.caption_texts()
+    assert len(texts) == 5 * 8 and all(isinstance(t, str) for t in texts)
+    model = Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"]})
+    with pytest.raises(RuntimeError, match="no caption tokenizer"):
+        model.tokenizer
+    model._trainer = SimpleNamespace(datamodule=scenes)
+    model.setup("fit")
+    trained = model.caption_tokenizer.clone()
+    assert bytes(trained.numpy()) == train_tokenizer(texts, 128)  # deterministic: every DDP rank trains the same
+    tok = model.tokenizer
+    assert tok.decode(tok.encode(texts[:3])) == texts[:3] and all(ids[-1] == 1 for ids in tok.encode(texts))
+    model._trainer = None
+    torch.manual_seed(0)
+    back = round_trip(model, tmp_path, torch.rand(2, 3, 64, 64))
+    assert torch.equal(back.caption_tokenizer, trained)
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    images = torch.rand(2, 3, 64, 64)
+    assert model.caption(images, g1) == back.caption(images, g2)
+    fresh = Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"]}, weights=str(tmp_path / "release"))
+    assert torch.equal(fresh.caption_tokenizer, trained)  # fine-tuning starts from the release's tokenizer
+    small = Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"], "vocab_size": 460})
+    with pytest.raises(ValueError, match="vocab_size must be at least"):
+        small.set_caption_tokenizer(bytes(trained.numpy()))
+    with pytest.raises(RuntimeError, match="caption_texts"):
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"]}).setup("fit")
+    assert zoo  # imported for the round trip's registry
+
+
+def test_oracle_caption_scores_bleu_one(scenes, monkeypatch):
+    """A model whose sampler returns a reference caption's tokens decodes that caption and scores BLEU-4 1; scored
+    against the next image's references instead (`analyse`) it scores less."""
+    model = Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"]})
+    model.set_caption_tokenizer(train_tokenizer(scenes.caption_texts(), 128))
+    model.setup("test")
+    hp, tok = model.hparams, model.tokenizer
+    loader = scenes.test_dataloader()[ALL.index("captioning")]
+    reference = {float(im.sum()): t["captions"][2] for images, targets in loader for im, t in zip(images, targets)}
+
+    def generate(images, prompt, max_len, *args, **kw):
+        assert (prompt == 13).all() and max_len == hp.caption_max_len + 1
+        tokens = torch.zeros(len(images), hp.caption_max_len, dtype=torch.long)
+        for i, im in enumerate(images):
+            row = tok.encode([reference[float(im.sum())]])[0]
+            tokens[i, :len(row)] = torch.tensor(row) + hp.text_vocab_shift
+        return tokens, torch.zeros(*tokens.shape, hp.vocab_size)
+
+    monkeypatch.setattr(model.model, "generate", generate)
+    for images, targets in loader:
+        assert model.caption(images) == [t["captions"][2] for t in targets]
+        model.evaluate_task((images, targets), "test", 0)
+    assert float(model.task_ap["test_cap"].compute()) == pytest.approx(1.0)
+    mismatched = model.analyse(None, scenes)["metrics"]["test/bleu4_mismatched"]
+    assert 0 <= mismatched < 0.9
+    assert caption_words("A red-ish Bag, on its own.") == "a red-ish bag on its own"
+
+
 def test_bad_task_arguments_are_refused():
     with pytest.raises(ValueError, match="name each of"):
-        Pix2SeqMultiTask(**{**TINY, "tasks": ["detection", "captioning"]})
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["detection", "panoptic"]})
+    with pytest.raises(ValueError, match="text_vocab_shift 400 must be at least"):
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"], "text_vocab_shift": 400})
+    with pytest.raises(ValueError, match="caption_max_len 90"):
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["captioning"], "caption_max_len": 90})
     with pytest.raises(ValueError, match="task_weights has 1"):
         Pix2SeqMultiTask(**TINY, task_weights=[1.0])
     with pytest.raises(ValueError, match="one per keypoint"):
@@ -190,6 +282,41 @@ def test_release_round_trip(tmp_path):
 def test_release_figures_show_masks_and_keypoints(scenes, tmp_path):
     pytest.importorskip("pycocotools")
     torch.manual_seed(0)
-    figures = Pix2SeqMultiTask(**TINY).release_figures(tmp_path, scenes, images=2)
-    assert sorted(figures) == ["instances.png", "keypoints.png"]
+    model = Pix2SeqMultiTask(**TINY, tasks=ALL)
+    model.set_caption_tokenizer(train_tokenizer(scenes.caption_texts(), 128))
+    figures = model.release_figures(tmp_path, scenes, images=2)
+    assert sorted(figures) == ["captions.png", "instances.png", "keypoints.png"]
     assert all(p.stat().st_size > 1000 for p in figures.values())
+
+
+def test_captions_reader_refuses_bad_files_and_augments(tmp_path):
+    from PIL import Image
+
+    from zoo.data.coco import COCOCaptions, read_captions
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tmp_path / "img" / "a.png")
+    good = {"images": [{"id": 1, "file_name": "a.png", "height": 30, "width": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "caption": "a red square"},
+                            {"id": 2, "image_id": 1, "caption": "red"}]}
+    file = tmp_path / "captions.json"
+    file.write_text(json.dumps(good))
+    assert read_captions(file, tmp_path / "img")[0]["captions"] == ["a red square", "red"]
+    bad = [({"images": []}, ValueError, "no annotations"),
+           ({**good, "images": [{**good["images"][0], "file_name": "b.png"}]}, FileNotFoundError, "not in"),
+           ({**good, "annotations": [{"id": 3, "image_id": 7, "caption": "x"}]}, ValueError, "image 7"),
+           ({**good, "annotations": [{"id": 4, "image_id": 1}]}, ValueError, "no 'caption'")]
+    for data, error, match in bad:
+        file.write_text(json.dumps(data))
+        with pytest.raises(error, match=match):
+            read_captions(file, tmp_path / "img")
+    file.write_text(json.dumps(good))
+    torch.manual_seed(0)
+    plain = COCOCaptions(file, tmp_path / "img", 48, train=True, min_scale=1.0, max_scale=1.0, color_jitter=0.0)
+    jittered = COCOCaptions(file, tmp_path / "img", 48, train=True, min_scale=1.0, max_scale=1.0, color_jitter=1.0)
+    image, target = plain[0]
+    assert image.shape == (3, 48, 48) and target["captions"] == ["a red square", "red"]
+    assert target["unpadded_size"].tolist() == [36, 48] and (image[:, 36:] == 0.3).all()  # padded with 0.3
+    assert torch.allclose(image[:, :36].mean((1, 2)), torch.tensor([200, 30, 30]) / 255, atol=1e-3)
+    changed = [not torch.allclose(jittered[0][0][:, :36], image[:, :36], atol=0.02) for _ in range(10)]
+    assert sum(changed) >= 5 and (jittered[0][0][:, 36:] == 0.3).all()  # distorted before the padding

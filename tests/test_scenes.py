@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from zoo.data.scenes import SceneDetectionDataModule, mask_polygons, render_scene, write_scenes
+from zoo.data.scenes import (SceneDetectionDataModule, colour_name, mask_polygons, render_scene, scene_captions,
+                              write_scenes)
 
 
 def test_polygons_draw_the_visible_masks_with_pycocotools():
@@ -80,9 +81,33 @@ def test_splits_use_disjoint_source_images(tmp_path):
             "id": 1, "name": "image 0", "supercategory": "object", "keypoints": ["top", "bottom", "left", "right"],
             "skeleton": []}
         assert all((out / split / im["file_name"]).is_file() for im in data["images"]) and len(data["images"]) == 6
+        captions = json.loads((out / "annotations" / f"captions_{split}.json").read_text())
+        assert captions["images"] == data["images"] and len(captions["annotations"]) == 5 * 6
+        for im in data["images"]:  # the counts caption names every object's class
+            objs = [names[a["category_id"] - 1] for a in data["annotations"] if a["image_id"] == im["id"]]
+            first = next(c["caption"] for c in captions["annotations"] if c["image_id"] == im["id"])
+            assert all(n.lower() in first for n in objs), (first, objs)
     with pytest.raises(ValueError, match="val_pool 30 must leave training images"):
         write_scenes(tmp_path / "t", train, np.arange(n_train), test, np.arange(n_test), names, {"train": 1},
                      val_pool=30)
+
+
+def test_captions_describe_the_annotations():
+    box = lambda y0, x0, y1, x1: np.array([y0, x0, y1, x1], np.float32)  # noqa: E731
+    red, blue = np.array([0.9, 0.25, 0.2]), np.array([0.2, 0.3, 0.95])
+    objects = [{"box": box(5, 5, 60, 50), "label": 8, "colour": red},  # a large bag, at the top
+               {"box": box(90, 10, 100, 20), "label": 7, "colour": blue},  # a small sneaker, at the bottom
+               {"box": box(40, 30, 70, 60), "label": 8, "colour": blue}]  # a bag in front of the first
+    names = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+    got = scene_captions(objects, names, 128, np.random.default_rng(0))
+    assert len(got) == 5 and got[0].endswith("two bags and a sneaker on a dark background")
+    assert got[1] == "a red bag, a blue bag and a blue sneaker"
+    assert got[2].startswith("a large red bag with two other ")
+    assert got[3] == "a red bag at the top, a blue bag in the middle and a blue sneaker at the bottom"
+    assert got[4] == "a blue bag in front of a red bag"
+    assert scene_captions(objects[1:2], names, 128, np.random.default_rng(0))[4] in (
+        "a single item", "a single object", "a single thing")
+    assert colour_name(np.array([0.2, 0.9, 0.3])) == "green" and colour_name(np.array([0.9, 0.2, 0.9])) == "magenta"
 
 
 def test_datamodule_generates_once_and_reads_as_coco(idx_dir, tmp_path, monkeypatch):

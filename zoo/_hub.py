@@ -205,8 +205,9 @@ def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], d
     kept = {k for k in own if not _matches(k, drop)}
     missing = sorted(kept - set(state))
     unexpected = sorted(set(state) - set(own))
+    sized = set(getattr(module, "data_shaped_keys", ()))
     shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-                    for k in kept & set(state) if state[k].shape != own[k].shape)
+                    for k in kept & set(state) if state[k].shape != own[k].shape and k not in sized)
     if missing or unexpected or shapes:
         def fmt(title: str, items: list[str]) -> str:
             more = f" ... and {len(items) - 10} more" if len(items) > 10 else ""

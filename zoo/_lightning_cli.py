@@ -240,7 +240,8 @@ def check_resume(module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
     if "state_dict" in checkpoint and not sharded:
         theirs = {k: tuple(v.shape) for k, v in checkpoint["state_dict"].items()}
         ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-        bad = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        sized = set(getattr(module, "data_shaped_keys", ()))
+        bad = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k) and k not in sized)
     hp = checkpoint.get("hyper_parameters") or {}
     their_class = str(hp.get("_class_path") or "")
     try:

@@ -20,6 +20,8 @@ class ZooModule(L.LightningModule):
     zoo_key: ClassVar[str] = ""
     #: state-dict key patterns of the classifier head, dropped when `num_classes` changes
     head_keys: ClassVar[tuple[str, ...]] = ()
+    #: state-dict keys whose shape the data sets (a tokenizer kept as bytes); loading resizes them, not refuses
+    data_shaped_keys: ClassVar[tuple[str, ...]] = ()
 
     def init_weights_from(self, weights: str | None) -> None:
         if weights:

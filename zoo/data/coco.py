@@ -20,7 +20,9 @@ The transforms move every point that is not one of these reserved values with th
 to the image and turn keypoints that leave it invisible, flips mirror x, padding rescales them. Keypoint examples
 are not flipped (the official keypoint config leaves the flip out, since a flip must also swap left and right
 joints). `COCOInstances` makes one example per object with the image cropped to the object's box (the official
-`crop_to_bbox`, used for keypoints).
+`crop_to_bbox`, used for keypoints). Captioning reads COCO's captions files (`read_captions`: captions_<split>.json,
+every caption of each image) and trains with the official captioning augmentation: the detection one plus, before
+the padding, SimCLR's colour distortion of strength `color_jitter` (official 0.5; `COCOCaptions`).
 
 Bad input, and what is done with it: a missing folder, annotation file or image file, an annotation whose image or
 category id is not listed, and a negative width or height are errors that say where; boxes reaching outside their
@@ -82,6 +84,22 @@ def _keypoint_points(ann: dict, h: float, w: float, num_keypoints: int) -> list[
     return out
 
 
+def _listed_images(data: dict, annotation_file: Path, image_dir: Path) -> dict[int, dict]:
+    """{id: image record} of an annotation file whose every listed image exists in image_dir (else an error)."""
+    images = {int(im["id"]): im for im in data["images"]}
+    absent = [im["file_name"] for im in data["images"] if not (image_dir / im["file_name"]).is_file()]
+    if absent:
+        raise FileNotFoundError(f"{len(absent)} of the {len(images)} images listed in {annotation_file} are not in "
+                                f"{image_dir}, e.g. {', '.join(absent[:3])}. {HOW}")
+    return images
+
+
+def _check_image_id(ann: dict, images: dict[int, dict], annotation_file: Path) -> None:
+    if int(ann["image_id"]) not in images:
+        raise ValueError(f"{annotation_file}: annotation {ann.get('id')} refers to image {ann['image_id']}, which "
+                         "is not in 'images'")
+
+
 def read_coco(annotation_file: str | Path, image_dir: str | Path, points: tuple[str, ...] = (), max_points: int = 128
               ) -> tuple[list[dict[str, Any]], dict[int, str]]:
     """instances_<split>.json -> (one record per image, in the file's order; {category id: name}).
@@ -103,16 +121,10 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, points: tuple[
     num_keypoints = max((len(c.get("keypoints", [])) for c in data["categories"]), default=0)
     if "keypoints" in points and not num_keypoints:
         raise ValueError(f"{annotation_file} names no keypoints in its categories (COCO's person_keypoints files do)")
-    images = {int(im["id"]): im for im in data["images"]}
-    absent = [im["file_name"] for im in data["images"] if not (image_dir / im["file_name"]).is_file()]
-    if absent:
-        raise FileNotFoundError(f"{len(absent)} of the {len(images)} images listed in {annotation_file} are not in "
-                                f"{image_dir}, e.g. {', '.join(absent[:3])}. {HOW}")
+    images = _listed_images(data, annotation_file, image_dir)
     per_image: dict[int, list[dict]] = {i: [] for i in images}
     for ann in data["annotations"]:
-        if int(ann["image_id"]) not in images:
-            raise ValueError(f"{annotation_file}: annotation {ann.get('id')} refers to image {ann['image_id']}, "
-                             "which is not in 'images'")
+        _check_image_id(ann, images, annotation_file)
         if int(ann["category_id"]) not in categories:
             raise ValueError(f"{annotation_file}: annotation {ann.get('id')} has category_id {ann['category_id']}, "
                              f"not one of the listed categories {sorted(categories)}")
@@ -140,6 +152,25 @@ def read_coco(annotation_file: str | Path, image_dir: str | Path, points: tuple[
             records[-1]["num_keypoints"] = torch.tensor([int(a.get("num_keypoints", 0)) for a in anns],
                                                         dtype=torch.long)
     return records, categories
+
+
+def read_captions(annotation_file: str | Path, image_dir: str | Path) -> list[dict[str, Any]]:
+    """captions_<split>.json -> one record per image in the file's order: `id`, `path`, `height`, `width` and
+    `captions` (its captions in the file's order)."""
+    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
+    data = json.loads(annotation_file.read_text())
+    missing = [k for k in ("images", "annotations") if k not in data]
+    if missing:
+        raise ValueError(f"{annotation_file} is not a COCO captions file: it has no {', '.join(missing)}")
+    images = _listed_images(data, annotation_file, image_dir)
+    captions: dict[int, list[str]] = {i: [] for i in images}
+    for ann in data["annotations"]:
+        _check_image_id(ann, images, annotation_file)
+        if not isinstance(ann.get("caption"), str):
+            raise ValueError(f"{annotation_file}: caption {ann.get('id')} has no 'caption' text")
+        captions[int(ann["image_id"])].append(ann["caption"])
+    return [{"id": i, "path": image_dir / im["file_name"], "height": int(im["height"]), "width": int(im["width"]),
+             "captions": captions[i]} for i, im in images.items()]
 
 
 def load_image(path: str | Path) -> torch.Tensor:
@@ -227,11 +258,24 @@ def _points(target: dict, fn) -> dict:
     return {k: fn(target[k], k) for k in POINT_KEYS if k in target}
 
 
+def color_distort(image: torch.Tensor, strength: float) -> torch.Tensor:
+    """The official `random_color_jitter` (SimCLR v2's): with probability 0.8 brightness, contrast and saturation
+    jittered by 0.8 x strength and hue by 0.2 x strength in random order, then grey with probability 0.2, clipped to
+    [0, 1] (torchvision's transforms, drawing from torch's global generator)."""
+    from torchvision.transforms import v2
+
+    s = float(strength)
+    jitter = v2.Compose([v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+                         v2.RandomGrayscale(p=0.2)])
+    return jitter(image).clamp(0, 1)
+
+
 def train_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_size: int, min_scale: float = 0.3,
-                    max_scale: float = 2.0, generator: torch.Generator | None = None, flip: bool = True
-                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    max_scale: float = 2.0, generator: torch.Generator | None = None, flip: bool = True,
+                    color_jitter: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Pix2seq's training augmentation (official order): scale jitter, fixed-size crop, horizontal flip (unless
-    `flip` is False), removal of empty boxes and crowds, bottom/right padding; points move with the boxes."""
+    `flip` is False), colour distortion of strength `color_jitter` (captioning; 0: none), removal of empty boxes and
+    crowds, bottom/right padding; points move with the boxes."""
     image = scale_jitter(image, image_size, min_scale, max_scale, generator)
     h, w = image.shape[-2:]
     top, left = _random_offset(image, image_size, generator)
@@ -241,6 +285,8 @@ def train_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_
     if flip and torch.rand((), generator=generator).item() > 0.5:
         image, boxes = hflip(image, boxes)
         points = {k: flip_points(p) for k, p in points.items()}
+    if color_jitter > 0:
+        image = color_distort(image, color_jitter)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & ~target["iscrowd"]
     unpadded = torch.tensor(image.shape[-2:])
     image, boxes = pad_bottom_right(image, boxes, image_size)
@@ -363,6 +409,40 @@ class COCOInstances(COCODetection):
         return self.transform(image, {**target, "orig_size": torch.tensor(image.shape[-2:])})
 
 
+class COCOCaptions(Dataset):
+    """One split of a captions file: items are (image [3, S, S], target) with target `captions` (the image's
+    captions), `image_id`, `orig_size` and `unpadded_size`, after the captioning augmentation in training (the
+    detection one with colour distortion of strength `color_jitter`; images without captions skipped) or the
+    evaluation transform."""
+
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, image_size: int, train: bool,
+                 min_scale: float = 0.3, max_scale: float = 2.0, color_jitter: float = 0.5):
+        self.records = read_captions(annotation_file, image_dir)
+        if train:
+            self.records = [r for r in self.records if r["captions"]]
+        self.image_size, self.train, self.min_scale, self.max_scale = image_size, train, min_scale, max_scale
+        self.color_jitter = color_jitter
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def texts(self) -> list[str]:
+        """Every caption of the split, in order (what a caption tokenizer is trained on)."""
+        return [c for r in self.records for c in r["captions"]]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        r = self.records[i]
+        image = load_image(r["path"])
+        target = {"boxes": torch.zeros(0, 4), "iscrowd": torch.zeros(0, dtype=torch.bool)}
+        if self.train:
+            image, target = train_transform(image, target, self.image_size, self.min_scale, self.max_scale,
+                                            color_jitter=self.color_jitter)
+        else:
+            image, target = eval_transform(image, target, self.image_size)
+        return image, {"captions": list(r["captions"]), "image_id": torch.tensor(r["id"]),
+                       "orig_size": torch.tensor([r["height"], r["width"]]), "unpadded_size": target["unpadded_size"]}
+
+
 def points_to_pixels(points: torch.Tensor, target: dict[str, torch.Tensor], image_size: int) -> torch.Tensor:
     """Points [..., 2M] (normalised y, x in the padded model input) -> pixel [..., M, 2] (x, y) of the original
     image, through the crop of `COCOInstances` where there is one; reserved values (< 0) stay as they are."""
@@ -377,7 +457,7 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[
     return torch.stack([im for im, _ in batch]), [t for _, t in batch]
 
 
-TASKS = ("detection", "instance_segmentation", "keypoints")
+TASKS = ("detection", "instance_segmentation", "keypoints", "captioning")
 
 
 def _split_folder(split: str):
@@ -399,8 +479,9 @@ class COCODetectionDataModule(L.LightningDataModule):
         tasks: None for detection alone (one loader per stage); else Pix2seq v2's tasks, each with its own data
             (official multi-task): "detection", "instance_segmentation" (polygons of `max_points` points at most)
             and "keypoints" (one example per object of `keypoint_category`, cropped to its box widened by
-            `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]). Training then
-            yields {task: batch} per step, evaluation one loader per task in this order.
+            `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]) and "captioning"
+            (the images of `caption_file` with their captions, colour-distorted with strength `caption_color_jitter`
+            in training). Training then yields {task: batch} per step, evaluation one loader per task in this order.
     """
 
     def __init__(self, data_dir: str | None = None, train_split: str = "train2017", val_split: str = "val2017",
@@ -408,7 +489,8 @@ class COCODetectionDataModule(L.LightningDataModule):
                  batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  tasks: list[str] | None = None, max_points: int = 128,
                  keypoint_file: str = "person_keypoints_{split}.json", keypoint_category: int | None = 1,
-                 keypoint_max_scale: float = 1.0, crop_pad_scale: float = 0.5):
+                 keypoint_max_scale: float = 1.0, crop_pad_scale: float = 0.5,
+                 caption_file: str = "captions_{split}.json", caption_color_jitter: float = 0.5):
         super().__init__()
         self.save_hyperparameters()
         unknown = set(tasks or ()) - set(TASKS)
@@ -419,7 +501,8 @@ class COCODetectionDataModule(L.LightningDataModule):
         self.tasks = list(tasks) if tasks else None
         self.task_args = {"max_points": max_points, "keypoint_file": keypoint_file,
                           "keypoint_category": keypoint_category, "keypoint_max_scale": keypoint_max_scale,
-                          "crop_pad_scale": crop_pad_scale}  # kept here: a subclass's hparams may not list them
+                          "crop_pad_scale": crop_pad_scale, "caption_file": caption_file,
+                          "caption_color_jitter": caption_color_jitter}  # kept here: a subclass's hparams may not list them
         self.sets: dict[str, COCODetection] = {}
         self.task_sets: dict[str, dict[str, COCODetection]] = {}
 
@@ -455,12 +538,25 @@ class COCODetectionDataModule(L.LightningDataModule):
             return self.sets[name]
         if task == "instance_segmentation":
             return self.sets[name].with_points(("polygon",))
+        if task == "captioning":
+            file = root / "annotations" / a["caption_file"].format(split=split)
+            if not file.is_file():
+                raise FileNotFoundError(f"the captions {file} are missing (caption_file {a['caption_file']!r}). {HOW}")
+            return COCOCaptions(file, root / split, self.image_size, train, hp.min_scale, hp.max_scale,
+                                a["caption_color_jitter"])
         file = root / "annotations" / a["keypoint_file"].format(split=split)
         if not file.is_file():
             raise FileNotFoundError(f"the keypoint annotations {file} are missing (keypoint_file "
                                     f"{a['keypoint_file']!r}). {HOW}")
         return COCOInstances(file, root / split, self.image_size, train, hp.min_scale, a["keypoint_max_scale"],
                              ("keypoints",), a["max_points"], a["crop_pad_scale"], a["keypoint_category"])
+
+    def caption_texts(self) -> list[str]:
+        """The training split's captions (a caption tokenizer is trained on these and nothing else)."""
+        self.setup("fit")
+        if "captioning" not in (self.tasks or ()):
+            raise ValueError("this DataModule has no captioning task: add 'captioning' to its tasks")
+        return self.task_sets["train"]["captioning"].texts()
 
     @property
     def categories(self) -> dict[int, str]:

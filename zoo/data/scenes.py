@@ -14,12 +14,17 @@ segmentation its visible ink as COCO polygons (the outlines of the mask's parts 
 holes left out as COCO's polygons leave them, simplified by Douglas-Peucker to at most `max_points` points in all; `mask_polygons`),
 `area` the visible pixel count, the category the source label (ids 1-10), and four keypoints, the object's extreme
 points (the topmost, bottommost, leftmost and rightmost ink pixel of its full extent, at the middle of that row or
-column; visibility 2 where the pixel is visible, 1 where a later object hides it), for Pix2seq v2's keypoint task. Train scenes draw objects from the source's training images except its last `val_pool` images, which
+column; visibility 2 where the pixel is visible, 1 where a later object hides it), for Pix2seq v2's keypoint task.
+Each scene also has five captions (`annotations/captions_<split>.json`, COCO's captions layout), written from its
+annotations by templates (`scene_captions`): the objects' classes, counts, colours (the tint's hue named), sizes,
+heights in the canvas (top, middle, bottom; never left or right, so a horizontal flip keeps them true) and which
+object is in front of which. They are templated descriptions of derived scenes, not human captions. Train scenes draw objects from the source's training images except its last `val_pool` images, which
 feed the validation scenes; test scenes use the source's test images only, so no image is shared between splits.
 The whole dataset is a function of its arguments and `seed`.
 """
 from __future__ import annotations
 
+import colorsys
 import hashlib
 import json
 import math
@@ -34,6 +39,16 @@ from zoo.data.coco import COCODetectionDataModule
 
 KEYPOINTS = ("top", "bottom", "left", "right")
 MAX_POINTS = 128
+CAPTIONS_PER_SCENE = 5
+#: the nouns captions use for the sources' classes (singular, plural)
+NOUNS = {"T-shirt/top": ("t-shirt", "t-shirts"), "Trouser": ("pair of trousers", "pairs of trousers"),
+         "Pullover": ("pullover", "pullovers"), "Dress": ("dress", "dresses"), "Coat": ("coat", "coats"),
+         "Sandal": ("sandal", "sandals"), "Shirt": ("shirt", "shirts"), "Sneaker": ("sneaker", "sneakers"),
+         "Bag": ("bag", "bags"), "Ankle boot": ("ankle boot", "ankle boots"),
+         **{str(d): (w, w + ("es" if w.endswith("x") else "s")) for d, w in enumerate(
+             ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"))}}
+_COLOURS = ("red", "yellow", "green", "cyan", "blue", "magenta")
+_NUMBERS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 def _simplify(points: np.ndarray, eps: float) -> np.ndarray:
@@ -123,7 +138,7 @@ def render_scene(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
                  clutter: int = 6) -> tuple[np.ndarray, list[dict]]:
     """One scene from source images `pool` [N, 28, 28] uint8 with `labels` [N] -> (uint8 [canvas, canvas, 3],
     objects as {box: [y0, x0, y1, x1] pixels, label, mask: the visible part, full: the whole object, both bool
-    [canvas, canvas]})."""
+    [canvas, canvas], colour: the tint [3]}), in paste order (later ones in front)."""
     image = rng.uniform(0, 0.12, (canvas, canvas, 1)).astype(np.float32).repeat(3, 2)
     for _ in range(clutter):  # fragments of other images: texture, never objects
         src = pool[rng.integers(len(pool))]
@@ -160,12 +175,79 @@ def render_scene(pool: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
         else:
             continue
         region = image[top:top + h, left:left + w]
-        region[:] = region * (1 - alpha[..., None]) + alpha[..., None] * _colour(rng)
+        colour = _colour(rng)
+        region[:] = region * (1 - alpha[..., None]) + alpha[..., None] * colour
         visible = np.concatenate([visible & ~mask[None], mask[None]])
-        objects.append({"box": box, "label": int(labels[i]), "mask": mask, "full": mask})
+        objects.append({"box": box, "label": int(labels[i]), "mask": mask, "full": mask, "colour": colour})
     for o, m in zip(objects, visible):
         o["mask"] = m
     return (np.clip(image, 0, 1) * 255).round().astype(np.uint8), objects
+
+
+def colour_name(rgb: np.ndarray) -> str:
+    """The name of a tint's hue: the nearest of red, yellow, green, cyan, blue and magenta (60 degrees apart)."""
+    hue = colorsys.rgb_to_hsv(*(float(v) for v in rgb))[0]
+    return _COLOURS[round(hue * 6) % 6]
+
+
+def _nouns(name: str) -> tuple[str, str]:
+    return NOUNS.get(name, (name.lower(), name.lower() + "s"))
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _counted(n: int, noun: tuple[str, str]) -> str:
+    return f"{'an' if noun[0][0] in 'aeiou' else 'a'} {noun[0]}" if n == 1 else f"{_NUMBERS[min(n, 10)]} {noun[1]}"
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> bool:
+    return min(a[2], b[2]) > max(a[0], b[0]) and min(a[3], b[3]) > max(a[1], b[1])
+
+
+def scene_captions(objects: list[dict], class_names: tuple[str, ...], canvas: int, rng: np.random.Generator,
+                   n: int = CAPTIONS_PER_SCENE) -> list[str]:
+    """`n` templated captions of a scene from its annotations (`render_scene`'s objects, in paste order), each from
+    its own template: the class counts; the objects largest first with their colours; the largest object and how
+    many others there are; the largest objects' heights (top, middle or bottom third); which object is in front of
+    which (later ones are). Words are varied a little by `rng` (a picture of / an image of, items / objects)."""
+    def article(o: dict, size: bool = False) -> str:
+        noun = _nouns(class_names[o["label"]])[0]
+        longer = max(o["box"][2] - o["box"][0], o["box"][3] - o["box"][1])
+        words = [("small " if longer < canvas * 0.2 else "large " if longer > canvas * 0.35 else "") if size else "",
+                 colour_name(o["colour"]) + " ", noun]
+        text = "".join(words)
+        return ("an " if text[0] in "aeiou" else "a ") + text
+
+    def height(o: dict) -> str:
+        centre = (o["box"][0] + o["box"][2]) / 2 / canvas
+        return "at the top" if centre < 1 / 3 else "in the middle" if centre < 2 / 3 else "at the bottom"
+
+    items = ("items", "objects", "things")[int(rng.integers(3))]
+    lead = ("a picture of ", "an image of ", "")[int(rng.integers(3))]
+    by_size = sorted(objects, key=lambda o: -float((o["box"][2] - o["box"][0]) * (o["box"][3] - o["box"][1])))
+    counts: dict[int, int] = {}
+    for o in objects:
+        counts[o["label"]] = counts.get(o["label"], 0) + 1
+    ranked = sorted(counts, key=lambda c: -counts[c])
+    others = len(objects) - 1
+    captions = [
+        lead + _join([_counted(counts[c], _nouns(class_names[c])) for c in ranked]) + " on a dark background",
+        _join([article(o) for o in by_size]),
+        article(by_size[0], size=True) + (f" with {_NUMBERS[min(others, 10)]} other "
+                                          f"{items if others > 1 else items[:-1]}" if others else " on its own"),
+        _join([f"{article(o)} {height(o)}" for o in by_size[:3]]
+              + ([f"{_NUMBERS[min(others - 2, 10)]} more"] if others > 2 else [])),
+    ]
+    fronts = [(a, b) for k, b in enumerate(objects) for a in objects[k + 1:] if _overlap(a["box"], b["box"])]
+    if fronts:
+        a, b = fronts[int(rng.integers(len(fronts)))]
+        captions.append(f"{article(a)} in front of {article(b)}")
+    else:
+        captions.append(f"{_NUMBERS[min(len(objects), 10)]} separate {items}" if len(objects) > 1
+                        else f"a single {items[:-1]}")
+    return captions[:n]
 
 
 def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
@@ -187,9 +269,12 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
         rng = np.random.default_rng([seed, k])
         pool, labels = pools[split]
         (out / split).mkdir(exist_ok=True)
-        images, annotations = [], []
+        images, annotations, captions = [], [], []
         for i in range(n):
             pixels, objects = render_scene(pool, labels, rng, **render)
+            words = np.random.default_rng([seed, k, i, 1])  # apart from the drawing, which it must not change
+            for text in scene_captions(objects, class_names, pixels.shape[0], words):
+                captions.append({"id": len(captions) + 1, "image_id": i + 1, "caption": text})
             name = f"{i:06d}.png"
             Image.fromarray(pixels).save(out / split / name, optimize=False)
             images.append({"id": i + 1, "file_name": name, "height": pixels.shape[0], "width": pixels.shape[1]})
@@ -202,6 +287,9 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
         (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(
             {"info": {"description": "derived scenes of real images (zoo.data.scenes); not COCO"},
              "images": images, "annotations": annotations, "categories": categories}))
+        (out / "annotations" / f"captions_{split}.json").write_text(json.dumps(
+            {"info": {"description": "templated captions of derived scenes (zoo.data.scenes); not COCO"},
+             "images": images, "annotations": captions}))
     (out / "done").touch()
     return out
 
@@ -218,8 +306,10 @@ class SceneDetectionDataModule(COCODetectionDataModule):
         val_pool: the last val_pool training images of the source make the validation scenes' objects.
         canvas, max_objects, min_size, max_size, max_iou, clutter: the scenes (see `render_scene`).
         scene_seed: the seed the scenes are drawn with.
-        image_size ... seed, tasks, max_points, crop_pad_scale: as `COCODetectionDataModule` (image_size defaults to
-            the canvas); keypoints come from the instances file, every category has them.
+        image_size ... seed, tasks, max_points, crop_pad_scale, caption_color_jitter: as `COCODetectionDataModule`
+            (image_size defaults to the canvas); keypoints come from the instances file, every category has them;
+            captions from the templated captions file. caption_color_jitter defaults to 0 here (official 0.5):
+            the captions name the objects' colours, which a hue jitter or greying would make false.
     """
 
     def __init__(self, source: str = "fashion-mnist", source_dir: str | None = None, train_size: int = 8000,
@@ -228,13 +318,15 @@ class SceneDetectionDataModule(COCODetectionDataModule):
                  scene_seed: int = 0,
                  image_size: int = 128, min_scale: float = 0.3, max_scale: float = 2.0, batch_size: int = 32,
                  eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
-                 tasks: list[str] | None = None, max_points: int = 128, crop_pad_scale: float = 0.5):
+                 tasks: list[str] | None = None, max_points: int = 128, crop_pad_scale: float = 0.5,
+                 caption_color_jitter: float = 0.0):
         self.scene_args = {"source": source, "train": train_size, "val": val_size, "test": test_size,
                            "val_pool": val_pool, "canvas": canvas, "max_objects": max_objects, "min_size": min_size,
                            "max_size": max_size, "max_iou": max_iou, "clutter": clutter, "seed": scene_seed,
-                           "format": 2, "max_points": max_points}  # 2: polygons and extreme-point keypoints
+                           "format": 3, "max_points": max_points}  # 3: polygons, extreme-point keypoints, captions
         super().__init__(None, "train", "val", "test", image_size, min_scale, max_scale, batch_size, eval_batch_size,
-                         num_workers, seed, tasks, max_points, "instances_{split}.json", None, 1.0, crop_pad_scale)
+                         num_workers, seed, tasks, max_points, "instances_{split}.json", None, 1.0, crop_pad_scale,
+                         "captions_{split}.json", caption_color_jitter)
         self.save_hyperparameters()
         self.source_dir = source_dir
 

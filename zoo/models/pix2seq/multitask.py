@@ -1,7 +1,7 @@
 """Pix2seq v2 (Chen, Saxena, Li, Lin, Fleet, Hinton, "A Unified Sequence Interface for Vision Tasks", NeurIPS 2022;
 google-research/pix2seq `models/model.py` `train_step`, `tasks/instance_segmentation.py`,
 `tasks/keypoint_detection.py`, `configs/config_multi_task.py`): one Pix2seq network for several tasks, told apart by
-the prompt token (tasks.py).
+the prompt token (tasks.py, captions.py).
 
 Training follows the official multi-task step: each task draws its own batch (the DataModule's loaders, one per task),
 each task's loss is the weighted token cross-entropy of its sequences, and the step's loss is the sum of the task
@@ -15,7 +15,11 @@ polygon sequences per object with top-p 0.8, rasterises each, averages them and 
 the box's (1 for an annotated box); the annotated masks it is scored against are the annotations' polygons as read
 (at most `max_points` points, where COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
 the invisible token suppressed, a point still invisible goes to the box's centre, and the score is the mean
-probability of the sampled tokens (`points_score_weight` 1).
+probability of the sampled tokens (`points_score_weight` 1). Captioning samples the whole caption at top-p 1.0 and
+is scored with corpus BLEU-4 against all of the image's captions (torchmetrics' BLEUScore, the closest reference
+length for the brevity penalty as COCO's evaluation; on lower-cased words without punctuation, not COCO's PTB
+tokenizer). The caption tokenizer is trained on the DataModule's training captions when a model without one first
+sets up, and kept in the model (`caption_tokenizer`, its serialised bytes), so releases and checkpoints carry it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from torch import nn
 
 from zoo._registry import register_model
 from zoo.data.coco import load_image, points_to_pixels
+from zoo.models.pix2seq.captions import (CAPTIONING_TASK, CaptionTokenizer, caption_training_sequences,
+                                         caption_words, tokens_to_pieces, train_tokenizer)
 from zoo.models.pix2seq.module import Pix2SeqDetector
 from zoo.models.pix2seq.tasks import (INSTANCE_SEGMENTATION_TASK, INVISIBLE_FLOAT, INVISIBLE_TOKEN, KEYPOINT_TASK,
                                       PADDING_FLOAT, SEPARATOR_FLOAT, instance_prompt, instance_training_sequences,
@@ -79,7 +85,8 @@ def rasterise(polygons: list[list[float]], height: int, width: int) -> torch.Ten
 
 @register_model("pix2seq-v2")
 class Pix2SeqMultiTask(Pix2SeqDetector):
-    """Pix2seq v2: detection, instance segmentation and keypoints from one network (see the module docstring).
+    """Pix2seq v2: detection, instance segmentation, keypoints and captioning from one network (see the module
+    docstring).
 
     Batches: {task: (images, targets)} in training, one loader per task in evaluation, as
     `zoo.data.COCODetectionDataModule(tasks=...)` (or the scene DataModule) makes them.
@@ -95,15 +102,27 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         seg_top_p, kpt_top_p: nucleus sampling of the instance tasks (0.8, 0.1); detection keeps `top_p` (0.4).
         ensemble_num_samples, ensemble_threshold: polygon samples averaged per object (8) and the kept fraction (0.5).
         keypoint_sigmas: OKS constants per keypoint (None: COCO's 17).
+        text_vocab_shift: where caption pieces start in the vocabulary (official 3000); vocab_size must hold the
+            shift plus the caption tokenizer's pieces.
+        caption_max_len, captions_per_image: caption tokens per sequence (official 128) and captions per image in
+            training (5).
+        caption_eos_token_weight, input_seq_drop_rate, caption_top_p: the end token's weight (0.1), the share of
+            input tokens replaced by the fake text token in training (0.5), nucleus sampling of captions (1.0).
+        caption_vocab_size: the most pieces of the caption tokenizer trained on the data (official: 32k, C4).
         other arguments: as `Pix2SeqDetector` (max_seq_len must hold 2 max_points_per_object + 6 tokens).
     """
+
+    data_shaped_keys = ("caption_tokenizer",)
 
     def __init__(self, tasks: list[str] = ("detection", "instance_segmentation", "keypoints"),
                  task_weights: list[float] | None = None, max_points_per_object: int = 128, num_keypoints: int = 17,
                  max_instances_per_image_seg: int = 10, seg_eos_token_weight: float = 1.0,
                  kpt_eos_token_weight: float = 0.0, invisible_token_weight: float = 0.1, seg_top_p: float = 0.8,
                  kpt_top_p: float = 0.1, ensemble_num_samples: int = 8, ensemble_threshold: float = 0.5,
-                 keypoint_sigmas: list[float] | None = None, backbone: str = "vit",
+                 keypoint_sigmas: list[float] | None = None, text_vocab_shift: int = 3000, caption_max_len: int = 128,
+                 captions_per_image: int = 5, caption_eos_token_weight: float = 0.1,
+                 input_seq_drop_rate: float = 0.5, caption_top_p: float = 1.0, caption_vocab_size: int = 32000,
+                 backbone: str = "vit",
                  image_size: int = 640, num_encoder_layers: int = 12, dim_att: int = 768, dim_mlp: int = 3072,
                  num_heads: int = 12, num_decoder_layers: int = 6, dim_att_dec: int = 512, dim_mlp_dec: int = 2048,
                  num_heads_dec: int = 16, vocab_size: int = 3000, max_seq_len: int = 512, drop_path: float = 0.1,
@@ -116,9 +135,17 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  eps: float = 1e-8, warmup_epochs: float = 10.0, end_lr_factor: float = 0.01,
                  weights: str | None = None):
         tasks = list(tasks)
-        unknown = set(tasks) - {"detection", *TASK_IDS}
+        unknown = set(tasks) - {"detection", *TASK_IDS, "captioning"}
         if unknown or not tasks or len(set(tasks)) != len(tasks):
-            raise ValueError(f"tasks {tasks}: name each of 'detection', 'instance_segmentation', 'keypoints' at most once")
+            raise ValueError(f"tasks {tasks}: name each of 'detection', 'instance_segmentation', 'keypoints', "
+                             "'captioning' at most once")
+        if "captioning" in tasks:
+            if caption_max_len > max_seq_len:
+                raise ValueError(f"caption_max_len {caption_max_len} is longer than max_seq_len {max_seq_len}")
+            if text_vocab_shift < coord_vocab_shift + quantization_bins or text_vocab_shift >= vocab_size:
+                raise ValueError(f"text_vocab_shift {text_vocab_shift} must be at least coord_vocab_shift + "
+                                 f"quantization_bins ({coord_vocab_shift + quantization_bins}) and below vocab_size "
+                                 f"{vocab_size}")
         if task_weights is not None and len(task_weights) != len(tasks):
             raise ValueError(f"task_weights has {len(task_weights)} weights for {len(tasks)} tasks")
         if "instance_segmentation" in tasks and 2 * max_points_per_object + 6 > max_seq_len:
@@ -137,7 +164,37 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         self.hparams.tasks = tasks
         self.hparams.keypoint_sigmas = sigmas
         self.task_ap: nn.ModuleDict | None = None
+        self.register_buffer("caption_tokenizer", torch.zeros(0, dtype=torch.uint8))
+        self._tokenizer: tuple[int, CaptionTokenizer] | None = None
         self.init_weights_from(weights)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "caption_tokenizer")
+        if saved is not None and saved.shape != self.caption_tokenizer.shape:  # its size is the trained model's
+            self.caption_tokenizer = torch.zeros_like(saved, device=self.caption_tokenizer.device)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def tokenizer(self) -> CaptionTokenizer:
+        """The caption tokenizer the model keeps (trained when it first sets up with a captioning DataModule)."""
+        if not len(self.caption_tokenizer):
+            raise RuntimeError("this model has no caption tokenizer yet: it is trained on the training captions when "
+                               "the model sets up with a captioning DataModule (trainer.fit), or comes with a "
+                               "release; or call model.set_caption_tokenizer(bytes)")
+        key = hash(self.caption_tokenizer.cpu().numpy().tobytes())
+        if self._tokenizer is None or self._tokenizer[0] != key:
+            self._tokenizer = (key, CaptionTokenizer(self.caption_tokenizer.cpu().numpy().tobytes()))
+        return self._tokenizer[1]
+
+    def set_caption_tokenizer(self, model: bytes) -> None:
+        """Keep a serialised SentencePiece model as the caption tokenizer, after checking that the vocabulary has
+        room for its pieces."""
+        tokenizer = CaptionTokenizer(model)
+        need = self.hparams.text_vocab_shift + len(tokenizer)
+        if need > self.hparams.vocab_size:
+            raise ValueError(f"the caption tokenizer has {len(tokenizer)} pieces: vocab_size must be at least "
+                             f"text_vocab_shift + {len(tokenizer)} = {need} (it is {self.hparams.vocab_size})")
+        self.caption_tokenizer = torch.frombuffer(bytearray(model), dtype=torch.uint8).to(self.caption_tokenizer.device)
 
     # ---------------------------------------------------------------- sequences and loss
     def instance_length(self, task: str) -> int:
@@ -162,9 +219,22 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             None if seg else hp.invisible_token_weight, mask_inputs=train and not seg)
         return inp, target, w, labels
 
+    def caption_sequences(self, targets: list[dict], train: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(input, target, weights) [B, captions_per_image, caption_max_len] of a captioning batch (captions.py)."""
+        hp = self.hparams
+        ids = [self.tokenizer.encode(t["captions"]) for t in targets]
+        seqs = caption_training_sequences(ids, hp.captions_per_image, hp.caption_max_len, hp.text_vocab_shift,
+                                          hp.caption_eos_token_weight, hp.input_seq_drop_rate if train else 0.0)
+        return tuple(x.to(self.device) for x in seqs)
+
     def task_loss(self, task: str, images: torch.Tensor, targets: list[dict], train: bool) -> torch.Tensor:
         if task == "detection":
             return self.loss(images, targets, train)
+        if task == "captioning":
+            inp, target, w = self.caption_sequences(targets, train)
+            memory = self.model.encode(images).repeat_interleave(inp.shape[1], 0)
+            logits = self.model.decode(inp.flatten(0, 1), memory)
+            return sequence_loss(logits, target.flatten(0, 1), w.flatten(0, 1))
         inp, target, w, labels = self.instance_sequences(task, targets, train)
         memory = self.model.encode(images).repeat_interleave(labels.shape[1], 0)
         logits = self.model.decode(inp.flatten(0, 1), memory)
@@ -188,6 +258,13 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
     def setup(self, stage: str) -> None:
         if "detection" in self.hparams.tasks:
             super().setup(stage)
+        if "captioning" in self.hparams.tasks and not len(self.caption_tokenizer):
+            dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            if dm is None or not hasattr(dm, "caption_texts"):
+                raise RuntimeError("a captioning model without a caption tokenizer trains one on the DataModule's "
+                                   "training captions: fit with a DataModule that has caption_texts() "
+                                   "(zoo.data.COCODetectionDataModule with 'captioning' in its tasks)")
+            self.set_caption_tokenizer(train_tokenizer(dm.caption_texts(), self.hparams.caption_vocab_size))
         if self.hparams.evaluate_ap and self.task_ap is None:
             from torchmetrics.detection import MeanAveragePrecision
 
@@ -199,6 +276,10 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                     made[f"{s}_segm"] = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
                 if "keypoints" in self.hparams.tasks:
                     made[f"{s}_kpt"] = KeypointAP(self.hparams.keypoint_sigmas)
+                if "captioning" in self.hparams.tasks:
+                    from torchmetrics.text import BLEUScore
+
+                    made[f"{s}_cap"] = BLEUScore(n_gram=4)
             self.task_ap = nn.ModuleDict(made)
 
     def evaluate_task(self, batch, stage: str, dataloader_idx: int) -> None:
@@ -210,7 +291,10 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  batch_size=len(images), add_dataloader_idx=False)
         if self.task_ap is None:
             return
-        if task == "instance_segmentation":
+        if task == "captioning":
+            self.task_ap[f"{stage}_cap"].update([caption_words(c) for c in self.caption(images)],
+                                                [[caption_words(c) for c in t["captions"]] for t in targets])
+        elif task == "instance_segmentation":
             masks = self.segment(images, targets)
             preds, truth = [], []
             for t, m in zip(targets, masks):
@@ -243,6 +327,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                 self.log_dict({f"{stage}/{prefix}{k}": torch.as_tensor(result[k]).float()
                                for k in ("map", "map_50", "map_75")}, add_dataloader_idx=False)
                 self.task_ap[f"{stage}_{kind}"].reset()
+        if f"{stage}_cap" in self.task_ap:
+            self.log(f"{stage}/bleu4", self.task_ap[f"{stage}_cap"].compute().float(), add_dataloader_idx=False)
+            self.task_ap[f"{stage}_cap"].reset()
 
     # ---------------------------------------------------------------- inference
     def _prompted(self, task: str, images: torch.Tensor, targets: list[dict], samples: int, top_p: float,
@@ -303,21 +390,53 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         yx = torch.where(yx == INVISIBLE_FLOAT, centre[:, None].expand_as(yx), yx)
         return yx, scores
 
+    @torch.no_grad()
+    def caption(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[str]:
+        """A caption per image, sampled with top-p `caption_top_p` after the captioning prompt."""
+        hp = self.hparams
+        prompt = torch.full((len(images), 1), CAPTIONING_TASK, dtype=torch.long, device=images.device)
+        tokens, _ = self.model.generate(images, prompt, hp.caption_max_len + 1, hp.temperature, hp.top_k,
+                                        hp.caption_top_p, generator)
+        tokenizer = self.tokenizer
+        return tokenizer.decode(tokens_to_pieces(tokens.cpu(), hp.text_vocab_shift, len(tokenizer)))
+
     def predict_step(self, batch, batch_idx, dataloader_idx: int = 0):
         task = self.hparams.tasks[dataloader_idx]
         if task == "detection":
             return super().predict_step(batch, batch_idx)
         images, targets = batch
+        if task == "captioning":
+            return [{"image_id": t["image_id"], "caption": c} for t, c in zip(targets, self.caption(images))]
         if task == "instance_segmentation":
             return [{"image_id": t["image_id"], "masks": m} for t, m in zip(targets, self.segment(images, targets))]
         yx, scores = self.keypoints(images, targets)
         return [{"image_id": t["image_id"], "keypoints": points_to_pixels(p.flatten(), t, self.hparams.image_size),
                  "score": s} for p, s, t in zip(yx, scores, targets)]
 
+    def analyse(self, folder, datamodule=None) -> dict:
+        """With captioning: the test captions sampled again and scored by BLEU-4 against the references of the next
+        test image instead of their own (`test/bleu4_mismatched`): the share of BLEU a caption earns from the
+        wording the scenes share rather than from its own image."""
+        if "captioning" not in self.hparams.tasks or "captioning" not in (getattr(datamodule, "tasks", None) or ()):
+            return {}
+        from torchmetrics.text import BLEUScore
+
+        datamodule.setup("test")
+        loader = datamodule.test_dataloader()[datamodule.tasks.index("captioning")]
+        self.eval()
+        g = torch.Generator().manual_seed(0)
+        sampled, references = [], []
+        for images, targets in loader:
+            sampled += [caption_words(c) for c in self.caption(images.to(self.device), g)]
+            references += [[caption_words(c) for c in t["captions"]] for t in targets]
+        rolled = references[1:] + references[:1]
+        return {"metrics": {"test/bleu4_mismatched": float(BLEUScore(n_gram=4)(sampled, rolled))}}
+
     def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
         """instances.png: the first `images` test images of the instance-segmentation task with their predicted
         masks (tinted) and annotated boxes; keypoints.png: the first keypoint examples with the sampled points
-        (filled) and the annotated ones (hollow)."""
+        (filled) and the annotated ones (hollow); captions.png: the first captioning test images with a sampled
+        caption and the first reference."""
         if datamodule is None or not getattr(datamodule, "tasks", None):
             return {}
         from pathlib import Path
@@ -329,15 +448,25 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         plt, out, size = _pyplot(), {}, self.hparams.image_size
         g = torch.Generator().manual_seed(0)
         self.eval()
-        for task in ("instance_segmentation", "keypoints"):
+        for task in ("instance_segmentation", "keypoints", "captioning"):
             if task not in loaders or task not in self.hparams.tasks:
                 continue
             batch_images, targets = next(iter(loaders[task]))
             batch_images, targets = batch_images[:images].to(self.device), targets[:images]
             cols = min(4, len(batch_images))
             rows = -(-len(batch_images) // cols)
-            fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 3 * rows), squeeze=False)
-            if task == "instance_segmentation":
+            fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, (4.4 if task == "captioning" else 3) * rows),
+                                     squeeze=False)
+            if task == "captioning":
+                import textwrap
+
+                for ax, im, t, c in zip(axes.flat, batch_images.cpu(), targets, self.caption(batch_images, g)):
+                    h, w = t["unpadded_size"].tolist()
+                    ax.imshow(im[:, :h, :w].permute(1, 2, 0).numpy())
+                    ax.set_title(textwrap.fill("model: " + c, 38) + "\n" + textwrap.fill("data: " + t["captions"][0], 38),
+                                 fontsize=7, loc="left")
+                title = "Test images: a sampled caption (model) and the first reference caption (data)"
+            elif task == "instance_segmentation":
                 masks = self.segment(batch_images, targets, g)
                 for ax, t, m in zip(axes.flat, targets, masks):
                     record = next(r for r in loaders[task].dataset.records if r["id"] == int(t["image_id"]))
@@ -358,7 +487,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                 title = "Test objects: sampled keypoints (filled) and annotated ones (hollow)"
             for ax in axes.flat:
                 ax.axis("off")
-            name = "instances.png" if task == "instance_segmentation" else "keypoints.png"
+            name = {"instance_segmentation": "instances.png", "keypoints": "keypoints.png"}.get(task, "captions.png")
             path = _save(fig, Path(folder) / name, title)
             out[path.name] = path
         return out
