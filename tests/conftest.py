@@ -137,6 +137,20 @@ def catalog_copy(tmp_path, monkeypatch) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def zoo_home_at(path: Path):
+    """$ZOO_HOME set to `path` for a block (module-scoped fixtures, which cannot use monkeypatch), then restored."""
+    old = os.environ.get("ZOO_HOME")
+    os.environ["ZOO_HOME"] = str(path)
+    try:
+        yield path
+    finally:
+        if old is None:
+            os.environ.pop("ZOO_HOME")
+        else:
+            os.environ["ZOO_HOME"] = old
+
+
 @pytest.fixture
 def zoo_home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "zoo-home"
@@ -319,7 +333,8 @@ def image_batch(n: int = 12):
 
 
 def round_trip(module, tmp_path: Path, x):
-    """save_pretrained -> zoo.load: every tensor and the eval-mode output on `x` must be bit-identical."""
+    """save_pretrained -> zoo.load: every tensor and the eval-mode output on `x` (a tuple: the arguments) must be
+    bit-identical."""
     import torch
 
     import zoo
@@ -329,6 +344,7 @@ def round_trip(module, tmp_path: Path, x):
     assert module.state_dict().keys() == back.state_dict().keys()
     for k, v in module.state_dict().items():
         assert torch.equal(v, back.state_dict()[k]), k
+    args = x if isinstance(x, tuple) else (x,)
     with torch.no_grad():
-        assert torch.equal(module.eval()(x), back(x))
+        assert torch.equal(module.eval()(*args), back(*args))
     return back

@@ -137,6 +137,12 @@ def _pix2seq_v2(r: DDPResult) -> None:
     assert len(r.ckpt["state_dict"]["caption_tokenizer"]) > 0  # trained on the captions, saved with the weights
 
 
+def _pix2seq_d(r: DDPResult) -> None:
+    state, hp = r.ckpt["state_dict"], r.ckpt["hyper_parameters"]
+    assert hp["things"] == list(range(1, 11)) and hp["stuffs"] == [11]  # read from the scenes' categories
+    assert not torch.equal(state["ema.denoiser.conv_in.weight"], state["model.denoiser.conv_in.weight"])
+
+
 def _bit_diffusion(r: DDPResult) -> None:
     state = r.ckpt["state_dict"]
     assert r.ckpt["hyper_parameters"]["code"] == "gray"
@@ -343,6 +349,9 @@ SCENES = ("--data.init_args.source_dir={idx_dir}", "--data.init_args.val_pool=40
           "--data.init_args.val_size=4", "--data.init_args.test_size=4", "--data.init_args.canvas=64",
           "--data.init_args.max_size=32", "--data.init_args.image_size=64", "--data.init_args.batch_size=4",
           "--model.init_args.image_size=64", "--model.init_args.backbone=test_resnet")
+# Pix2Seq-D on tiny panoptic scenes (the model's own sizes, 64 px images)
+PANOPTIC_SCENES = (*SCENES, "--data.init_args.mask_size=32", "--model.init_args.mask_size=32",
+                   "--model.init_args.sample_steps=2")
 # a language model on the tiny Moby Dick of tests/text_fixture.py, at toy widths
 TEXT_DATA = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
              "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
@@ -728,7 +737,7 @@ PAPERS: tuple[Paper, ...] = (
                  check=_nam),),
     ),
     Paper(
-        package="pix2seq", arxiv="2109.10852", keys=("pix2seq", "pix2seq-v2"),
+        package="pix2seq", arxiv="2109.10852", keys=("pix2seq", "pix2seq-v2", "pix2seq-d"),
         math=("test_pix2seq.py::test_token_ids_and_weights_by_hand",
               "test_pix2seq.py::test_encode_decode_round_trip_within_half_a_bin",
               "test_pix2seq.py::test_noise_objects_follow_augment_bbox",
@@ -743,22 +752,31 @@ PAPERS: tuple[Paper, ...] = (
               "test_pix2seq_v2.py::test_oracle_tokens_score_ap_one",
               "test_pix2seq_v2.py::test_polygon_decoding_and_rasterising",
               "test_pix2seq_v2.py::test_caption_sequences_follow_the_official_layout",
-              "test_pix2seq_v2.py::test_oracle_caption_scores_bleu_one"),
+              "test_pix2seq_v2.py::test_oracle_caption_scores_bleu_one",
+              "test_pix2seq_d.py::test_segment_weights_and_majority_vote_by_hand",
+              "test_pix2seq_d.py::test_panoptic_quality_counts_as_panopticapi",
+              "test_pix2seq_d.py::test_expected_bits_and_an_oracle_denoiser_recover_the_map",
+              "test_pix2seq_d.py::test_scene_panoptic_pngs_are_the_masks"),
         shapes=("test_pix2seq.py::test_positions_and_shapes",
                 "test_pix2seq.py::test_training_sequences_have_the_papers_length_and_loss_mask",
-                "test_pix2seq_v2.py::test_multitask_loss_is_the_weighted_sum_and_overfits"),
+                "test_pix2seq_v2.py::test_multitask_loss_is_the_weighted_sum_and_overfits",
+                "test_pix2seq_d.py::test_expected_bits_and_an_oracle_denoiser_recover_the_map"),
         overfit=("test_pix2seq.py::test_overfits_one_batch_and_detects_it",
-                 "test_pix2seq_v2.py::test_multitask_loss_is_the_weighted_sum_and_overfits"),
+                 "test_pix2seq_v2.py::test_multitask_loss_is_the_weighted_sum_and_overfits",
+                 "test_pix2seq_d.py::test_overfits_one_batch_and_scores_it"),
         round_trip=("test_pix2seq.py::test_training_step_and_release_round_trip",
                     "test_pix2seq_v2.py::test_release_round_trip",
-                    "test_pix2seq_v2.py::test_caption_tokenizer_is_trained_on_the_data_and_travels_with_the_model"),
+                    "test_pix2seq_v2.py::test_caption_tokenizer_is_trained_on_the_data_and_travels_with_the_model",
+                    "test_pix2seq_d.py::test_release_round_trip_and_figure"),
         fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),
              Run("configs/pix2seq/scenes.yaml", SCENES, data="own"),
              Run("configs/pix2seq/treecrowns.yaml", TREECROWNS, data="own"),
-             Run("configs/pix2seq/v2_scenes.yaml", SCENES, data="own")),
+             Run("configs/pix2seq/v2_scenes.yaml", SCENES, data="own"),
+             Run("configs/pix2seq/d_scenes.yaml", PANOPTIC_SCENES, data="own")),
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),
              Run("configs/pix2seq/v2_scenes.yaml", (*SCENES, "--model.init_args.backbone=vit"), data="own",
-                 check=_pix2seq_v2)),
+                 check=_pix2seq_v2),
+             Run("configs/pix2seq/d_scenes.yaml", PANOPTIC_SCENES, data="own", check=_pix2seq_d)),
     ),
     Paper(
         package="seq2seq_parser", arxiv="1412.7449",

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import round_trip
+from conftest import round_trip, zoo_home_at
 
 from zoo.data.coco import COCODetection, COCOInstances, load_image, points_to_pixels, read_coco
 from zoo.data.scenes import SceneDetectionDataModule, extreme_points, mask_polygons
@@ -29,21 +29,13 @@ TINY = dict(backbone="test_resnet", image_size=64, num_encoder_layers=1, dim_att
 
 @pytest.fixture(scope="module")
 def scenes(idx_dir, tmp_path_factory):
-    import os
-
-    home = tmp_path_factory.mktemp("zoo_home")
-    old = os.environ.get("ZOO_HOME")
-    os.environ["ZOO_HOME"] = str(home)
-    dm = SceneDetectionDataModule(source_dir=str(idx_dir), train_size=8, val_size=4, test_size=4, val_pool=40,
-                                  canvas=64, max_size=32, image_size=64, min_scale=1.0, max_scale=1.0, batch_size=4,
-                                  tasks=ALL, max_points=32)
-    dm.prepare_data()
-    dm.setup("fit")
-    yield dm
-    if old is None:
-        os.environ.pop("ZOO_HOME")
-    else:
-        os.environ["ZOO_HOME"] = old
+    with zoo_home_at(tmp_path_factory.mktemp("zoo_home")):
+        dm = SceneDetectionDataModule(source_dir=str(idx_dir), train_size=8, val_size=4, test_size=4, val_pool=40,
+                                      canvas=64, max_size=32, image_size=64, min_scale=1.0, max_scale=1.0,
+                                      batch_size=4, tasks=ALL, max_points=32)
+        dm.prepare_data()
+        dm.setup("fit")
+        yield dm
 
 
 def test_polygons_outline_the_mask_and_extreme_points_are_its_extremes():

@@ -395,3 +395,81 @@ class KeypointAP(Metric):
             ev.accumulate()
             ev.summarize()
         return {"map": float(ev.stats[0]), "map_50": float(ev.stats[1]), "map_75": float(ev.stats[2])}
+
+
+class PanopticQuality(Metric):
+    """Panoptic quality (Kirillov et al. 2019) as the reference panopticapi `pq_compute` counts it, over maps
+    [H, W, 2] of (category id, instance id) per pixel, category 0 void.
+
+    A predicted and an annotated segment of one category match when their IoU exceeds 0.5, the union leaving out
+    the prediction's overlap with annotated void. Unmatched annotated segments are false negatives; unmatched
+    predicted segments are false positives unless more than half of them lies on annotated void. Predicted void
+    pixels are simply unlabelled. (torchmetrics' PanopticQuality also drops annotated segments that lie mostly on
+    *predicted* void from the false negatives, so a model that predicts void everywhere is not scored 0 there.)
+    PQ, SQ and RQ average over the categories with a segment in either map; `compute` returns
+    {pq, sq, rq, pq_things, pq_stuff}.
+    """
+
+    full_state_update = False
+
+    def __init__(self, things: list[int], stuffs: list[int], **kwargs):
+        super().__init__(**kwargs)
+        if set(things) & set(stuffs) or 0 in set(things) | set(stuffs):
+            raise ValueError("things and stuffs must be disjoint category ids, none of them 0 (void)")
+        self.things, self.stuffs = sorted(things), sorted(stuffs)
+        n = max([*things, *stuffs]) + 1
+        for name in ("iou", "tp", "fp", "fn"):
+            self.add_state(name, torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """pred, target: [H, W, 2] (one image) or [B, H, W, 2] long."""
+        if pred.dim() == 3:
+            pred, target = pred[None], target[None]
+        n = self.tp.shape[0]
+        known = torch.zeros(n + 1, dtype=torch.bool, device=pred.device)
+        known[[*self.things, *self.stuffs]] = True
+        for p, t in zip(pred.long(), target.long()):
+            p_cat, t_cat = p[..., 0].clamp(0, n), t[..., 0].clamp(0, n)
+            p_cat = torch.where(known[p_cat], p_cat, 0)
+            t_cat = torch.where(known[t_cat], t_cat, 0)
+            p_inst = torch.where(torch.isin(p_cat, torch.tensor(self.stuffs, device=p.device)), 0, p[..., 1])
+            t_inst = torch.where(torch.isin(t_cat, torch.tensor(self.stuffs, device=t.device)), 0, t[..., 1])
+            self._image(p_cat.flatten(), p_inst.flatten(), t_cat.flatten(), t_inst.flatten())
+
+    def _image(self, p_cat, p_inst, t_cat, t_inst) -> None:
+        _, p_seg = torch.unique(torch.stack([p_cat, p_inst]), dim=1, return_inverse=True)
+        _, t_seg = torch.unique(torch.stack([t_cat, t_inst]), dim=1, return_inverse=True)
+        n_p, n_t = int(p_seg.max()) + 1, int(t_seg.max()) + 1
+        p_area = torch.bincount(p_seg, minlength=n_p).double()
+        t_area = torch.bincount(t_seg, minlength=n_t).double()
+        inter = torch.bincount(p_seg * n_t + t_seg, minlength=n_p * n_t).view(n_p, n_t).double()
+        p_class = torch.zeros(n_p, dtype=torch.long, device=p_cat.device).scatter_(0, p_seg, p_cat)
+        t_class = torch.zeros(n_t, dtype=torch.long, device=t_cat.device).scatter_(0, t_seg, t_cat)
+        on_void = inter[:, t_class == 0].sum(1)  # each prediction's pixels on annotated void
+        union = p_area[:, None] + t_area[None] - inter - on_void[:, None]
+        iou = inter / union.clamp(min=1)
+        same = (p_class[:, None] == t_class[None]) & (p_class[:, None] > 0)
+        match = same & (iou > 0.5)  # at most one per row and column (IoU > 0.5)
+        cls = t_class[match.nonzero()[:, 1]]
+        self.tp.index_add_(0, cls, torch.ones_like(cls, dtype=torch.float64))
+        self.iou.index_add_(0, cls, iou[match])
+        fn = (t_class > 0) & ~match.any(0)
+        self.fn.index_add_(0, t_class[fn], torch.ones(int(fn.sum()), dtype=torch.float64, device=fn.device))
+        fp = (p_class > 0) & ~match.any(1) & (on_void / p_area <= 0.5)
+        self.fp.index_add_(0, p_class[fp], torch.ones(int(fp.sum()), dtype=torch.float64, device=fp.device))
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        seen = (self.tp + self.fp + self.fn) > 0
+        sq = torch.where(self.tp > 0, self.iou / self.tp.clamp(min=1), 0.0)
+        rq = torch.where(seen, self.tp / (self.tp + 0.5 * self.fp + 0.5 * self.fn).clamp(min=1e-12), 0.0)
+        pq = sq * rq
+
+        def mean(x: torch.Tensor, ids: list[int]) -> torch.Tensor:
+            keep = torch.zeros_like(seen)
+            keep[ids] = True
+            keep &= seen
+            return x[keep].mean() if keep.any() else x.new_tensor(0.0)
+
+        every = [*self.things, *self.stuffs]
+        return {"pq": mean(pq, every), "sq": mean(sq, every), "rq": mean(rq, every),
+                "pq_things": mean(pq, self.things), "pq_stuff": mean(pq, self.stuffs)}

@@ -11,7 +11,8 @@ from zoo.data.parsing import TreebankDataModule
 from zoo.data.pcam import PCamDataModule, TwoViewPCamDataModule
 from zoo.data.point_clouds import (ImagePointCloudDataModule, MeshPointCloudDataModule, ShapeNetCoreDataModule,
                                    ShapeNetPointCloudDataModule)
-from zoo.data.scenes import SceneDetectionDataModule
+from zoo.data.panoptic import COCOPanopticDataModule, read_panoptic
+from zoo.data.scenes import SceneDetectionDataModule, ScenePanopticDataModule
 from zoo.data.shapenet import ShapeNetOccupancyDataModule, read_r2n2_views
 from zoo.data.silhouettes import SilhouetteDataModule
 from zoo.data.speech import SpeechDataModule
@@ -23,7 +24,7 @@ from zoo.data.lambertian import LambertianObjectsDataModule, photometric_stereo
 from zoo.data.yaleb import YaleBDataModule, YaleBSubjectsDataModule, read_yaleb
 
 __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifar_bin", "COCODetectionDataModule",
-           "read_coco", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
+           "read_coco", "COCOPanopticDataModule", "read_panoptic", "ScenePanopticDataModule", "DigitsDataModule", "IDXDataModule", "ImageFolderData", "read_idx", "SceneDetectionDataModule",
            "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
            "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule",

@@ -457,14 +457,43 @@ def collate(batch: list[tuple[torch.Tensor, dict]]) -> tuple[torch.Tensor, list[
     return torch.stack([im for im, _ in batch]), [t for _, t in batch]
 
 
+def image_loader(ds: Dataset, train: bool, hp: Any, seed: int = 0) -> DataLoader:
+    """A loader of (images, list of targets) batches with the DataModule's sizes (`hp`: batch_size,
+    eval_batch_size, num_workers, seed); training shuffles by epoch (`EpochSampler`, seeded with hp.seed + seed)."""
+    return DataLoader(ds, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
+                      sampler=EpochSampler(ds, hp.seed + seed) if train else None, collate_fn=collate,
+                      num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
+
+
 TASKS = ("detection", "instance_segmentation", "keypoints", "captioning")
 
 
-def _split_folder(split: str):
-    return lambda folder: folder if (folder / "annotations" / f"instances_{split}.json").is_file() else None
+class COCOSplits(L.LightningDataModule):
+    """What the COCO-layout DataModules share: a split's folder is the one (under data_dir, else $ZOO_HOME/data/coco)
+    whose annotations/ holds `annotation_file` for it; prepare_data checks every split; loaders as `image_loader`."""
+
+    annotation_file = "instances_{split}.json"
+    how = HOW
+    data_dir: str | None
+    splits: dict[str, str]
+    sets: dict[str, Dataset]
+
+    def root(self, split: str) -> Path:
+        """The folder holding `annotations/<annotation_file>`, else a FileNotFoundError saying how to get it."""
+        name = self.annotation_file.format(split=split)
+        return locate(data_folders(self.data_dir, "coco"),
+                      lambda folder: folder if (folder / "annotations" / name).is_file() else None,
+                      f"annotations/{name}", self.how)
+
+    def prepare_data(self) -> None:
+        for split in dict.fromkeys(self.splits.values()):  # in order (a set's order changes with the hash seed)
+            self.root(split)
+
+    def _loader(self, name: str, ds: Dataset | None = None, seed: int = 0) -> DataLoader:
+        return image_loader(self.sets[name] if ds is None else ds, name == "train", self.hparams, seed)
 
 
-class COCODetectionDataModule(L.LightningDataModule):
+class COCODetectionDataModule(COCOSplits):
     """COCO-format detection data: `data_dir/annotations/instances_<split>.json` and `data_dir/<split>/` images.
 
     Args:
@@ -505,15 +534,6 @@ class COCODetectionDataModule(L.LightningDataModule):
                           "caption_color_jitter": caption_color_jitter}  # kept here: a subclass's hparams may not list them
         self.sets: dict[str, COCODetection] = {}
         self.task_sets: dict[str, dict[str, COCODetection]] = {}
-
-    def root(self, split: str) -> Path:
-        """The folder holding `annotations/instances_<split>.json`, else a FileNotFoundError saying how to get it."""
-        return locate(data_folders(self.data_dir, "coco"), _split_folder(split),
-                      f"annotations/instances_{split}.json", HOW)
-
-    def prepare_data(self) -> None:
-        for split in dict.fromkeys(self.splits.values()):  # in order (a set's order changes with the hash seed)
-            self.root(split)
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -561,14 +581,6 @@ class COCODetectionDataModule(L.LightningDataModule):
     @property
     def categories(self) -> dict[int, str]:
         return self.sets["train"].categories if "train" in self.sets else {}
-
-    def _loader(self, name: str, ds: Dataset | None = None, seed: int = 0) -> DataLoader:
-        train = name == "train"
-        ds = self.sets[name] if ds is None else ds
-        hp = self.hparams
-        return DataLoader(ds, batch_size=hp.batch_size if train else (hp.eval_batch_size or hp.batch_size),
-                          sampler=EpochSampler(ds, hp.seed + seed) if train else None, collate_fn=collate,
-                          num_workers=hp.num_workers, persistent_workers=hp.num_workers > 0)
 
     def _loaders(self, name: str):
         """One loader, or with tasks one per task (training: a dict, each task shuffled with its own seed)."""

@@ -29,12 +29,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from zoo.data._base import build_once
 from zoo.data.coco import COCODetectionDataModule
+from zoo.data.panoptic import COCOPanopticDataModule
 
 
 KEYPOINTS = ("top", "bottom", "left", "right")
@@ -250,6 +252,26 @@ def scene_captions(objects: list[dict], class_names: tuple[str, ...], canvas: in
     return captions[:n]
 
 
+def _panoptic_annotation(objects: list[dict], shape: tuple[int, int], image_id: int, name: str, background: int,
+                         png_dir: Path) -> dict:
+    """Write a scene's panoptic PNG (segment 1 the background, segment k + 2 the k-th object's visible pixels) and
+    return its COCO panoptic annotation."""
+    from zoo.data.panoptic import id_to_rgb
+
+    ids = np.ones(shape, np.int64)
+    segments = []
+    for k, o in enumerate(objects):
+        ids[o["mask"]] = k + 2
+    for sid, cat in [(1, background)] + [(k + 2, o["label"] + 1) for k, o in enumerate(objects)]:
+        ys, xs = np.nonzero(ids == sid)
+        if len(ys):
+            segments.append({"id": sid, "category_id": cat, "iscrowd": 0, "area": int(len(ys)),
+                             "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1),
+                                      int(ys.max() - ys.min() + 1)]})
+    Image.fromarray(id_to_rgb(ids)).save(png_dir / name, optimize=False)
+    return {"image_id": image_id, "file_name": name, "segments_info": segments}
+
+
 def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
                  test_labels: np.ndarray, class_names: tuple[str, ...], sizes: dict[str, int], val_pool: int = 5000,
                  seed: int = 0, max_points: int = MAX_POINTS, **render) -> Path:
@@ -264,12 +286,17 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
              "val": (train_images[-val_pool:], train_labels[-val_pool:]), "test": (test_images, test_labels)}
     categories = [{"id": i + 1, "name": n, "supercategory": "object", "keypoints": list(KEYPOINTS), "skeleton": []}
                   for i, n in enumerate(class_names)]
+    background = len(class_names) + 1
+    panoptic_categories = [{"id": c["id"], "name": c["name"], "supercategory": "object", "isthing": 1}
+                           for c in categories] + [{"id": background, "name": "background",
+                                                    "supercategory": "background", "isthing": 0}]
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     for k, (split, n) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, k])
         pool, labels = pools[split]
         (out / split).mkdir(exist_ok=True)
-        images, annotations, captions = [], [], []
+        (out / "annotations" / f"panoptic_{split}").mkdir(exist_ok=True)
+        images, annotations, captions, panoptic = [], [], [], []
         for i in range(n):
             pixels, objects = render_scene(pool, labels, rng, **render)
             words = np.random.default_rng([seed, k, i, 1])  # apart from the drawing, which it must not change
@@ -284,9 +311,14 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
                                     "bbox": [x0, y0, x1 - x0, y1 - y0], "area": float(o["mask"].sum()),
                                     "iscrowd": 0, "segmentation": mask_polygons(o["mask"], max_points),
                                     "keypoints": extreme_points(o["full"], o["mask"]), "num_keypoints": 4})
+            panoptic.append(_panoptic_annotation(objects, pixels.shape[:2], i + 1, name, background,
+                                                 out / "annotations" / f"panoptic_{split}"))
         (out / "annotations" / f"instances_{split}.json").write_text(json.dumps(
             {"info": {"description": "derived scenes of real images (zoo.data.scenes); not COCO"},
              "images": images, "annotations": annotations, "categories": categories}))
+        (out / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(
+            {"info": {"description": "derived scenes of real images (zoo.data.scenes); not COCO"},
+             "images": images, "annotations": panoptic, "categories": panoptic_categories}))
         (out / "annotations" / f"captions_{split}.json").write_text(json.dumps(
             {"info": {"description": "templated captions of derived scenes (zoo.data.scenes); not COCO"},
              "images": images, "annotations": captions}))
@@ -294,7 +326,55 @@ def write_scenes(out_dir: str | Path, train_images: np.ndarray, train_labels: np
     return out
 
 
-class SceneDetectionDataModule(COCODetectionDataModule):
+class _SceneFolder:
+    """Generates the scenes of `scene_args` once into $ZOO_HOME/data/scenes/<source>-<hash of the arguments> and
+    points the COCO reader's data_dir there."""
+
+    scene_args: dict[str, Any]
+    source_dir: str | None
+
+    @staticmethod
+    def _scene_args(source: str, train: int, val: int, test: int, val_pool: int, canvas: int, max_objects: int,
+                    min_size: int, max_size: int, max_iou: float, clutter: int, seed: int, max_points: int
+                    ) -> dict[str, Any]:
+        return {"source": source, "train": train, "val": val, "test": test, "val_pool": val_pool, "canvas": canvas,
+                "max_objects": max_objects, "min_size": min_size, "max_size": max_size, "max_iou": max_iou,
+                "clutter": clutter, "seed": seed, "max_points": max_points,
+                "format": 4}  # 4: polygons, extreme-point keypoints, captions, panoptic
+
+    @property
+    def scene_dir(self) -> Path:
+        from zoo._paths import zoo_home
+
+        key = hashlib.sha256(json.dumps(self.scene_args, sort_keys=True).encode()).hexdigest()[:12]
+        return zoo_home() / "data" / "scenes" / f"{self.scene_args['source']}-{key}"
+
+    def prepare_data(self) -> None:
+        from zoo.data.idx import DATASETS, IDXDataModule, read_idx
+
+        folder, a = self.scene_dir, self.scene_args
+
+        def write(tmp: Path) -> None:
+            files = IDXDataModule(a["source"], data_dir=self.source_dir).locate()
+            write_scenes(tmp, read_idx(files["train_images"]), read_idx(files["train_labels"]),
+                         read_idx(files["test_images"]), read_idx(files["test_labels"]),
+                         DATASETS[a["source"]]["classes"], {"train": a["train"], "val": a["val"], "test": a["test"]},
+                         val_pool=a["val_pool"], seed=a["seed"], canvas=a["canvas"], max_objects=a["max_objects"],
+                         min_size=a["min_size"], max_size=a["max_size"], max_iou=a["max_iou"], clutter=a["clutter"],
+                         max_points=a["max_points"])
+
+        build_once(folder, write)
+        self.data_dir = str(folder)
+        super().prepare_data()  # type: ignore[misc]
+
+    def setup(self, stage: str | None = None) -> None:
+        if not (self.scene_dir / "done").is_file():  # used without a Trainer (which calls prepare_data first)
+            self.prepare_data()
+        self.data_dir = str(self.scene_dir)
+        super().setup(stage)  # type: ignore[misc]
+
+
+class SceneDetectionDataModule(_SceneFolder, COCODetectionDataModule):
     """Detection on derived scenes of real Fashion-MNIST (or MNIST) objects (see the module docstring), generated on
     first use into $ZOO_HOME/data/scenes/<name>-<hash of the arguments> and then read as COCO with Pix2seq's
     augmentation (`COCODetectionDataModule`).
@@ -320,42 +400,38 @@ class SceneDetectionDataModule(COCODetectionDataModule):
                  eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  tasks: list[str] | None = None, max_points: int = 128, crop_pad_scale: float = 0.5,
                  caption_color_jitter: float = 0.0):
-        self.scene_args = {"source": source, "train": train_size, "val": val_size, "test": test_size,
-                           "val_pool": val_pool, "canvas": canvas, "max_objects": max_objects, "min_size": min_size,
-                           "max_size": max_size, "max_iou": max_iou, "clutter": clutter, "seed": scene_seed,
-                           "format": 3, "max_points": max_points}  # 3: polygons, extreme-point keypoints, captions
+        self.scene_args = self._scene_args(source, train_size, val_size, test_size, val_pool, canvas, max_objects,
+                                           min_size, max_size, max_iou, clutter, scene_seed, max_points)
         super().__init__(None, "train", "val", "test", image_size, min_scale, max_scale, batch_size, eval_batch_size,
                          num_workers, seed, tasks, max_points, "instances_{split}.json", None, 1.0, crop_pad_scale,
                          "captions_{split}.json", caption_color_jitter)
         self.save_hyperparameters()
         self.source_dir = source_dir
 
-    @property
-    def scene_dir(self) -> Path:
-        from zoo._paths import zoo_home
 
-        key = hashlib.sha256(json.dumps(self.scene_args, sort_keys=True).encode()).hexdigest()[:12]
-        return zoo_home() / "data" / "scenes" / f"{self.scene_args['source']}-{key}"
 
-    def prepare_data(self) -> None:
-        from zoo.data.idx import DATASETS, IDXDataModule, read_idx
+class ScenePanopticDataModule(_SceneFolder, COCOPanopticDataModule):
+    """Panoptic segmentation of the derived scenes (see the module docstring): every object a thing segment of its
+    class, the rest of the canvas (noise and clutter) one "background" stuff segment; generated as
+    `SceneDetectionDataModule` generates them (the same folder for the same scene arguments) and read as COCO
+    panoptic (`zoo.data.COCOPanopticDataModule`).
 
-        folder, a = self.scene_dir, self.scene_args
+    Args:
+        source ... scene_seed: as `SceneDetectionDataModule`.
+        image_size, mask_size, min_scale, max_scale, color_jitter, batch_size, eval_batch_size, num_workers, seed:
+            as `COCOPanopticDataModule` (defaults: the canvas, half of it, no scale jitter and no colour distortion,
+            which the scenes' own scale and colour ranges make unneeded).
+    """
 
-        def write(tmp: Path) -> None:
-            files = IDXDataModule(a["source"], data_dir=self.source_dir).locate()
-            write_scenes(tmp, read_idx(files["train_images"]), read_idx(files["train_labels"]),
-                         read_idx(files["test_images"]), read_idx(files["test_labels"]),
-                         DATASETS[a["source"]]["classes"], {"train": a["train"], "val": a["val"], "test": a["test"]}, val_pool=a["val_pool"],
-                         seed=a["seed"], canvas=a["canvas"], max_objects=a["max_objects"], min_size=a["min_size"],
-                         max_size=a["max_size"], max_iou=a["max_iou"], clutter=a["clutter"], max_points=a["max_points"])
-
-        build_once(folder, write)
-        self.data_dir = str(folder)
-        super().prepare_data()
-
-    def setup(self, stage: str | None = None) -> None:
-        if not (self.scene_dir / "done").is_file():  # used without a Trainer (which calls prepare_data first)
-            self.prepare_data()
-        self.data_dir = str(self.scene_dir)
-        super().setup(stage)
+    def __init__(self, source: str = "fashion-mnist", source_dir: str | None = None, train_size: int = 8000,
+                 val_size: int = 500, test_size: int = 1000, val_pool: int = 5000, canvas: int = 128,
+                 max_objects: int = 8, min_size: int = 16, max_size: int = 64, max_iou: float = 0.5, clutter: int = 6,
+                 scene_seed: int = 0, image_size: int = 128, mask_size: int = 64, min_scale: float = 1.0,
+                 max_scale: float = 1.0, color_jitter: float = 0.0, batch_size: int = 32,
+                 eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0):
+        self.scene_args = self._scene_args(source, train_size, val_size, test_size, val_pool, canvas, max_objects,
+                                           min_size, max_size, max_iou, clutter, scene_seed, MAX_POINTS)
+        super().__init__(None, "train", "val", "test", image_size, mask_size, min_scale, max_scale, color_jitter,
+                         batch_size, eval_batch_size, num_workers, seed)
+        self.save_hyperparameters()
+        self.source_dir = source_dir

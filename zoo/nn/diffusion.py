@@ -114,7 +114,7 @@ def time_grid(steps: int, td: float = 0.0) -> list[tuple[float, float]]:
 
 
 # ---------------------------------------------------------------- the denoiser: the official TransUNet's U-Net
-def _groups(channels: int) -> int:
+def group_count(channels: int) -> int:
     return min(channels // 4, 32)
 
 
@@ -146,10 +146,10 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int, dropout: float):
         super().__init__()
-        self.norm0 = nn.GroupNorm(_groups(c_in), c_in, eps=1e-5)
+        self.norm0 = nn.GroupNorm(group_count(c_in), c_in, eps=1e-5)
         self.conv0 = nn.Conv2d(c_in, c_out, 3, padding=1)
         self.emb_proj = nn.Linear(emb_dim, 2 * c_out)
-        self.norm1 = nn.GroupNorm(_groups(c_out), c_out, eps=1e-5)
+        self.norm1 = nn.GroupNorm(group_count(c_out), c_out, eps=1e-5)
         self.dropout = nn.Dropout(dropout)
         self.conv1 = nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
@@ -167,7 +167,7 @@ class SelfAttention2d(nn.Module):
     def __init__(self, channels: int, head_dim: int):
         super().__init__()
         self.heads = max(channels // head_dim, 1)
-        self.norm = nn.GroupNorm(_groups(channels), channels, eps=1e-5)
+        self.norm = nn.GroupNorm(group_count(channels), channels, eps=1e-5)
         self.qkv = nn.Linear(channels, 3 * channels)
         self.out = nn.Linear(channels, channels)
 
@@ -191,12 +191,15 @@ class Level(nn.Module):
 
 class UNet(nn.Module):
     """The official TransUNet's U-Net: conv_in (optionally strided: the network runs at 1/in_stride of the image
-    and its output is rearranged back, depth to space), down levels storing every block output as a lateral, up
-    levels with one block more that each concatenate a lateral, GN-SiLU-conv_out."""
+    and its output is rearranged back, depth to space), down levels storing every block output as a lateral, an
+    optional `middle` block (called as middle(h, emb, memory), returning `middle_channels` channels: Pix2Seq-D's
+    transformer), up levels with one block more that each concatenate a lateral, GN-SiLU-conv_out. conv_in and
+    conv_out are `io_kernel` square (3; Pix2Seq-D's TransUNet: 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, dim: int = 64, channel_mult: list[int] = [1, 2],
                  num_res_blocks: list[int] = [2, 2], attention_at: list[int] = [7], image_size: int = 28,
-                 in_stride: int = 1, dropout: float = 0.0, head_dim: int = 32, time_scaling: float = 1000.0):
+                 in_stride: int = 1, dropout: float = 0.0, head_dim: int = 32, time_scaling: float = 1000.0,
+                 io_kernel: int = 3, middle: nn.Module | None = None, middle_channels: int | None = None):
         super().__init__()
         if len(channel_mult) != len(num_res_blocks):
             raise ValueError(f"channel_mult {channel_mult} and num_res_blocks {num_res_blocks} need one entry "
@@ -205,8 +208,8 @@ class UNet(nn.Module):
         emb = 4 * dim
         self.time_emb = ScalarEmbedding(dim, time_scaling)
         widths = [dim * m for m in channel_mult]
-        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, stride=in_stride, padding=1)
-        self.norm_in = nn.GroupNorm(_groups(widths[0]), widths[0], eps=1e-5)
+        self.conv_in = nn.Conv2d(in_channels, widths[0], io_kernel, stride=in_stride, padding=io_kernel // 2)
+        self.norm_in = nn.GroupNorm(group_count(widths[0]), widths[0], eps=1e-5)
         size = image_size // in_stride
         laterals, c = [widths[0]], widths[0]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -220,6 +223,9 @@ class UNet(nn.Module):
                 self.downsample.append(nn.Conv2d(w, w, 3, stride=2, padding=1))
                 laterals.append(w)
                 size = (size + 1) // 2
+        self.middle = middle
+        if middle is not None:
+            c = middle_channels or c
         self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
         for i in reversed(range(len(widths))):
             w, ins = widths[i], []
@@ -229,8 +235,8 @@ class UNet(nn.Module):
             self.up.append(Level(ins, w, emb, dropout, sizes[i] in attention_at, head_dim))
             if i > 0:
                 self.upsample.append(nn.Conv2d(w, w, 3, padding=1))
-        self.norm_out = nn.GroupNorm(_groups(c), c, eps=1e-5)
-        self.conv_out = nn.Conv2d(c, out_channels * in_stride**2, 3, padding=1)
+        self.norm_out = nn.GroupNorm(group_count(c), c, eps=1e-5)
+        self.conv_out = nn.Conv2d(c, out_channels * in_stride**2, io_kernel, padding=io_kernel // 2)
         # the official initialisers: Glorot-uniform kernels (Keras' fan_avg), zero biases, and zero (theirs: scale
         # 1e-10) for the last conv of each residual branch and for the output conv
         for m in self.modules():
@@ -242,7 +248,7 @@ class UNet(nn.Module):
                 nn.init.zeros_(m.conv1.weight)
         nn.init.zeros_(self.conv_out.weight)
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time_emb(gamma)
         h = self.norm_in(self.conv_in(x))
         laterals = [h]
@@ -255,6 +261,8 @@ class UNet(nn.Module):
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 laterals.append(h)
+        if self.middle is not None:
+            h = self.middle(h, emb, memory)
         for i, level in enumerate(self.up):
             for j, block in enumerate(level.blocks):
                 h = block(torch.cat([h, laterals.pop()], 1), emb)

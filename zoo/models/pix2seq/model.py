@@ -139,6 +139,17 @@ class DecoderLayer(nn.Module):
         return self.mlp(x)
 
 
+def backbone_features(backbone: str, stages: tuple[int, ...]) -> nn.Module:
+    """A timm CNN returning the maps of `stages` (1: stride 4 ... 4: stride 32; the stages after the last are not
+    built), its stem max-pool padded as TF's "SAME" pads (windows from the first pixel, padding only at the end), as
+    the official ResNet pools."""
+    net = timm.create_model(backbone, pretrained=False, features_only=True, out_indices=tuple(stages))
+    pool = getattr(net, "maxpool", None)
+    if isinstance(pool, nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1):
+        net.maxpool = create_pool2d("max", 3, stride=2, padding="same")
+    return net
+
+
 class Pix2Seq(nn.Module):
     """Image encoder + autoregressive token decoder.
 
@@ -166,12 +177,7 @@ class Pix2Seq(nn.Module):
         if backbone == "vit":  # the official VisionTransformer: a patch convolution, then the encoder
             self.backbone, self.stem_conv = None, nn.Conv2d(3, dim_att, patch_size, stride=patch_size)
         else:
-            self.backbone = timm.create_model(backbone, pretrained=False, features_only=True,
-                                              out_indices=(feature_stage - 5,))
-            pool = getattr(self.backbone, "maxpool", None)
-            if isinstance(pool, nn.MaxPool2d) and (pool.kernel_size, pool.stride, pool.padding) == (3, 2, 1):
-                # the official ResNet pools with TF "SAME" padding (windows from the first pixel; pad only at the end)
-                self.backbone.maxpool = create_pool2d("max", 3, stride=2, padding="same")
+            self.backbone = backbone_features(backbone, (feature_stage,))
             self.feature_dropout = nn.Dropout(drop_units)
             self.stem_projection = nn.Linear(self.backbone.feature_info.channels()[-1], dim_att)
         self.stem_ln = nn.LayerNorm(dim_att, eps=LN_EPS)
