@@ -737,7 +737,7 @@ PAPERS: tuple[Paper, ...] = (
                  check=_nam),),
     ),
     Paper(
-        package="pix2seq", arxiv="2109.10852", keys=("pix2seq", "pix2seq-v2", "pix2seq-d"),
+        package="pix2seq", arxiv="2109.10852", more_arxiv=("2206.07669",), keys=("pix2seq", "pix2seq-v2", "pix2seq-d"),
         math=("test_pix2seq.py::test_token_ids_and_weights_by_hand",
               "test_pix2seq.py::test_encode_decode_round_trip_within_half_a_bin",
               "test_pix2seq.py::test_noise_objects_follow_augment_bbox",

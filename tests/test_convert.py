@@ -234,6 +234,38 @@ def test_zoo_convert_writes_a_release_that_loads_bit_exact(official, tmp_path, m
                        torch.from_numpy(variables["model/decoder/ar_decoder.Stoken_embedding"]))
 
 
+@needs_tf
+def test_multitask_checkpoint_converts_with_its_tokenizer(tf_files, tmp_path, monkeypatch, capsys):
+    """pix2seq-v2-coco-vit-b: the multi-task checkpoint is the detector's network; the official SentencePiece file
+    its source names is kept in the model (here a small one at the listing's vocabulary of 3000)."""
+    from zoo.cli import main
+    from zoo.models.pix2seq.captions import train_tokenizer
+
+    raw = yaml.safe_load((Path(zoo.__file__).parent / "_resources" / "checkpoints.yaml").read_text())
+    name = "pix2seq-v2-coco-vit-b"
+    entry = raw["checkpoints"][name]
+    entry["init_args"].update(SMALL, vocab_size=3000, text_vocab_shift=2000)
+    raw["checkpoints"] = {name: entry}
+    raw["claims"] = {"2206.07669": [c for c in raw["claims"]["2206.07669"] if "check" not in c]}
+    (tmp_path / "catalog.yaml").write_text(yaml.safe_dump(raw))
+    monkeypatch.setenv("ZOO_CATALOG", str(tmp_path / "catalog.yaml"))
+    monkeypatch.setenv("ZOO_HOME", str(tmp_path / "home"))
+    spm = tmp_path / "c4_en_32k_spm.model"
+    spm.write_bytes(train_tokenizer(["a red bag on a dark background", "two shoes and a coat"] * 20, 64))
+    assert main(["convert", name, "--checkpoint", str(tf_files / LISTING_VIT.stem), "--tokenizer", str(spm)]) == 0
+    prov = json.loads((tmp_path / "home" / "releases" / name / "provenance.json").read_text())
+    assert prov["files_sha256"][spm.name] == hashlib.sha256(spm.read_bytes()).hexdigest()
+    loaded = zoo.load(name)
+    assert bytes(loaded.caption_tokenizer.numpy()) == spm.read_bytes()
+    assert loaded.tokenizer.decode(loaded.tokenizer.encode(["a red bag"])) == ["a red bag"]
+    variables = dict(np.load(tf_files / LISTING_VIT.stem / "variables.npz"))
+    assert torch.equal(loaded.model.token_embedding,
+                       torch.from_numpy(variables["model/decoder/ar_decoder.Stoken_embedding"]))
+    assert main(["convert", name, "--checkpoint", str(tf_files / LISTING_VIT.stem), "--tokenizer",
+                 str(tmp_path / "none.model")]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+
+
 def test_zoo_convert_without_source_or_checkpoint_says_what_to_do(tmp_path, monkeypatch, capsys):
     from zoo.cli import main
 

@@ -15,7 +15,7 @@ from zoo.models.pix2seq import Pix2SeqMultiTask
 from zoo.models.pix2seq.captions import (caption_training_sequences, caption_words, tokens_to_pieces,
                                          train_tokenizer)
 from zoo.models.pix2seq.tasks import points_to_tokens
-from zoo.models.pix2seq.multitask import polygons_from_points, rasterise
+from zoo.models.pix2seq.multitask import pad_instances, polygons_from_points, rasterise
 
 TASKS = ["detection", "instance_segmentation", "keypoints"]
 ALL = [*TASKS, "captioning"]
@@ -123,6 +123,29 @@ def test_oracle_tokens_score_ap_one(scenes, monkeypatch):
     # quantisation moves polygon corners by up to 1/8 pixel here: every mask matches at IoU 0.5, nearly all at 0.95
     assert float(segm["map_50"]) == pytest.approx(1.0) and float(segm["map"]) > 0.95
     assert kpt["map"] == pytest.approx(1.0)
+
+    # prompted with the model's own detections (the official README's evaluation): each detected object's mask,
+    # class and detection score; slots detected as nothing (class 0) give no mask
+    detected = Pix2SeqMultiTask(**TINY, instance_boxes="detected")
+    detected.model.generate = oracle("instance_segmentation", "polygon")
+    images, targets = next(iter(scenes.test_dataloader()[1]))
+    current = targets
+    seen = {}
+
+    def detect(images, generator=None, objects=None, memory=None):
+        seen.update(objects=objects, memory=memory is not None)
+        boxes, labels, _ = pad_instances(targets, "polygon", objects)
+        return boxes, labels, torch.linspace(0.9, 0.5, objects).expand(len(images), -1) * (labels > 0)
+
+    detected.detect = detect
+    out = detected.segment(images, targets)
+    assert seen == {"objects": hp.max_instances_per_image_seg, "memory": True}
+    for p, t in zip(out, targets):
+        n = min(len(t["labels"]), hp.max_instances_per_image_seg)
+        assert p["masks"].shape[0] == n and p["labels"].tolist() == t["labels"][:n].tolist()
+        assert torch.allclose(p["scores"], torch.linspace(0.9, 0.5, hp.max_instances_per_image_seg)[:n])
+    with pytest.raises(ValueError, match="add 'detection' to tasks"):
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["instance_segmentation"]}, instance_boxes="detected")
 
 
 def test_polygon_decoding_and_rasterising():

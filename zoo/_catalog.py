@@ -172,13 +172,15 @@ def parse_entry(name: str, raw: Any) -> Entry:
             _fail(name, f"`source` needs {', '.join(sorted(need))}")
         if source["framework"] not in ("tensorflow", "pytorch"):
             _fail(name, f"source.framework must be 'tensorflow' or 'pytorch', got {source['framework']!r}")
-        if unknown := set(source) - need - {"official_name", "include"}:
+        if unknown := set(source) - need - {"official_name", "include", "tokenizer"}:
             _fail(name, f"unknown field(s) in `source`: {', '.join(map(repr, sorted(unknown)))}")
         include = source.get("include", ["*"])
         if not isinstance(include, list) or not include or not all(isinstance(i, str) for i in include):
             _fail(name, "source.include lists file-name patterns to download (default: every file)")
         if not str(source["url"]).startswith(("gs://", "https://")):
             _fail(name, f"source.url must be a gs:// or https:// address, got {source['url']!r}")
+        if "tokenizer" in source and not str(source["tokenizer"]).startswith("gs://"):
+            _fail(name, f"source.tokenizer must be the gs:// address of the tokenizer file, got {source['tokenizer']!r}")
     if raw.get("num_params") is not None and not isinstance(raw["num_params"], int):
         _fail(name, "`num_params` must be an integer")
     return Entry(

@@ -333,10 +333,24 @@ def download_gcs(url: str, dest: Path, opener=urllib.request.urlopen, include: t
 
 
 # ----------------------------------------------------------------------------- the command
+def _tokenizer_file(name: str, url: str, given: str | os.PathLike | None) -> Path:
+    """The official tokenizer model a source names (`tokenizer: gs://.../FILE`): `given`, or downloaded next to the
+    checkpoint in $ZOO_HOME/sources/NAME."""
+    if given is not None:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise CheckpointNotAvailable(f"--tokenizer {path}: no such file")
+        return path
+    folder, _, file = url.rpartition("/")
+    return download_gcs(folder, zoo_home() / "sources" / name / "tokenizer", include=(file,)) / file
+
+
 def convert(name: str, checkpoint: str | os.PathLike | None = None, output: str | os.PathLike | None = None,
-            update_catalog: bool = False) -> Path:
+            update_catalog: bool = False, tokenizer: str | os.PathLike | None = None) -> Path:
     """Convert the official checkpoint of catalogue entry `name` into a release folder (default
-    $ZOO_HOME/releases/NAME), recording the source and the sha256 of every file read in provenance.json."""
+    $ZOO_HOME/releases/NAME), recording the source and the sha256 of every file read in provenance.json. A source
+    with a `tokenizer` (Pix2seq v2's SentencePiece model) has it read too (`tokenizer`: the file on disk) and kept in
+    the model."""
     from zoo import _catalog
     from zoo._hub import sha256_file, write_release
     from zoo._paths import releases_dir
@@ -364,6 +378,10 @@ def convert(name: str, checkpoint: str | os.PathLike | None = None, output: str 
         variables, tf_version = read_tf_checkpoint(prefix)
         framework, checkpoint_name = f"tensorflow {tf_version}", prefix.name
     module = model_class(entry.model)(**entry.init_args)
+    if entry.source.get("tokenizer"):
+        path = _tokenizer_file(name, entry.source["tokenizer"], tokenizer)
+        module.set_caption_tokenizer(path.read_bytes())
+        files[path.name] = sha256_file(path)
     module.load_state_dict(convert_state(entry.source["converter"], variables, module, name), strict=True)
     module.zoo_entry = entry
     provenance = {"source": entry.source["url"], "framework": framework,

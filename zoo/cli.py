@@ -90,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     cv.add_argument("--checkpoint", help="the official checkpoint already on disk: its folder, prefix or .index "
                                          "file, or the .pth file of a PyTorch source (default: download a "
                                          "TensorFlow source into $ZOO_HOME/sources/NAME)")
+    cv.add_argument("--tokenizer", help="the official tokenizer model already on disk, for sources that name one "
+                                        "(Pix2seq v2's c4_en_32k_spm.model; default: download it)")
     cv.add_argument("--output", help="release folder to write (default: $ZOO_HOME/releases/NAME)")
     cv.add_argument("--update-catalog", action="store_true", help="write the parameter count into the catalogue")
     pb = sub.add_parser("publish", description=(
@@ -250,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "convert":
             from zoo._convert import convert
 
-            folder = convert(args.name, args.checkpoint, args.output, update_catalog=args.update_catalog)
+            folder = convert(args.name, args.checkpoint, args.output, update_catalog=args.update_catalog,
+                             tokenizer=args.tokenizer)
             print(f"{args.name}: converted into {folder}; zoo.load({args.name!r}) now reads it")
             return 0
         if args.command == "publish":

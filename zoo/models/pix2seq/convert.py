@@ -5,7 +5,9 @@ Variable names are those the official code's attribute names give, as a checkpoi
 the ResNet is the official one (`block_groups/G/layers/L/conv_relu_dropblock_layers/{0,1,3,4,6,7}` = conv/BN of the
 three bottleneck convolutions, `projection_layers/{0,1}` the shortcut, `initial_conv_relu_max_pool/{0,2}` the stem);
 the ViT's patch convolution is `model/encoder/stem_conv`.
-Optimizer slots and step counters are skipped; everything else must map (zoo._convert.StateBuilder).
+Optimizer slots and step counters are skipped; everything else must map (zoo._convert.StateBuilder). A Pix2seq v2
+model's caption tokenizer is not in the checkpoint: it is the tokenizer `zoo convert` set into the model (the
+source's SentencePiece file), filled as it is.
 """
 from __future__ import annotations
 
@@ -76,3 +78,5 @@ def convert_pix2seq(b: StateBuilder, module) -> None:
             b.mha(f"{s}/{kind}_mha", *(f"{d}.{kind}_attn.{n}" for n in ("query", "key", "value", "out")))
         _mlp(b, f"{s}/mlp", f"{d}.mlp")
     b.layer_norm("model/decoder/output_ln", f"{p}decoder_ln")
+    if "caption_tokenizer" in module.state_dict():
+        b.fill("caption_tokenizer", module.caption_tokenizer.cpu().numpy())

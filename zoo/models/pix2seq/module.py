@@ -159,14 +159,15 @@ class Pix2SeqDetector(ZooModule):
         self.log_ap("test")
 
     @torch.no_grad()
-    def detect(self, images: torch.Tensor, generator: torch.Generator | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def detect(self, images: torch.Tensor, generator: torch.Generator | None = None, objects: int | None = None,
+               memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(boxes [B, N, 4] normalised yxyx in the input image, category ids [B, N], scores [B, N]) for
-        N = max_instances_test sampled objects per image (the official `infer` + `decode_object_seq_to_bbox`)."""
+        N = `objects` (default max_instances_test) sampled objects per image (the official `infer` +
+        `decode_object_seq_to_bbox`); `memory`: the images already encoded."""
         hp = self.hparams
         prompt = torch.full((len(images), 1), DETECTION_TASK, dtype=torch.long, device=images.device)
-        tokens, logits = self.model.generate(images, prompt, 5 * hp.max_instances_test + 1, hp.temperature,
-                                             hp.top_k, hp.top_p, generator)
+        tokens, logits = self.model.generate(images, prompt, 5 * (objects or hp.max_instances_test) + 1,
+                                             hp.temperature, hp.top_k, hp.top_p, generator, memory=memory)
         return decode_objects(logits, tokens, hp.quantization_bins, hp.coord_vocab_shift)
 
     def predict_step(self, batch, batch_idx) -> list[dict[str, Any]]:

@@ -9,8 +9,10 @@ losses times their weights. The instance tasks decode one sequence per object, t
 repeated for the image's objects.
 
 Inference, as the released multi-task config runs it: detection as Pix2seq does (top-p 0.4); instance segmentation
-and keypoints prompted with the annotated boxes (`use_gt_box_at_test`, the released config's setting, so their AP
-measures the mask and keypoint readout, not detection). Instance segmentation samples `ensemble_num_samples` (8)
+and keypoints prompted with the annotated boxes (the config's `use_gt_box_at_test` path, so their AP measures the
+mask and keypoint readout, not detection), or instance segmentation prompted with the model's own detections, their
+classes and scores (`instance_boxes="detected"`: what the official README's evaluation feeds that path; keypoints
+keep the annotated person boxes, whose crops the data makes). Instance segmentation samples `ensemble_num_samples` (8)
 polygon sequences per object with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is
 the box's (1 for an annotated box); the annotated masks it is scored against are the annotations' polygons as read
 (at most `max_points` points, where COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
@@ -102,6 +104,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         seg_top_p, kpt_top_p: nucleus sampling of the instance tasks (0.8, 0.1); detection keeps `top_p` (0.4).
         ensemble_num_samples, ensemble_threshold: polygon samples averaged per object (8) and the kept fraction (0.5).
         keypoint_sigmas: OKS constants per keypoint (None: COCO's 17).
+        instance_boxes: what instance segmentation is prompted with at test: "annotated" (the annotated boxes, score
+            1: the mask readout alone) or "detected" (the model's own detection of max_instances_per_image_seg
+            objects, with their classes and scores: the official README's evaluation).
         text_vocab_shift: where caption pieces start in the vocabulary (official 3000); vocab_size must hold the
             shift plus the caption tokenizer's pieces.
         caption_max_len, captions_per_image: caption tokens per sequence (official 128) and captions per image in
@@ -119,7 +124,8 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  max_instances_per_image_seg: int = 10, seg_eos_token_weight: float = 1.0,
                  kpt_eos_token_weight: float = 0.0, invisible_token_weight: float = 0.1, seg_top_p: float = 0.8,
                  kpt_top_p: float = 0.1, ensemble_num_samples: int = 8, ensemble_threshold: float = 0.5,
-                 keypoint_sigmas: list[float] | None = None, text_vocab_shift: int = 3000, caption_max_len: int = 128,
+                 keypoint_sigmas: list[float] | None = None, instance_boxes: str = "annotated",
+                 text_vocab_shift: int = 3000, caption_max_len: int = 128,
                  captions_per_image: int = 5, caption_eos_token_weight: float = 0.1,
                  input_seq_drop_rate: float = 0.5, caption_top_p: float = 1.0, caption_vocab_size: int = 32000,
                  backbone: str = "vit",
@@ -151,6 +157,11 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if "instance_segmentation" in tasks and 2 * max_points_per_object + 6 > max_seq_len:
             raise ValueError(f"max_seq_len {max_seq_len} cannot hold a prompt and {max_points_per_object} polygon "
                              f"points ({2 * max_points_per_object + 6} tokens)")
+        if instance_boxes not in ("annotated", "detected"):
+            raise ValueError(f"instance_boxes must be 'annotated' or 'detected', got {instance_boxes!r}")
+        if instance_boxes == "detected" and "detection" not in tasks:
+            raise ValueError("instance_boxes='detected' prompts with the model's own detections: add 'detection' to "
+                             "tasks")
         sigmas = list(keypoint_sigmas) if keypoint_sigmas is not None else list(COCO_SIGMAS)
         if "keypoints" in tasks and len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} keypoint_sigmas for {num_keypoints} keypoints: give one per keypoint")
@@ -295,16 +306,15 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             self.task_ap[f"{stage}_cap"].update([caption_words(c) for c in self.caption(images)],
                                                 [[caption_words(c) for c in t["captions"]] for t in targets])
         elif task == "instance_segmentation":
-            masks = self.segment(images, targets)
             preds, truth = [], []
-            for t, m in zip(targets, masks):
+            for t, p in zip(targets, self.segment(images, targets)):
                 h, w = t["orig_size"].tolist()
                 gt = [rasterise(polygons_from_points(p.flatten()), h, w)
                       for p in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
                 keep = ~t["iscrowd"]
                 truth.append({"masks": torch.stack(gt).reshape(-1, h, w)[keep], "labels": t["labels"][keep],
                               "iscrowd": t["iscrowd"][keep].long(), "area": t["area"][keep]})
-                preds.append({"masks": m, "labels": t["labels"][:len(m)], "scores": torch.ones(len(m))})
+                preds.append(p)
             self.task_ap[f"{stage}_segm"].update(preds, truth)
         else:
             points, scores = self.keypoints(images, targets)
@@ -334,38 +344,44 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
     # ---------------------------------------------------------------- inference
     def _prompted(self, task: str, images: torch.Tensor, targets: list[dict], samples: int, top_p: float,
                   generator: torch.Generator | None = None):
-        """Sampled responses to the annotated boxes' prompts: (tokens [B, M, S, 2P], logits [B, M, S, 2P, V],
-        labels [B, M], boxes [B, M, 4])."""
+        """Sampled responses to the instance prompts: (tokens [B, M, S, 2P], logits [B, M, S, 2P, V], labels [B, M],
+        boxes [B, M, 4], scores [B, M]); the prompts are the annotated boxes (score 1) or, for instance segmentation
+        with instance_boxes="detected", the model's own M detections."""
         hp = self.hparams
         m = hp.max_instances_per_image_seg if task == "instance_segmentation" else 1
         key = "polygon" if task == "instance_segmentation" else "keypoints"
-        boxes, labels, _ = (x.to(images.device) for x in pad_instances(targets, key, m))
+        memory = self.model.encode(images)
+        if task == "instance_segmentation" and hp.instance_boxes == "detected":
+            boxes, labels, scores = self.detect(images, generator, m, memory)
+        else:
+            boxes, labels, _ = (x.to(images.device) for x in pad_instances(targets, key, m))
+            scores = (labels > 0).float()
         prompt = instance_prompt(TASK_IDS[task], boxes, labels, hp.quantization_bins, hp.coord_vocab_shift)
-        memory = self.model.encode(images).repeat_interleave(m * samples, 0)
         prompt = prompt.repeat_interleave(samples, 1).flatten(0, 1)
         tokens, logits = self.model.generate(images, prompt, self.instance_length(task), hp.temperature, hp.top_k,
-                                             top_p, generator, memory=memory)
+                                             top_p, generator, memory=memory.repeat_interleave(m * samples, 0))
         shape = (len(images), m, samples)
-        return tokens.view(*shape, -1), logits.view(*shape, *logits.shape[1:]), labels, boxes
+        return tokens.view(*shape, -1), logits.view(*shape, *logits.shape[1:]), labels, boxes, scores
 
     @torch.no_grad()
     def segment(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None
-                ) -> list[torch.Tensor]:
-        """Per image, masks [n, H, W] (original pixels) of its first n annotated objects (n <= the per-image cap):
-        the ensemble of `ensemble_num_samples` sampled polygons, each pixel kept where more than
-        `ensemble_threshold` of them cover it."""
+                ) -> list[dict[str, torch.Tensor]]:
+        """Per image, its prompted objects (annotated or detected, `instance_boxes`): `masks` [n, H, W] (original
+        pixels), each the ensemble of `ensemble_num_samples` sampled polygons where more than `ensemble_threshold`
+        of them cover a pixel, with their `labels` and `scores`."""
         hp = self.hparams
-        tokens, _, labels, _ = self._prompted("instance_segmentation", images, targets, hp.ensemble_num_samples,
-                                              hp.seg_top_p, generator)
+        tokens, _, labels, _, scores = self._prompted("instance_segmentation", images, targets,
+                                                      hp.ensemble_num_samples, hp.seg_top_p, generator)
         points = tokens_to_points(tokens, hp.quantization_bins, hp.coord_vocab_shift)
         out = []
         for i, t in enumerate(targets):
             h, w = t["orig_size"].tolist()
             pixels = points_to_pixels(points[i], t, hp.image_size).cpu()  # [M, S, P, 2] (x, y)
-            n = int((labels[i] > 0).sum())
+            kept = (labels[i] > 0).nonzero()[:, 0].tolist()
             masks = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
-                     > hp.ensemble_threshold for j in range(n)]
-            out.append(torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool))
+                     > hp.ensemble_threshold for j in kept]
+            out.append({"masks": torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool),
+                        "labels": labels[i, kept].cpu(), "scores": scores[i, kept].float().cpu()})
         return out
 
     @torch.no_grad()
@@ -375,7 +391,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         [B], read as the official keypoint task reads them (invisible tokens redrawn without the invisible token,
         points still invisible at the box centre, score the mean probability of the sampled tokens)."""
         hp = self.hparams
-        tokens, logits, _, boxes = self._prompted("keypoints", images, targets, 1, hp.kpt_top_p, generator)
+        tokens, logits, _, boxes, _ = self._prompted("keypoints", images, targets, 1, hp.kpt_top_p, generator)
         tokens, logits, boxes = tokens[:, 0, 0], logits[:, 0, 0].float(), boxes[:, 0]
         logits[..., INVISIBLE_TOKEN] -= 1e9
         redraw = top_p_logits(logits / hp.temperature, hp.kpt_top_p, hp.top_k).softmax(-1)
@@ -408,7 +424,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if task == "captioning":
             return [{"image_id": t["image_id"], "caption": c} for t, c in zip(targets, self.caption(images))]
         if task == "instance_segmentation":
-            return [{"image_id": t["image_id"], "masks": m} for t, m in zip(targets, self.segment(images, targets))]
+            return [{"image_id": t["image_id"], **p} for t, p in zip(targets, self.segment(images, targets))]
         yx, scores = self.keypoints(images, targets)
         return [{"image_id": t["image_id"], "keypoints": points_to_pixels(p.flatten(), t, self.hparams.image_size),
                  "score": s} for p, s, t in zip(yx, scores, targets)]
@@ -467,7 +483,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                                  fontsize=7, loc="left")
                 title = "Test images: a sampled caption (model) and the first reference caption (data)"
             elif task == "instance_segmentation":
-                masks = self.segment(batch_images, targets, g)
+                masks = [p["masks"] for p in self.segment(batch_images, targets, g)]
                 for ax, t, m in zip(axes.flat, targets, masks):
                     record = next(r for r in loaders[task].dataset.records if r["id"] == int(t["image_id"]))
                     im = load_image(record["path"]).permute(1, 2, 0)  # the original image, where the masks are
