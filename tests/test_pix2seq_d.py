@@ -130,6 +130,11 @@ def test_expected_bits_and_an_oracle_denoiser_recover_the_map(scenes):
     net.logits = lambda x_t, gamma, cond: one_hot  # knows the answer whatever the noise
     assert torch.equal(net.sample(images, steps=4, td=1.0), truth)
     assert len(model.segment(images, targets)) == len(images)
+    model.hparams.update(ablation_steps=[2], ablation_tds=[0.0, 1.0], ablation_images=4)
+    found = model.analyse(None, scenes)
+    assert sorted(found["metrics"]) == ["test/pq_2steps_td0", "test/pq_2steps_td1", "test/pq_one_stuff"]
+    assert all(0 <= v <= 1 for v in found["metrics"].values()) and "| 2 | 1 |" in next(iter(found["tables"].values()))
+    assert 0 < found["metrics"]["test/pq_one_stuff"] < 0.5  # the background right, every thing missed
     merged = FeaturePyramidMerge([8, 16, 32], [16, 8, 4], out_dim=12, out_size=32)
     fused = merged([torch.zeros(2, 8, 16, 16), torch.zeros(2, 16, 8, 8), torch.zeros(2, 32, 4, 4)])
     assert fused.shape == (2, 12, 32, 32) and merged.out_channels == 12

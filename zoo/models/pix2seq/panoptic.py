@@ -173,7 +173,9 @@ class Pix2SeqPanoptic(ZooModule):
 
     # ---------------------------------------------------------------- the paper's ablations and the card's picture
     def analyse(self, folder: Path | None, datamodule=None) -> dict[str, Any]:
-        """PQ of the first `ablation_images` test images at each (steps, td) of the ablation grid."""
+        """PQ of the first `ablation_images` test images at each (steps, td) of the ablation grid, and of a map that
+        gives every pixel the stuff class most of their annotated pixels have (`test/pq_one_stuff`: the floor a
+        model must beat to have segmented anything)."""
         hp = self.hparams
         if datamodule is None or not hp.ablation_steps or not hp.ablation_tds:
             return {}
@@ -196,6 +198,17 @@ class Pix2SeqPanoptic(ZooModule):
                 value = float(pq.compute()["pq"])
                 metrics[f"test/pq_{steps}steps_td{td:g}"] = value
                 rows.append(f"| {steps} | {td:g} | {value:.4f} |")
+        if hp.stuffs:
+            truths = [t["orig_panoptic"] for _, targets in batches for t in targets]
+            counts = torch.stack([torch.bincount(t[0].flatten(), minlength=self.num_classes) for t in truths]).sum(0)
+            stuff = max(hp.stuffs, key=lambda c: int(counts[c]))
+            floor = PanopticQuality(hp.things or [], hp.stuffs)
+            for t in truths:
+                flat = torch.zeros_like(t)
+                flat[0] = stuff
+                floor.update(flat.permute(1, 2, 0)[None], t.permute(1, 2, 0)[None])
+            metrics["test/pq_one_stuff"] = float(floor.compute()["pq"])
+            rows.append(f"| every pixel class {stuff} | – | {metrics['test/pq_one_stuff']:.4f} |")
         table = "| steps | td | PQ |\n|---|---|---|\n" + "\n".join(rows)
         return {"metrics": metrics, "tables": {f"PQ on {n} test images by sampling steps and td": table}}
 
