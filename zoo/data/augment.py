@@ -1,4 +1,5 @@
-"""Batch augmentations done as tensor ops on the training step's device."""
+"""Augmentations shared by several DataModules: batch ones done as tensor ops on the training step's device, and
+SimCLR's colour distortion (also Pix2seq's captioning and Pix2Seq-D's)."""
 from __future__ import annotations
 
 import torch
@@ -29,3 +30,14 @@ def random_hflip(x: torch.Tensor, p: float = 0.5, generator: torch.Generator | N
         return x
     flip = torch.rand(x.shape[0], generator=generator, device="cpu").to(x.device) < p
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
+def color_distortion(strength: float):
+    """SimCLR's colour distortion of strength s as a torchvision transform on one image [C, H, W] in [0, 1]: with
+    probability 0.8 brightness, contrast and saturation jittered by 0.8·s and hue by 0.2·s in random order, then
+    grey with probability 0.2 (google-research/simclr `color_distortion`; pix2seq's `random_color_jitter`)."""
+    from torchvision.transforms import v2
+
+    s = float(strength)
+    return v2.Compose([v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
+                       v2.RandomGrayscale(p=0.2)])

@@ -45,6 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data._base import EpochSampler, data_folders, locate
+from zoo.data.augment import color_distortion
 
 PAD_VALUE = 0.3  # the official pad_image_to_max_size background
 HOW = ("Get COCO 2017 from https://cocodataset.org/#download (annotations_trainval2017.zip, train2017.zip, "
@@ -259,15 +260,9 @@ def _points(target: dict, fn) -> dict:
 
 
 def color_distort(image: torch.Tensor, strength: float) -> torch.Tensor:
-    """The official `random_color_jitter` (SimCLR v2's): with probability 0.8 brightness, contrast and saturation
-    jittered by 0.8 x strength and hue by 0.2 x strength in random order, then grey with probability 0.2, clipped to
-    [0, 1] (torchvision's transforms, drawing from torch's global generator)."""
-    from torchvision.transforms import v2
-
-    s = float(strength)
-    jitter = v2.Compose([v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
-                         v2.RandomGrayscale(p=0.2)])
-    return jitter(image).clamp(0, 1)
+    """The official `random_color_jitter` (SimCLR v2's colour distortion, `zoo.data.augment.color_distortion`),
+    clipped to [0, 1]; it draws from torch's global generator."""
+    return color_distortion(strength)(image).clamp(0, 1)
 
 
 def train_transform(image: torch.Tensor, target: dict[str, torch.Tensor], image_size: int, min_scale: float = 0.3,

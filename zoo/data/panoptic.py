@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from zoo.data.coco import PAD_VALUE, COCOSplits, _listed_images, color_distort, load_image
+from zoo.data.coco import (PAD_VALUE, COCOSplits, _listed_images, _random_offset, _resize, color_distort,
+                           load_image)
 
 HOW = ("Get COCO 2017 panoptic from https://cocodataset.org/#download (panoptic_annotations_trainval2017.zip, "
        "unpacking panoptic_<split>.zip inside it, and the train2017/val2017 images) so that DATA_DIR holds "
@@ -118,7 +119,8 @@ class COCOPanoptic(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         r = self.records[i]
         image = load_image(r["path"])
-        ids = rgb_to_id(np.asarray(Image.open(r["png"]).convert("RGB")))
+        with Image.open(r["png"]) as png:
+            ids = rgb_to_id(np.asarray(png.convert("RGB")))
         if ids.shape != tuple(image.shape[-2:]):
             raise ValueError(f"{r['png']} is {ids.shape[1]} x {ids.shape[0]} but its image {r['path']} is "
                              f"{image.shape[-1]} x {image.shape[-2]}")
@@ -128,11 +130,9 @@ class COCOPanoptic(Dataset):
         s = self.min_scale + (self.max_scale - self.min_scale) * float(torch.rand(())) if self.train else 1.0
         scale = min(self.image_size * s / h, self.image_size * s / w)
         size = (int(h * scale), int(w * scale)) if self.train else (round(h * scale), round(w * scale))
-        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
-        resized = _resize_map(label, size)
+        image, resized = _resize(image, size, antialias=True), _resize_map(label, size)
         if self.train:
-            u = float(torch.rand(()))
-            top, left = int(max(size[0] - self.image_size, 0) * u), int(max(size[1] - self.image_size, 0) * u)
+            top, left = _random_offset(image, self.image_size, None)
             image = image[:, top:top + self.image_size, left:left + self.image_size]
             resized = resized[:, top:top + self.image_size, left:left + self.image_size]
             if self.flip and float(torch.rand(())) > 0.5:

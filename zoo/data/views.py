@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data._base import EpochSampler
+from zoo.data.augment import color_distortion
 from zoo.data.cifar import CIFAR10DataModule
 from zoo.data.digits import DigitsDataModule
 from zoo.data.idx import IDXDataModule
@@ -76,9 +77,7 @@ class SimCLRViews:
         else:
             steps.append(v2.Resize((size, size), antialias=True))
         if color:
-            s = float(strength)
-            steps += [v2.RandomApply([v2.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
-                      v2.RandomGrayscale(p=0.2)]
+            steps.append(color_distortion(strength))
         if blur:
             kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # odd, about 10% of the side
             steps.append(v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))

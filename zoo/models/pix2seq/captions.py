@@ -100,15 +100,10 @@ def caption_training_sequences(ids: list[list[list[int]]], captions_per_image: i
 def tokens_to_pieces(tokens: torch.Tensor, shift: int, num_pieces: int) -> list[list[int]]:
     """Sampled tokens [B, N] -> piece ids per caption, cut at the first end or padding token; other tokens lose the
     shift and are clipped to the tokenizer's pieces (official postprocess)."""
-    out = []
-    for row in tokens.tolist():
-        pieces = []
-        for t in row:
-            if t == PAD_PIECE or t == EOS_PIECE + shift:
-                break
-            pieces.append(min(max(t - shift, 0), num_pieces - 1))
-        out.append(pieces)
-    return out
+    stop = (tokens == PAD_PIECE) | (tokens == EOS_PIECE + shift)
+    length = torch.where(stop.any(1), stop.int().argmax(1), tokens.shape[1])
+    pieces = (tokens - shift).clamp(0, num_pieces - 1)
+    return [row[:n] for row, n in zip(pieces.tolist(), length.tolist())]
 
 
 _WORD = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")

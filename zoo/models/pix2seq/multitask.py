@@ -243,11 +243,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             return self.loss(images, targets, train)
         if task == "captioning":
             inp, target, w = self.caption_sequences(targets, train)
-            memory = self.model.encode(images).repeat_interleave(inp.shape[1], 0)
-            logits = self.model.decode(inp.flatten(0, 1), memory)
-            return sequence_loss(logits, target.flatten(0, 1), w.flatten(0, 1))
-        inp, target, w, labels = self.instance_sequences(task, targets, train)
-        memory = self.model.encode(images).repeat_interleave(labels.shape[1], 0)
+        else:
+            inp, target, w, _ = self.instance_sequences(task, targets, train)
+        memory = self.model.encode(images).repeat_interleave(inp.shape[1], 0)  # one per sequence of the image
         logits = self.model.decode(inp.flatten(0, 1), memory)
         return sequence_loss(logits, target.flatten(0, 1), w.flatten(0, 1))
 
@@ -309,8 +307,8 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             preds, truth = [], []
             for t, p in zip(targets, self.segment(images, targets)):
                 h, w = t["orig_size"].tolist()
-                gt = [rasterise(polygons_from_points(p.flatten()), h, w)
-                      for p in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
+                gt = [rasterise(polygons_from_points(q.flatten()), h, w)
+                      for q in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
                 keep = ~t["iscrowd"]
                 truth.append({"masks": torch.stack(gt).reshape(-1, h, w)[keep], "labels": t["labels"][keep],
                               "iscrowd": t["iscrowd"][keep].long(), "area": t["area"][keep]})
