@@ -9,6 +9,11 @@ Both models start from the same weights (checked: equal outputs) and take Adam s
 scikit-learn's breast cancer data (30 features, encoded as the NAM paper does; --features < 30 keeps the first
 ones). Feature nets are sized by the official rule, min(basis, 2 x distinct values). Prints training steps/s of
 each and the ratio grouped / loop (target: at least 5x at 30 features).
+
+It also times what any implementation of the same step must do, and nothing else: the matrix products of the
+feature nets' layers forward and backward (each layer of all nets as one batched product, as the grouped model
+computes them), and the random numbers of the dropout masks. The loop's time over that floor is the most any
+layout of the same arithmetic can gain over the loop on this machine.
 """
 from __future__ import annotations
 
@@ -100,16 +105,39 @@ def main() -> None:
                 opt.step()
         return run
 
-    times = interleaved({"grouped": trainer(grouped), "loop": trainer(loop)}, a.repeats, sync=sync)
+    def floor():
+        """The step's matrix products (forward, input and weight gradients of every layer of every net, padded to
+        the widest net as the grouped model pads) and its dropout draws, on stand-in tensors."""
+        E, K, B = a.members, a.features, a.batch
+        widths = [max(units), *a.hidden]
+        ins = [torch.rand(E * K, i, B, device=a.device) for i in widths]
+        ws = [torch.rand(E * K, o, i, device=a.device) for i, o in zip(widths, [*a.hidden, 1])]
+        outs = [torch.rand(E * K, o, B, device=a.device) for o in [*a.hidden, 1]]
+        draws = [E * sum(units) * B] + [E * K * h * B for h in a.hidden]
+
+        def run():
+            for _ in batches:
+                for x, w, g in zip(ins, ws, outs):
+                    torch.bmm(w, x)                      # forward
+                    torch.bmm(w.transpose(1, 2), g)      # gradient of the input
+                    torch.bmm(g, x.transpose(1, 2))      # gradient of the weights
+                for n in draws:
+                    torch.rand(n, device=a.device)
+        return run
+
+    times = interleaved({"grouped": trainer(grouped), "loop": trainer(loop), "floor": floor()}, a.repeats, sync=sync)
     rate = {k: [a.steps / t for t in v] for k, v in times.items()}
     ratios = [gs / ls for gs, ls in zip(rate["grouped"], rate["loop"])]
     print(f"NAM training, {a.features} features (units {sum(units)} in all, max {max(units)}), hidden {a.hidden}, "
           f"{a.members} member(s), batch {a.batch}, {a.device}, {torch.get_num_threads()} threads")
-    for k in ("grouped", "loop"):
+    for k in ("grouped", "loop", "floor"):
         print(f"  {k:8s} {statistics.median(rate[k]):8.2f} steps/s  (repeats: "
               f"{', '.join(f'{r:.2f}' for r in rate[k])})")
     print(f"ratio grouped / per-feature loop: {statistics.median(ratios):.2f}x (min {min(ratios):.2f}, "
           f"max {max(ratios):.2f})")
+    ceiling = [f / lp for f, lp in zip(rate["floor"], rate["loop"])]
+    print(f"ceiling (the step's matrix products and dropout draws alone) / per-feature loop: "
+          f"{statistics.median(ceiling):.2f}x (min {min(ceiling):.2f}, max {max(ceiling):.2f})")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ def per_feature_loop(nam: NAM, x: torch.Tensor) -> torch.Tensor:
             for i, (layer, bias) in enumerate(zip(nam.layers, nam.biases)):
                 w = layer[e, sl] if i == 0 else layer[e, k]
                 h = torch.relu(h @ w + bias[e, k])
-            out[:, e, k] = h @ nam.out[e, k]
+            out[:, e, k] = h @ (nam.out[e, k] if len(nam.layers) else nam.out[e, sl])
     return out
 
 
@@ -91,6 +91,34 @@ def test_grouped_feature_nets_equal_one_network_per_feature():
     # members are independent: the gradient of member 0's logit reaches no parameter of member 1
     nam(x)[:, 0].sum().backward()
     assert all(p.grad[1].abs().sum() == 0 for p in nam.parameters())
+    # the hand-written backward of the ExU layer (and of ReLU + dropout) gives autograd's gradients of the loop
+    for hidden in ([6, 4], []):
+        nam = NAM(4, [3, 5, 1, 2], hidden=hidden, members=2, seed=3).eval()
+        ours = torch.autograd.grad(nam.feature_outputs(x).square().sum(), list(nam.parameters()), allow_unused=True)
+        ref = torch.autograd.grad(per_feature_loop(nam, x).square().sum(), list(nam.parameters()), allow_unused=True)
+        for a, b in zip(ours, ref):
+            assert (a is None and b is None) or torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_fused_layers_match_finite_differences_with_dropout():
+    """_ExU and _ReLUDropout (one autograd node each, keeping only their outputs and masks) against finite
+    differences in float64, with a dropout mask and its scale, inputs included."""
+    from zoo.models.nam.model import _ExU, _ReLUDropout
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(5, 6, generator=g, dtype=torch.float64) * 3 - 1).requires_grad_()   # [U, B]
+    w = (torch.rand(2, 5, generator=g, dtype=torch.float64) * 0.4 - 0.2).requires_grad_()  # [E, U]
+    c = (torch.rand(2, 5, generator=g, dtype=torch.float64) - 0.5).requires_grad_()
+    keep = (torch.rand(2, 5, 6, generator=g) < 0.7).double()
+    assert torch.autograd.gradcheck(lambda x, w, c: _ExU.apply(x, w, c, 1.0, keep, 1 / 0.7), (x, w, c))
+    assert torch.autograd.gradcheck(lambda x, w, c: _ExU.apply(x, w, c, 1.0, None, 1.0), (x, w, c))
+    h = _ExU.apply(x, w, c, 1.0, keep, 1 / 0.7)
+    expected = (w.exp()[..., None] * (x - c[..., None])).clamp(0, 1) * keep / 0.7
+    assert torch.allclose(h, expected)
+    z = torch.randn(2, 3, 4, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    keep = (torch.rand(2, 3, 4, 6, generator=g) < 0.5).double()
+    assert torch.autograd.gradcheck(lambda z: _ReLUDropout.apply(z, keep, 2.0), (z,))
+    assert torch.equal(_ReLUDropout.apply(z, keep, 2.0), torch.relu(z) * keep * 2.0)
 
 
 def test_shapes_initialisation_and_dropouts():

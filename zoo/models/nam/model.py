@@ -13,11 +13,14 @@ as the official code computes them for each network:
 Everything is batched: an ensemble of E NAMs with K feature nets each is E·K small networks computed together,
 never by a Python loop over features or members. Feature nets may differ in width (as in the official code): the
 first-layer parameters of all K nets lie side by side in one packed axis of U = Σ_k units[k], where each unit reads
-its own feature, x[:, feature_of], so the elementwise first layer costs U per example. A layer that maps each net's
-units to its own outputs scatters the packed units into a zero-padded [K, max width] grid (the padding is zeros in
-the activations, so it adds nothing and gets no gradient) and applies every net's weight in one batched matmul;
-the later layers are [E, K, in, out] tensors applied by one einsum. Members are independent; the ensemble's
-prediction averages their logits (still an additive model).
+its own feature (row feature_of[u] of xᵀ), so the elementwise first layer costs U per example. Activations are laid
+out batch last ([E, U, B], then [E, K, units, B]), so that a layer of all E·K nets is one batched matmul of the
+weights' transpose with the activations, without copies to reorder them; a layer that maps each net's units to its
+own outputs first scatters the packed units into a zero-padded [K, max width] grid (the padding is zeros in the
+activations, so it adds nothing and gets no gradient). The ExU layer with its clamp and dropout, and each ReLU with
+its dropout, is one autograd node with a hand-written backward that keeps only its output and a mask: on the CPU
+these layers are bound by passes over memory, and autograd's chain of elementwise nodes makes about twice as many.
+Members are independent; the ensemble's prediction averages their logits (still an additive model).
 """
 from __future__ import annotations
 
@@ -74,6 +77,7 @@ class NAM(nn.Module):
         start = torch.cumsum(self.units, 0) - self.units
         slot = feature_of * max(units) + torch.arange(U) - start[feature_of]  # each unit's place in the [K, W] grid
         self.register_buffer("slot", slot, persistent=False)
+        self._width, self._even = max(units), min(units) == max(units)
         self.weight = nn.Parameter(torch.empty(E, U))   # w of the first layer
         self.center = nn.Parameter(torch.empty(E, U))   # c of the first layer
         self.layers = nn.ParameterList()  # [E, U, h0] (packed rows), then [E, K, a, b]
@@ -114,7 +118,7 @@ class NAM(nn.Module):
     def _grid(self, t: torch.Tensor, dim: int) -> torch.Tensor:
         """Packed units along `dim` of t scattered into a zero-padded [K, max width] grid there (a reshape when
         every net has the same width: nothing to pad)."""
-        K, W = len(self.units), int(self.units.max())
+        K, W = len(self.units), self._width
         if K * W == t.shape[dim]:
             return t.unflatten(dim, (K, W))
         shape = list(t.shape)
@@ -122,27 +126,48 @@ class NAM(nn.Module):
         grid = t.new_zeros(shape).index_copy(dim, self.slot, t)
         return grid.unflatten(dim, (K, W))
 
+    def _keep(self, dropout: Dropout, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor | None:
+        """The kept units (1.0, else 0.0: a float mask multiplies faster than a boolean one selects) of one dropout
+        layer, batch last, for activations of `shape` (batch last too). The random
+        numbers are drawn in the order of the layout the model computed in before (first layer [B, E, U], later
+        layers [E, K, B, units]), so a seed gives the masks it gave then and trained results stay the same."""
+        if not self.training or dropout.p == 0:
+            return None
+        first = len(shape) == 3
+        order = (shape[-1], *shape[:-1]) if first else (*shape[:-2], shape[-1], shape[-2])
+        keep = torch.rand(order, dtype=like.dtype, device=like.device).lt_(1.0 - dropout.p)  # 1.0 kept, 0.0 dropped
+        return keep.movedim(0, -1) if first else keep.transpose(-1, -2)
+
     def hidden_first(self, x: torch.Tensor) -> torch.Tensor:
-        """First-layer activations [B, E, U] of inputs x [B, K]."""
-        z = x[:, None, self.feature_of] - self.center
-        if self.activation == "exu":
-            return (self.weight.exp() * z).clamp(0.0, self.relu_n)
-        return torch.relu(self.weight * z)
+        """First-layer activations [B, E, U] of inputs x [B, K] (without dropout)."""
+        return _first_layer(self._unit_inputs(x), self.weight, self.center, self.activation, self.relu_n, None,
+                            1.0).movedim(-1, 0)
+
+    def _unit_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Each unit's input, batch last: [U, B] (rows of xᵀ)."""
+        return x.t().contiguous().index_select(0, self.feature_of)
 
     def feature_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """f_k(x_k) of every member and feature: [B, E, K] (dropout inside the nets when training)."""
+        """f_k(x_k) of every member and feature: [B, E, K] (dropout inside the nets when training). Deep nets return
+        a view of [E, K, B] memory, shallow ones [B, E, K] memory: feature dropout's `rand_like` draws in memory
+        order, so each keeps the order its masks had before the layers computed batch last."""
         B, E, K = x.shape[0], self.members, len(self.units)
-        h = self.dropout(self.hidden_first(x))
+        U = self.weight.shape[1]
+        keep = self._keep(self.dropout, (E, U, B), x)
+        scale = 1.0 / (1.0 - self.dropout.p) if keep is not None else 1.0
+        h = _first_layer(self._unit_inputs(x), self.weight, self.center, self.activation, self.relu_n, keep, scale)
         if not len(self.layers):
-            hv = h * self.out  # shallow: f_k sums its own units' h · v
-            return hv.new_zeros(B, E, K).index_add(2, self.feature_of, hv)
+            hv = h * self.out[..., None]  # shallow: f_k sums its own units' h · v
+            f = (hv.unflatten(1, (K, self._width)).sum(2) if self._even else
+                 hv.new_zeros(E, K, B).index_add(1, self.feature_of, hv))
+            return f.movedim(-1, 0).contiguous()
         for i, (layer, bias) in enumerate(zip(self.layers, self.biases)):
             if i == 0:
-                z = torch.einsum("bekw,ekwo->beko", self._grid(h, 2), self._grid(layer, 1))
-            else:
-                z = torch.einsum("beki,ekio->beko", h, layer)
-            h = self.dropout(torch.relu(z + bias))
-        return torch.einsum("beki,eki->bek", h, self.out)
+                h, layer = self._grid(h, 1), self._grid(layer, 1)
+            z = torch.matmul(layer.transpose(-1, -2), h).add_(bias[..., None])
+            keep = self._keep(self.dropout, z.shape, z)
+            h = torch.relu(z) if keep is None else _ReLUDropout.apply(z, keep, scale)
+        return torch.matmul(self.out[:, :, None, :], h)[:, :, 0].movedim(-1, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (or regression outputs) of every member [B, E]: β + Σ_k f_k(x_k), with feature dropout."""
@@ -160,3 +185,56 @@ class NAM(nn.Module):
         """(1/K) Σ_θ ‖θ‖²/2 over each member's parameters [E]."""
         E, K = self.members, len(self.units)
         return sum(p.pow(2).reshape(E, -1).sum(1) for p in self.parameters()) / (2 * K)
+
+
+def _first_layer(x: torch.Tensor, weight: torch.Tensor, center: torch.Tensor, activation: Activation, relu_n: float,
+                 keep: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """The first layer of every feature net with its dropout, batch last: unit inputs [U, B] -> [E, U, B]."""
+    if activation == "exu":
+        return _ExU.apply(x, weight, center, relu_n, keep, scale)
+    h = torch.relu(weight[..., None] * (x - center[..., None]))
+    return h if keep is None else h * keep * scale
+
+
+class _ExU(torch.autograd.Function):
+    """h = keep · ReLU-n(s · exp(w) · (x − c)) with the dropout scale s folded in (clamped at s·n), as one autograd
+    node that keeps h and the mask of units that pass a gradient (kept and 0 < h < s·n): with
+    a = exp(w)(x − c), ∂a/∂w = a and ∂a/∂c = −exp(w), so ∂L/∂w = Σ_b g·h and ∂L/∂c = −s·exp(w)·Σ_b g over those units.
+    Autograd's chain of sub, mul, clamp and dropout makes about twice as many passes over the [E, U, B] activations;
+    the clamp's gradient at exactly 0 or n (measure zero) is taken as 0."""
+
+    @staticmethod
+    def forward(ctx, x, weight, center, n, keep, scale):
+        e = weight.exp()[..., None]
+        es = e * scale
+        h = torch.addcmul(-(es * center[..., None]), es, x).clamp_(0.0, n * scale)  # [E, U, B]
+        if keep is not None:
+            h.mul_(keep)
+        passes = (h > 0).logical_and_(h < n * scale).to(h.dtype)
+        ctx.save_for_backward(h, e, passes)
+        ctx.scale = scale
+        return h
+
+    @staticmethod
+    def backward(ctx, g):
+        h, e, passes = ctx.saved_tensors
+        g = g * passes
+        grad_x = (g * e).sum(0).mul_(ctx.scale) if ctx.needs_input_grad[0] else None
+        grad_w = torch.linalg.vecdot(g, h) if ctx.needs_input_grad[1] else None
+        grad_c = g.sum(-1).mul_(-ctx.scale) * e[..., 0] if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_c, None, None, None
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """keep · s · ReLU(z) with one saved mask (s where kept and z > 0, else 0)."""
+
+    @staticmethod
+    def forward(ctx, z, keep, scale):
+        passes = (z > 0).to(z.dtype).mul_(keep).mul_(scale)  # s where kept and z > 0, else 0
+        ctx.save_for_backward(passes)
+        return z * passes
+
+    @staticmethod
+    def backward(ctx, g):
+        (passes,) = ctx.saved_tensors
+        return g * passes, None, None
