@@ -182,3 +182,42 @@ def test_release_round_trip_and_figure(scenes, tmp_path):
     (tmp_path / "fig").mkdir()
     figures = model.release_figures(tmp_path / "fig", scenes, images=3)
     assert list(figures) == ["panoptic.png"] and figures["panoptic.png"].stat().st_size > 1000
+
+
+def test_encoder_starts_from_a_pix2seq_release(tmp_path):
+    """encoder_from copies a Pix2seq detector's image encoder (stride-16 ResNet, projection, transformer) into the
+    network and its EMA when fitting starts; the release of the Pix2Seq-D model does not need the source; a Pix2seq
+    with another encoder, or a model of another kind, is refused with what differs."""
+    import zoo
+    from zoo.models.pix2seq import Pix2SeqDetector
+
+    sizes = {k: TINY[k] for k in ("backbone", "num_encoder_layers", "dim_att", "dim_mlp", "num_heads", "image_size")}
+    torch.manual_seed(1)
+    detector = Pix2SeqDetector(**sizes, feature_stage=3, num_decoder_layers=1, dim_att_dec=16, dim_mlp_dec=32,
+                               num_heads_dec=2, vocab_size=300, max_seq_len=20, max_instances=3,
+                               max_instances_test=3, quantization_bins=100,
+                               coord_vocab_shift=150)
+    source = zoo.save_pretrained(detector, tmp_path / "detector")
+    torch.manual_seed(0)
+    model = Pix2SeqPanoptic(**TINY, encoder_from=str(source))
+    before = {k: v.clone() for k, v in model.model.state_dict().items()}
+    model.setup("fit")
+    theirs = detector.model.state_dict()
+    for net in (model.model, model.ema):
+        for k, v in net.encoder.state_dict().items():
+            assert torch.equal(v, theirs[k]), k
+    assert all(torch.equal(v, before[k]) for k, v in model.model.state_dict().items() if not k.startswith("encoder."))
+    assert "encoder_from" not in model.hparams
+    back = zoo.load(str(zoo.save_pretrained(model, tmp_path / "d")))
+    assert torch.equal(back.model.encoder.stem_projection.weight, theirs["stem_projection.weight"])
+
+    with pytest.raises(ValueError, match="dim_att: 32 there, 16 here"):
+        Pix2SeqPanoptic(**{**TINY, "dim_att": 16}, encoder_from=str(source)).setup("fit")
+    stride32 = zoo.save_pretrained(Pix2SeqDetector(**sizes, num_decoder_layers=1, dim_att_dec=16, dim_mlp_dec=32,
+                                                   num_heads_dec=2, vocab_size=300, max_seq_len=20, max_instances=3,
+                                                   max_instances_test=3,
+                                                   quantization_bins=100, coord_vocab_shift=150), tmp_path / "s32")
+    with pytest.raises(ValueError, match="feature_stage: 4 there, 3 here"):
+        Pix2SeqPanoptic(**TINY, encoder_from=str(stride32)).setup("fit")
+    with pytest.raises(ValueError, match="must be a Pix2seq release"):
+        Pix2SeqPanoptic(**TINY, encoder_from=str(tmp_path / "d")).setup("fit")

@@ -10,6 +10,7 @@ allowed; zoo.metrics.PanopticQuality, which counts as the reference panopticapi 
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ class Pix2SeqPanoptic(ZooModule):
             decay to end_lr_factor x lr (official: 1e-4, 0.05, 0.9, 0.999, 1e-8, 5 epochs, 0.1; clip the gradient
             norm at 1.0 with the Trainer's gradient_clip_val).
         ema_decay: the moving average's decay (0.999).
+        encoder_from: a Pix2seq release (catalogue name or folder; detection "pix2seq" or multi-task "pix2seq-v2")
+            whose image encoder (ResNet to stride 16, projection, transformer encoder) starts this model's encoder,
+            as the paper starts from a Pix2seq Objects365 checkpoint. Loaded when fitting starts (every tensor
+            mapped, every shape checked), so a release of this model loads without it.
         evaluate_pq: sample masks in validation and testing and score them (off: the loss only).
         seed: the noise of the evaluation loss and of sampling.
     """
@@ -53,13 +58,15 @@ class Pix2SeqPanoptic(ZooModule):
                  ablation_steps: list[int] = [], ablation_tds: list[float] = [], ablation_images: int = 200,
                  lr: float = 1e-4, weight_decay: float = 0.05, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, warmup_epochs: float = 5.0, end_lr_factor: float = 0.1, ema_decay: float = 0.999,
-                 evaluate_pq: bool = True, seed: int = 0, weights: str | None = None):
+                 evaluate_pq: bool = True, seed: int = 0, encoder_from: str | None = None,
+                 weights: str | None = None):
         super().__init__()
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
         if sample_steps < 1 or td < 0:
             raise ValueError(f"sample_steps must be >= 1 and td >= 0, got {sample_steps} and {td}")
-        self.save_hyperparameters(ignore=["weights"])
+        self.save_hyperparameters(ignore=["weights", "encoder_from"])  # a release loads without its start
+        self._encoder_from = encoder_from   # read when fitting starts (start_encoder)
         self.model = Pix2SeqD(backbone, num_encoder_layers, dim_att, dim_mlp, num_heads, drop_path, drop_units,
                               image_size, mask_size, fuse_dim, dim, channel_mult, num_res_blocks, dropout,
                               transformer_layers, transformer_heads, transformer_mlp, b_scale, max_instances,
@@ -105,7 +112,37 @@ class Pix2SeqPanoptic(ZooModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ---------------------------------------------------------------- inference
+    def start_encoder(self) -> None:
+        """Load `encoder_from` into the image encoder of the network and of its EMA (once; called when fitting
+        starts, before a resumed run restores its checkpoint)."""
+        from zoo._hub import load_state_strict, resolve
+        from zoo._registry import model_class
+
+        source, self._encoder_from = self._encoder_from, None
+        if not source:
+            return
+        src = resolve(source)
+        if src.model not in ("pix2seq", "pix2seq-v2"):
+            raise ValueError(f"encoder_from={source!r} is a {src.model!r} model; it must be a Pix2seq release "
+                             "(detection 'pix2seq' or multi-task 'pix2seq-v2') whose encoder matches this one")
+        args = {**{k: v.default for k, v in inspect.signature(model_class(src.model)).parameters.items()},
+                **src.init_args}
+        hp = self.hparams
+        wanted = {"backbone": hp.backbone, "feature_stage": 3, "num_encoder_layers": hp.num_encoder_layers,
+                  "dim_att": hp.dim_att, "dim_mlp": hp.dim_mlp, "num_heads": hp.num_heads}
+        differ = [f"{k}: {args.get(k)!r} there, {v!r} here" for k, v in wanted.items() if args.get(k) != v]
+        if differ:
+            raise ValueError(f"encoder_from={source!r} has another image encoder ({'; '.join(differ)}): Pix2Seq-D "
+                             "encodes the stride-16 map (a Pix2seq trained with feature_stage=3, the official "
+                             "'resnet-c'), so pick such a release or set this model's encoder sizes to match")
+        keep = ("backbone.", "stem_projection.", "stem_ln.", "encoder.", "encoder_ln.")
+        load_state_strict(self.model.encoder, {k[len("model."):]: v for k, v in src.state.items()
+                                               if k.startswith("model.") and k[len("model."):].startswith(keep)})
+        self.ema.encoder.load_state_dict(self.model.encoder.state_dict())
+
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            self.start_encoder()
         hp = self.hparams
         if hp.things is None and hp.stuffs is None and self._trainer is not None:
             categories = getattr(getattr(self.trainer, "datamodule", None), "categories", None)
