@@ -350,9 +350,10 @@ SCENES = ("--data.init_args.source_dir={idx_dir}", "--data.init_args.val_pool=40
           "--data.init_args.max_size=32", "--data.init_args.image_size=64", "--data.init_args.batch_size=4",
           "--model.init_args.image_size=64", "--model.init_args.backbone=test_resnet")
 # Pix2Seq-D on tiny panoptic scenes (the model's own sizes, 64 px images), its encoder from scratch (the recipe's
-# start, a Pix2seq release, is tested in test_pix2seq_d.py)
+# start, a Pix2seq release, is tested in test_pix2seq_d.py) and its things and stuff read from the data's categories
 PANOPTIC_SCENES = (*SCENES, "--data.init_args.mask_size=32", "--model.init_args.mask_size=32",
-                   "--model.init_args.sample_steps=2", "--model.init_args.encoder_from=null")
+                   "--model.init_args.sample_steps=2", "--model.init_args.encoder_from=null",
+                   "--model.init_args.things=null", "--model.init_args.stuffs=null")
 # a language model on the tiny Moby Dick of tests/text_fixture.py, at toy widths
 TEXT_DATA = ("--data.init_args.dataset=moby-dick", "--data.init_args.data_dir={text_dir}",
              "--data.init_args.max_size=null", "--data.init_args.lowercase=false", "--data.init_args.batch_size=2",
