@@ -77,7 +77,7 @@ class NAM(nn.Module):
         start = torch.cumsum(self.units, 0) - self.units
         slot = feature_of * max(units) + torch.arange(U) - start[feature_of]  # each unit's place in the [K, W] grid
         self.register_buffer("slot", slot, persistent=False)
-        self._width, self._even = max(units), min(units) == max(units)
+        self._width = max(units)
         self.weight = nn.Parameter(torch.empty(E, U))   # w of the first layer
         self.center = nn.Parameter(torch.empty(E, U))   # c of the first layer
         self.layers = nn.ParameterList()  # [E, U, h0] (packed rows), then [E, K, a, b]
@@ -138,11 +138,6 @@ class NAM(nn.Module):
         keep = torch.rand(order, dtype=like.dtype, device=like.device).lt_(1.0 - dropout.p)  # 1.0 kept, 0.0 dropped
         return keep.movedim(0, -1) if first else keep.transpose(-1, -2)
 
-    def hidden_first(self, x: torch.Tensor) -> torch.Tensor:
-        """First-layer activations [B, E, U] of inputs x [B, K] (without dropout)."""
-        return _first_layer(self._unit_inputs(x), self.weight, self.center, self.activation, self.relu_n, None,
-                            1.0).movedim(-1, 0)
-
     def _unit_inputs(self, x: torch.Tensor) -> torch.Tensor:
         """Each unit's input, batch last: [U, B] (rows of xᵀ)."""
         return x.t().contiguous().index_select(0, self.feature_of)
@@ -158,9 +153,7 @@ class NAM(nn.Module):
         h = _first_layer(self._unit_inputs(x), self.weight, self.center, self.activation, self.relu_n, keep, scale)
         if not len(self.layers):
             hv = h * self.out[..., None]  # shallow: f_k sums its own units' h · v
-            f = (hv.unflatten(1, (K, self._width)).sum(2) if self._even else
-                 hv.new_zeros(E, K, B).index_add(1, self.feature_of, hv))
-            return f.movedim(-1, 0).contiguous()
+            return hv.new_zeros(E, K, B).index_add(1, self.feature_of, hv).movedim(-1, 0).contiguous()
         for i, (layer, bias) in enumerate(zip(self.layers, self.biases)):
             if i == 0:
                 h, layer = self._grid(h, 1), self._grid(layer, 1)
