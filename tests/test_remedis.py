@@ -208,3 +208,65 @@ def test_a_label_fraction_smaller_than_a_batch_trains_as_one_batch():
     dm = TwoViewDigitsDataModule(batch_size=32, label_fraction=1.0)
     dm.setup("fit")
     assert len(dm.train_dataloader()) == 1257 // 32
+
+
+def test_multilabel_stages_use_a_sigmoid_per_class_and_score_the_mean_auc(monkeypatch):
+    """CheXpert's targets: the loss is the mean binary cross-entropy over classes (by hand), rows with a -1 (unlabelled)
+    skipped; evaluation logs the macro ROC AUC (brute force over positive/negative pairs) and predictions are
+    probabilities; single-label-only options are refused."""
+    torch.manual_seed(0)
+    m = REMEDIS("finetune", **dict(SMALL, num_classes=4), multilabel=True)
+    scores, y = torch.randn(6, 4), torch.tensor([[1, 0, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0],
+                                                  [0, 0, 1, 1], [-1, -1, -1, -1]])
+    p = torch.sigmoid(scores[:5])
+    by_hand = -(y[:5] * p.log() + (1 - y[:5]) * (1 - p).log()).mean()
+    torch.testing.assert_close(m.supervised_loss(scores, y), by_hand)
+    logged = {}
+    monkeypatch.setattr(m, "log", lambda k, v, **kw: logged.__setitem__(k, v))
+    monkeypatch.setattr(m, "forward", lambda x: scores[:5])
+    m.evaluate((torch.zeros(5, 1, 28, 28), y[:5]), "val")
+
+    def auc(s, t):  # the probability that a positive outscores a negative, ties counting a half
+        pos, neg = s[t == 1], s[t == 0]
+        return ((pos[:, None] > neg[None]).float() + 0.5 * (pos[:, None] == neg[None]).float()).mean()
+
+    want = torch.stack([auc(scores[:5, c], y[:5, c]) for c in range(4)]).mean()
+    torch.testing.assert_close(logged["val/auc"].compute(), want)
+    probs = m.predict_step((torch.zeros(5, 1, 28, 28),), 0)
+    torch.testing.assert_close(probs, torch.sigmoid(scores[:5]))
+    with pytest.raises(ValueError, match="single-label"):
+        REMEDIS("finetune", **SMALL, multilabel=True, ood_data={"class_path": "zoo.data.DigitsDataModule"})
+
+
+def test_linear_evaluation_trains_the_classifier_on_a_frozen_encoder(monkeypatch):
+    torch.manual_seed(0)
+    m = REMEDIS("finetune", **SMALL, linear_eval=True).train()
+    monkeypatch.setattr(m, "log", lambda *a, **k: None)
+    f_before = {k: v.clone() for k, v in m.net.f.state_dict().items()}
+    assert not any(q.requires_grad for q in m.net.f.parameters())
+    opt = torch.optim.SGD([q for q in m.parameters() if q.requires_grad], lr=0.5)
+    x, y = torch.rand(12, 1, 28, 28), torch.arange(12) % 3
+    for _ in range(3):
+        opt.zero_grad()
+        loss = m.training_step((x, y), 0)
+        loss.backward()
+        opt.step()
+    assert all(torch.equal(v, m.net.f.state_dict()[k]) for k, v in f_before.items())
+    assert m.net.classifier.weight.abs().sum() > 0  # the zero-initialised head moved
+    with torch.no_grad():
+        h = m.net.features(x)
+    torch.testing.assert_close(m(x), m.net.classifier(h))
+    with pytest.raises(ValueError, match="'finetune' stage option"):
+        REMEDIS("contrastive", **SMALL, linear_eval=True)
+
+
+def test_multilabel_label_fractions_are_seeded_random_shares_with_every_class_positive():
+    from zoo.data.views import labelled_subset
+
+    labels = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0], [1, 0], [0, 1], [0, 0], [1, 0], [0, 1], [1, 1]])
+    keep = labelled_subset(labels, 0.5, seed=3)
+    assert len(keep) == 5 and keep.tolist() == sorted(set(keep.tolist()))
+    assert torch.equal(keep, labelled_subset(labels, 0.5, seed=3))
+    assert not torch.equal(keep, labelled_subset(labels, 0.5, seed=4)) or len(keep) == len(labels)
+    with pytest.raises(ValueError, match=r"class\(es\) \[1\] without a positive"):
+        labelled_subset(torch.tensor([[1, 0], [1, 0], [1, 1], [1, 0]]), 0.5, seed=0)

@@ -1,6 +1,6 @@
 """DataModules for real dataset formats shared by several papers."""
 from zoo.data.celeba import CelebADataModule, read_partition
-from zoo.data.chexpert import CheXpertDataModule
+from zoo.data.chexpert import CheXpertDataModule, TwoViewCheXpertDataModule
 from zoo.data.cifar import CIFAR10DataModule, read_cifar_bin
 from zoo.data.coco import COCODetectionDataModule, read_coco
 from zoo.data.digits import DigitsDataModule
@@ -28,6 +28,7 @@ __all__ = ["CelebADataModule", "read_partition", "CIFAR10DataModule", "read_cifa
            "TreebankDataModule",
            "SpeechDataModule", "SVHNDataModule", "read_svhn_mat", "TabularDataModule", "TextDataModule", "Vocabulary",
            "TreeCrownDataModule", "PCamDataModule", "TwoViewPCamDataModule", "CheXpertDataModule",
+           "TwoViewCheXpertDataModule",
            "SilhouetteDataModule", "SolidMeshDataModule", "read_solid", "ShapeNetOccupancyDataModule",
            "read_r2n2_views", "ImagePointCloudDataModule", "MeshPointCloudDataModule", "ShapeNetCoreDataModule",
            "ShapeNetPointCloudDataModule", "YaleBDataModule", "YaleBSubjectsDataModule", "read_yaleb",

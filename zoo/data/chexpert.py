@@ -18,6 +18,7 @@ import torch
 
 from zoo.data._base import InMemoryData, data_folders, locate
 from zoo.data.imagefolder import ImageFiles
+from zoo.data.views import _TwoViewData
 
 OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
                 "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
@@ -125,3 +126,29 @@ class CheXpertDataModule(InMemoryData):
         self.train_set = train.subset(torch.nonzero(~in_val).flatten())
         self.val_set = train.subset(torch.nonzero(in_val).flatten())
         self.test_set = self._split(release, "valid", resize)[0]
+
+
+class TwoViewCheXpertDataModule(_TwoViewData, CheXpertDataModule):
+    """CheXpert for contrastive pre-training and fine-tuning (`zoo.data.views`): training batches are two SimCLR
+    views of each radiograph (REMEDIS' in-domain self-supervised stage, with its radiology views: histogram
+    equalisation and elastic deformation); validation and test stay plain, with their multi-label targets.
+
+    Args:
+        size: the side the images are resized to, and of the views cropped from them (REMEDIS: 448 for chest
+            X-rays).
+        strength, crop, color, blur, label_fraction: as `zoo.data.views.TwoViewIDXDataModule`; label_fraction keeps
+            a seeded random share of the training images (`labelled_subset` on multi-label targets).
+        flip, equalize, elastic, rotation: `SimCLRViews`' REMEDIS options.
+        the rest: `CheXpertDataModule`.
+    """
+
+    def __init__(self, data_dir: str | None = None, tasks: list[str] = list(COMPETITION),
+                 uncertain: Literal["ones", "zeros"] = "ones", frontal_only: bool = True, size: int = 448,
+                 val_fraction: float = 0.05, batch_size: int = 64, seed: int = 0, num_workers: int = 8,
+                 strength: float = 0.5, crop: bool = True, color: bool = True, blur: bool = False,
+                 label_fraction: float = 1.0, flip: bool = True, equalize: float = 0.5, elastic: float = 0.0,
+                 rotation: float = 0.0):
+        super().__init__(data_dir=data_dir, tasks=tasks, uncertain=uncertain, frontal_only=frontal_only, size=size,
+                         val_fraction=val_fraction, batch_size=batch_size, seed=seed, num_workers=num_workers)
+        self._set_views(size, strength, crop, color, blur, label_fraction, flip=flip, equalize=equalize,
+                        elastic=elastic, rotation=rotation)

@@ -135,11 +135,15 @@ class TwoViewPCamDataModule(_TwoViewData, PCamDataModule):
     Args:
         size, strength, crop, color, blur, label_fraction: as `TwoViewIDXDataModule` (label_fraction keeps a
             class-balanced share of the labelled training patches, for the data-efficiency experiments).
+        flip, equalize, elastic, rotation: REMEDIS' extra views (`zoo.data.views.SimCLRViews`; a section of
+            tissue has no up or left, so flips and rotations keep its label).
         the rest: `PCamDataModule`.
     """
 
     def __init__(self, data_dir: str | None = None, batch_size: int = 256, seed: int = 0, num_workers: int = 0,
                  size: int = SIZE, strength: float = 1.0, crop: bool = True, color: bool = True, blur: bool = True,
-                 label_fraction: float = 1.0):
+                 label_fraction: float = 1.0, flip: bool = True, equalize: float = 0.0, elastic: float = 0.0,
+                 rotation: float = 0.0):
         super().__init__(data_dir=data_dir, batch_size=batch_size, seed=seed, num_workers=num_workers)
-        self._set_views(size, strength, crop, color, blur, label_fraction)
+        self._set_views(size, strength, crop, color, blur, label_fraction, flip=flip, equalize=equalize,
+                        elastic=elastic, rotation=rotation)

@@ -93,10 +93,19 @@ class SimCLRViews:
 
 def labelled_subset(labels: torch.Tensor, fraction: float, seed: int, classes: int | None = None) -> torch.Tensor:
     """Sorted indices of round(fraction · n_c) examples of every class c, drawn with a fixed seed (class-balanced,
-    like the official 1% and 10% ImageNet subsets, about 13 and 128 images per class). A fraction that leaves a
-    class with no example is refused."""
+    like the official 1% and 10% ImageNet subsets, about 13 and 128 images per class). Multi-label targets [N, C]
+    (0/1 per class) keep a seeded random round(fraction · N) of the examples. A fraction that leaves a class with no
+    (positive) example is refused."""
     if not 0 < fraction <= 1:
         raise ValueError(f"label_fraction={fraction}: need 0 < fraction <= 1")
+    if labels.ndim == 2:  # 0/1 targets per class: no class balance is defined, so a seeded random share
+        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+        keep = order[: max(1, round(fraction * len(labels)))].sort().values
+        if (labels[keep].sum(0) == 0).any():
+            empty = (labels[keep].sum(0) == 0).nonzero().flatten().tolist()
+            raise ValueError(f"label_fraction={fraction} leaves class(es) {empty} without a positive example in "
+                             f"the {len(keep)} images kept: use a larger fraction")
+        return keep
     labels = labels.long()
     counts = torch.bincount(labels, minlength=classes or 0)
     keep = (counts.double() * fraction).round().long()

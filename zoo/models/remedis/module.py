@@ -41,6 +41,11 @@ class REMEDIS(ZooClassifier):
             then cosine decay per step; LARS with the official exclusions for the contrastive stage).
         pretrained: a REMEDIS release (catalogue name, folder or hf-hub:) whose f is copied when training sets up;
             the stage's own heads keep their initialisation. Not saved: a release holds its trained weights.
+        multilabel: the targets are one 0/1 per class (CheXpert's observations) instead of one class: a sigmoid
+            cross-entropy per class, scored by the mean of the per-class ROC AUCs (val/auc, test/auc), as CheXpert
+            results are reported.
+        linear_eval: fine-tuning only: keep f frozen and train the linear classifier alone (SimCLR's linear
+            evaluation protocol, which measures what the contrastive stage learned without changing it).
         ood_data: a DataModule of the same task from a shifted source, as plain data ({"class_path": ...,
             "init_args": {...}}); `analyse` (run by `zoo reproduce`) scores the trained network on its test split
             unchanged, the paper's zero-shot out-of-distribution evaluation, as test/ood_acc.
@@ -54,8 +59,9 @@ class REMEDIS(ZooClassifier):
                  out_features: int = 128, temperature: float = 0.1,
                  optimizer: Literal["lars", "sgd", "adam"] = "sgd", lr: float = 0.003,
                  lr_scaling: Literal["linear", "sqrt", "none"] = "none", momentum: float = 0.9,
-                 weight_decay: float = 0.0, warmup_epochs: float = 0.0, ood_data: dict | None = None,
-                 pretrained: str | None = None, weights: str | None = None):
+                 weight_decay: float = 0.0, warmup_epochs: float = 0.0, multilabel: bool = False,
+                 linear_eval: bool = False, ood_data: dict | None = None, pretrained: str | None = None,
+                 weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["pretrained", "weights"])
         if stage not in ("supervised", "contrastive", "finetune"):
@@ -69,15 +75,45 @@ class REMEDIS(ZooClassifier):
         if ood_data is not None and "." not in str(ood_data.get("class_path", "")):
             raise ValueError(f"ood_data={ood_data!r}: give {{'class_path': 'zoo.data.SomeDataModule', 'init_args': "
                              "{...}}")
+        if linear_eval and stage != "finetune":
+            raise ValueError(f"linear_eval=True freezes f while the classifier learns: a 'finetune' stage option, "
+                             f"not one of stage={stage!r}")
+        if multilabel and ood_data is not None:
+            raise ValueError("ood_data scores accuracy on a shifted test split, a single-label measure: not with "
+                             "multilabel=True")
         self.net = REMEDISNet(depth, width, in_chans, groups, num_classes,
                               head_layers if stage == "contrastive" else 0, out_features)
-        self.metrics = nn.ModuleDict({s: torchmetrics.Accuracy(task="multiclass", num_classes=num_classes)
-                                      for s in ("val", "test")})
+        if linear_eval:
+            self.net.f.requires_grad_(False)
+        self.metrics = nn.ModuleDict({
+            s: torchmetrics.AUROC(task="multilabel", num_labels=num_classes) if multilabel
+            else torchmetrics.Accuracy(task="multiclass", num_classes=num_classes) for s in ("val", "test")})
         self.__dict__["_pretrained"] = pretrained  # copied once, in `setup`
         self.init_weights_from(weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def supervised_loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of class scores against labels (-1: unlabelled, skipped), or with `multilabel` the mean
+        sigmoid cross-entropy against 0/1 targets [B, C] (rows holding a -1: unlabelled, skipped)."""
+        if not self.hparams.multilabel:
+            if not (y >= 0).any():  # no labels: zero, still through the scores (DDP needs every weight used)
+                return 0 * scores.sum()
+            return F.cross_entropy(scores, y, ignore_index=-1)
+        known = (y >= 0).all(1)
+        if not known.any():
+            return 0 * scores.sum()
+        return F.binary_cross_entropy_with_logits(scores[known], y[known].to(scores.dtype))
+
+    def evaluate(self, batch: Any, stage: str) -> None:
+        if not self.hparams.multilabel:
+            return super().evaluate(batch, stage)
+        x, y = batch
+        scores = self(x)
+        self.metrics[stage](scores, y.long())
+        self.log(f"{stage}/auc", self.metrics[stage], prog_bar=True)
+        self.log(f"{stage}/loss", self.supervised_loss(scores, y), sync_dist=True)
 
     def setup(self, stage: str) -> None:
         if self._pretrained:
@@ -100,6 +136,12 @@ class REMEDIS(ZooClassifier):
             head = {k[len("net.classifier."):]: v for k, v in src.state.items() if k.startswith("net.classifier.")}
             load_state_strict(self.net.classifier, head)
 
+    def predict_step(self, batch, batch_idx) -> torch.Tensor:
+        """Class ids, or with `multilabel` each class's probability [B, C]."""
+        if self.hparams.multilabel:
+            return torch.sigmoid(self(batch[0]))
+        return super().predict_step(batch, batch_idx)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         if self.hparams.stage == "contrastive":
@@ -107,16 +149,18 @@ class REMEDIS(ZooClassifier):
             n = view_a.shape[0]
             h, z = self.net.project(torch.cat([view_a, view_b]))
             contrastive = nt_xent(z[:n], z[n:], self.hparams.temperature)
-            labels = y.repeat(2)
-            scores = self.net.classifier(h.detach())
-            # no labels: zero, still through the classifier (DDP needs every weight used)
-            probe = F.cross_entropy(scores, labels, ignore_index=-1) if (labels >= 0).any() else 0 * scores.sum()
+            probe = self.supervised_loss(self.net.classifier(h.detach()), torch.cat([y, y]))
             self.log("train/nt_xent", contrastive, prog_bar=True, batch_size=n)
             self.log("train/probe_loss", probe, batch_size=n)
             return contrastive + probe
         if isinstance(x, (tuple, list)):  # a two-view loader: the first view, as SimCLR's fine-tuning reads it
             x = x[0]
-        loss = F.cross_entropy(self(x), y)
+        if self.hparams.linear_eval:
+            with torch.no_grad():
+                h = self.net.features(x)
+            loss = self.supervised_loss(self.net.classifier(h), y)
+        else:
+            loss = self.supervised_loss(self(x), y)
         self.log("train/loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
