@@ -170,8 +170,8 @@ def parse_entry(name: str, raw: Any) -> Entry:
         need = {"framework", "url", "converter", "size"}
         if not isinstance(source, dict) or not need <= set(source):
             _fail(name, f"`source` needs {', '.join(sorted(need))}")
-        if source["framework"] not in ("tensorflow", "pytorch"):
-            _fail(name, f"source.framework must be 'tensorflow' or 'pytorch', got {source['framework']!r}")
+        if source["framework"] not in ("tensorflow", "pytorch", "numpy"):
+            _fail(name, f"source.framework must be 'tensorflow', 'pytorch' or 'numpy', got {source['framework']!r}")
         if unknown := set(source) - need - {"official_name", "include", "tokenizer"}:
             _fail(name, f"unknown field(s) in `source`: {', '.join(map(repr, sorted(unknown)))}")
         include = source.get("include", ["*"])

@@ -14,7 +14,8 @@ TensorFlow is needed only to read the checkpoint (`pip install 'hinton-zoo[conve
 
 A PyTorch source (`framework: pytorch`, a `torch.save` file such as Canonical Capsules' released `.pth`) is read
 only through torch's restricted loader (`weights_only=True`: tensors, numbers, strings and containers); a file that
-needs anything more to unpickle is refused, never loaded. Its nested dicts become dotted variable names.
+needs anything more to unpickle is refused, never loaded. Its nested dicts become dotted variable names. A NumPy
+source (`framework: numpy`, BiT's released `.npz` weights) is read with `allow_pickle=False`.
 """
 from __future__ import annotations
 
@@ -202,6 +203,22 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> tuple[dict[str, np.ndarray]
     return variables, meta["tensorflow"]
 
 
+def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The arrays of a NumPy .npz file (BiT's released weights) by name, read with `allow_pickle=False`: a file
+    holding pickled objects is refused, never loaded."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except ValueError as e:
+        raise ConversionError(f"{path}: refused. It holds pickled objects ({e}), and the zoo never unpickles a "
+                              f"downloaded file") from None
+    except (OSError, EOFError) as e:
+        raise ConversionError(f"{path}: not a readable .npz file ({e}); download it again") from None
+
+
 def _torch_version() -> str:
     import torch
 
@@ -268,18 +285,40 @@ def checkpoint_prefix(path: str | os.PathLike) -> Path:
     return p
 
 
+def npz_file(path: str | os.PathLike, include: tuple[str, ...] = ("*.npz",)) -> Path:
+    """A NumPy checkpoint given as the file, or as a folder holding exactly one file that `include` matches."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        found = sorted(q for q in p.iterdir() if q.is_file() and _matches(q.name, include))
+        if len(found) != 1:
+            names = ", ".join(q.name for q in found) or "none"
+            raise ConversionError(f"{p}: expected one file matching {', '.join(include)}, found {names}; pass the "
+                                  f"file itself")
+        return found[0]
+    if not p.is_file():
+        raise CheckpointNotAvailable(f"{path}: no such file")
+    return p
+
+
 def checkpoint_files(prefix: Path) -> list[Path]:
     return sorted([prefix.with_name(prefix.name + ".index"), *prefix.parent.glob(prefix.name + ".data-*")])
 
 
 # ----------------------------------------------------------------------------- fetching the official files
+def _gcs_prefix(url: str) -> str:
+    """The object-name prefix of a gs:// folder: "" for a bucket's top level (gs://bit_models), else "path/"."""
+    path = url.removeprefix("gs://").partition("/")[2].strip("/")
+    return path + "/" if path else ""
+
+
 def _gcs_objects(url: str, opener=urllib.request.urlopen) -> list[dict[str, Any]]:
     """The objects under gs://BUCKET/PREFIX (name, size, md5Hash, generation) from the public JSON API."""
-    bucket, _, prefix = url.removeprefix("gs://").partition("/")
-    prefix = prefix.rstrip("/") + "/"
+    bucket = url.removeprefix("gs://").partition("/")[0]
+    prefix = _gcs_prefix(url)
     items, token = [], ""
     while True:
-        q = urllib.parse.urlencode({"prefix": prefix, **({"pageToken": token} if token else {})})
+        q = urllib.parse.urlencode({**({"prefix": prefix} if prefix else {}),
+                                    **({"pageToken": token} if token else {})})
         with opener(f"https://storage.googleapis.com/storage/v1/b/{bucket}/o?{q}") as r:
             page = json.load(r)
         items += page.get("items", [])
@@ -302,7 +341,7 @@ def download_gcs(url: str, dest: Path, opener=urllib.request.urlopen, include: t
     except OSError as err:
         raise CheckpointNotAvailable(f"listing {url} failed ({err}). Download the folder yourself "
                                      f"(gsutil -m cp -r {url} .) and pass it with --checkpoint.") from err
-    prefix = url.removeprefix("gs://").partition("/")[2].rstrip("/") + "/"
+    prefix = _gcs_prefix(url)
     objects = [o for o in objects if _matches(o["name"][len(prefix):], tuple(include))]
     if not objects:
         matching = "" if include == ("*",) else " matching " + ", ".join(include)
@@ -368,6 +407,14 @@ def convert(name: str, checkpoint: str | os.PathLike | None = None, output: str 
         path = Path(checkpoint).expanduser()
         files = {path.name: sha256_file(path)}
         variables, framework = read_torch_checkpoint(path), f"pytorch (read by torch {_torch_version()})"
+        checkpoint_name = path.name
+    elif entry.source["framework"] == "numpy":
+        include = tuple(entry.source.get("include", ["*.npz"]))
+        if checkpoint is None:
+            checkpoint = download_gcs(entry.source["url"], zoo_home() / "sources" / name, include=include)
+        path = npz_file(checkpoint, include)
+        files = {path.name: sha256_file(path)}
+        variables, framework = read_npz(path), f"numpy {np.__version__} (.npz, read without pickle)"
         checkpoint_name = path.name
     else:
         if checkpoint is None:
