@@ -128,6 +128,20 @@ def test_simclr_entries_name_zoo_convert(tmp_path, monkeypatch):
     with pytest.raises(CheckpointNotAvailable, match=r"zoo convert simclrv2-r50-1x-sk1-imagenet.*"
                                                      r"gs://simclr-checkpoints/simclrv2/pretrained/r50_1x_sk1"):
         zoo.load("simclrv2-r50-1x-sk1-imagenet")
+    for k in ("1x", "2x", "4x"):
+        with pytest.raises(CheckpointNotAvailable, match=rf"zoo convert simclr-r50-{k}-imagenet.*"
+                                                         rf"gs://simclr-checkpoints/simclrv1/pretrain/{k}"):
+            zoo.load(f"simclr-r50-{k}-imagenet")
+
+
+def test_v1_entries_build_the_network_a_v1_checkpoint_converts_into():
+    """The released v1 entries' networks (no projection head) take every variable of a v1-layout checkpoint: the
+    1x entry's init_args with the listing's 10 classes."""
+    import zoo
+
+    args = dict(zoo.info("simclr-r50-1x-imagenet").init_args, num_classes=10)
+    state, b = _convert(_listed("r50_1x_v1"), SimCLR(**args))
+    assert not any(k.startswith("net.g.") for k in state) and state["probe.weight"].shape == (10, 2048)
 
 
 @pytest.mark.skipif(not (os.environ.get("ZOO_SIMCLR_CHECKOUT") and os.environ.get("ZOO_TF_KERAS_PYTHON")),
