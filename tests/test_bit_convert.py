@@ -1,8 +1,13 @@
 """BiT's released .npz weights -> a REMEDIS network (`zoo convert`, converter "bit"): an archive written with the
 official variable names (google-research/big_transfer) at a small size converts totally, and the converted network
 gives the logits of timm's ResNetV2 loaded from the same archive by timm's own BiT loader (an implementation of the
-official names written independently of ours) on the same images; leftovers, gaps and pickled archives are refused."""
+official names written independently of ours) on the same images, and, with ZOO_BIT_CHECKOUT set to a checkout of
+google-research/big_transfer, the logits of the authors' own PyTorch model (bit_pytorch/models.py, imported at run
+time) loaded by its own `load_from`; leftovers, gaps and pickled archives are refused."""
+import importlib.util
+import os
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,3 +126,27 @@ def test_zoo_convert_makes_a_bit_release_that_loads_and_names_its_source(tmp_pat
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["files_sha256"] == {path.name: sha256_file(path)}
     assert provenance["framework"].startswith("numpy")
+
+
+@pytest.mark.skipif(not os.environ.get("ZOO_BIT_CHECKOUT"),
+                    reason="set ZOO_BIT_CHECKOUT to a checkout of google-research/big_transfer")
+def test_bit_archive_converts_to_the_official_pytorch_models_outputs(tmp_path):
+    """BiT-R26x1 (two units a stage at the released width: 32 groups, a 64-channel stem) written in the official
+    layout: the authors' ResNetV2 (its weight standardisation adds 1e-10 to the variance, ours 1e-8) and ours agree."""
+    path = Path(os.environ["ZOO_BIT_CHECKOUT"]) / "bit_pytorch" / "models.py"
+    spec = importlib.util.spec_from_file_location("bit_pytorch_models", path)
+    official_models = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(official_models)
+    archive = tmp_path / "BiT-M-R26x1.npz"
+    official_npz(archive, classes=7, stem=64, mids=(64, 128, 256, 512))
+    official = official_models.ResNetV2([2, 2, 2, 2], 1, head_size=7)
+    with np.load(archive, allow_pickle=False) as z:
+        official.load_from({k: z[k] for k in z.files})
+    ours = REMEDIS(stage="supervised", num_classes=7, in_chans=3, depth=26, width=1.0, groups=32)
+    ours.load_state_dict(convert_state("bit", read_npz(archive), ours, "BiT test"), strict=True)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        want = official.eval()(2 * x - 1)
+        got = ours.eval()(x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    assert want.abs().max() > 0.1

@@ -28,6 +28,9 @@ class REMEDIS(ZooClassifier):
     release whose encoder f starts the next one (the stage-1 release for stage 2; the stage-2 release, or for
     the supervised baseline the stage-1 one, for stage 3).
 
+    The paper's released checkpoints are credentialed on PhysioNet and are never mirrored or converted here; the
+    recipes start from BiT's public upstream (`zoo convert bit-m-r50x1`).
+
     In the contrastive stage the classifier is trained beside it on detached features wherever labels exist
     (the official SimCLR code's linear evaluation while pre-training; labels of -1, unlabelled images, are
     skipped), so validation accuracy is watched without the labels ever reaching f.
