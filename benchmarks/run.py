@@ -46,6 +46,7 @@ BENCHMARKS = {
     "canonical_capsules": ("canonical_capsules", "canonical-capsules/canonical-capsules"),
     "render": ("render", None),
     "deep_lambertian": ("deep_lambertian", None),
+    "nam": ("nam", None),
 }
 
 
