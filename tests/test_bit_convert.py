@@ -91,6 +91,9 @@ def test_bit_leftovers_gaps_and_pickles_are_refused(tmp_path):
     np.savez(tmp_path / "pickled.npz", w=np.array([{"not": "an array"}], dtype=object))
     with pytest.raises(ConversionError, match="never unpickles"):
         read_npz(tmp_path / "pickled.npz")
+    (tmp_path / "truncated.bin").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ConversionError, match="not an .npz archive"):
+        read_npz(tmp_path / "truncated.bin")
     assert npz_file(tmp_path, ("a.npz",)) == path
     with pytest.raises(ConversionError, match="found a.npz, pickled.npz"):
         npz_file(tmp_path)
@@ -150,3 +153,29 @@ def test_bit_archive_converts_to_the_official_pytorch_models_outputs(tmp_path):
         got = ours.eval()(x)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     assert want.abs().max() > 0.1
+
+
+def test_a_file_at_a_buckets_top_level_is_listed_without_a_prefix_and_md5_checked(tmp_path):
+    """BiT's files sit at the top of gs://bit_models: the listing asks for the whole bucket (no prefix) and only the
+    included file is fetched, checked against the md5 the bucket lists."""
+    import base64
+    import hashlib
+    import io
+    import json
+
+    from zoo._convert import download_gcs
+
+    files = {"BiT-M-R50x1.npz": b"weights", "BiT-M-R50x1.h5": b"the TF2 copy", "vtab/other.npz": b"x"}
+    asked = []
+
+    def opener(url):
+        asked.append(url)
+        if "/storage/v1/b/bit_models/o" in url:
+            items = [{"name": n, "size": str(len(b)), "md5Hash": base64.b64encode(hashlib.md5(b).digest()).decode()}
+                     for n, b in files.items()]
+            return io.BytesIO(json.dumps({"items": items}).encode())
+        return io.BytesIO(files[url.removeprefix("https://storage.googleapis.com/bit_models/")])
+
+    dest = download_gcs("gs://bit_models", tmp_path / "src", opener, include=("BiT-M-R50x1.npz",))
+    assert "prefix=" not in asked[0] and sorted(q.name for q in dest.iterdir()) == ["BiT-M-R50x1.npz"]
+    assert (dest / "BiT-M-R50x1.npz").read_bytes() == b"weights"

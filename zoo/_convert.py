@@ -206,9 +206,13 @@ def read_tf_checkpoint(prefix: str | os.PathLike) -> tuple[dict[str, np.ndarray]
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The arrays of a NumPy .npz file (BiT's released weights) by name, read with `allow_pickle=False`: a file
     holding pickled objects is refused, never loaded."""
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise ConversionError(f"{path}: not an .npz archive (a zip of .npy arrays); download it again")
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
