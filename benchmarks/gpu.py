@@ -5,8 +5,9 @@ autocast beside float32, and 2-process DDP training throughput of the Forward-Fo
                              [--write docs/benchmarks.md]
 
 Prepared for a lent GPU machine and not run on the 2-core CPU machine where it was written. The references'
-checkouts must be on that machine (for example under shared/); rows whose reference is missing are skipped, as
-in run.py. CKA's reference is NumPy, so its rows time our CUDA path against the notebook on the CPU. DDP: two
+checkouts must be on that machine: unpack them under the repository's git-ignored `.refs/` (`.refs/ff`,
+`.refs/capsnet`, `.refs/grbm`, `.refs/cka`, `.refs/moe`, `.refs/canonical_capsules`) and carry that folder with the
+command, then pass `--ref ff=.refs/ff` and so on; rows whose reference is missing are skipped, as in run.py. CKA's reference is NumPy, so its rows time our CUDA path against the notebook on the CPU. DDP: two
 processes (NCCL, one GPU each) train the fmnist FF model on disjoint batches of 100 with gradients all-reduced;
 images/s of both together against one process alone. It needs two GPUs (NCCL refuses two ranks on one device);
 with one it says so and skips the row.
