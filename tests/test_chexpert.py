@@ -2,36 +2,11 @@
 train/patientN/studyM/) read as multi-label targets with the U-Ones / U-Zeros policies, frontal views only,
 validation patients disjoint from training ones; a missing column, an unknown label value, a missing image or no
 release at all are clear errors."""
-import csv
-
-import numpy as np
 import pytest
-from PIL import Image
+from medical_fixture import chexpert_labels as _labels
+from medical_fixture import write_chexpert_release as _release
 
-from zoo.data.chexpert import COMPETITION, OBSERVATIONS, CheXpertDataModule
-
-HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS]
-
-
-def _release(root, rows_by_split):
-    release = root / "CheXpert-v1.0-small"
-    release.mkdir()
-    for split, rows in rows_by_split.items():
-        with open(release / f"{split}.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(HEADER)
-            for patient, view, labels in rows:
-                path = f"CheXpert-v1.0-small/{split}/patient{patient:05d}/study1/view1_{view.lower()}.jpg"
-                image = root / path
-                image.parent.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(np.full((20, 24), 40 * patient % 256, np.uint8), "L").save(image)
-                w.writerow([path, "Female", 50, view, "AP" if view == "Frontal" else "", *labels])
-    return release
-
-
-def _labels(**kv):
-    """A CSV row's 14 observation cells: given ones by name, the rest empty."""
-    return [kv.get(o.replace(" ", "_").lower(), "") for o in OBSERVATIONS]
+from zoo.data.chexpert import COMPETITION, CheXpertDataModule
 
 
 @pytest.fixture()

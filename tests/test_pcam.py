@@ -9,26 +9,17 @@ import torch
 
 h5py = pytest.importorskip("h5py")
 
+from medical_fixture import write_pcam_split  # noqa: E402
+
 from zoo.data import PCamDataModule, TwoViewPCamDataModule  # noqa: E402
 from zoo.data.pcam import PCamPatches  # noqa: E402
 
 SIZES = {"train": 12, "valid": 4, "test": 6}
 
 
-def _write(folder, split, n, seed):
-    g = np.random.default_rng(seed)
-    x = g.integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
-    y = (np.arange(n) % 2).astype(np.uint8).reshape(n, 1, 1, 1)
-    with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_x.h5", "w") as f:
-        f.create_dataset("x", data=x)
-    with h5py.File(folder / f"camelyonpatch_level_2_split_{split}_y.h5", "w") as f:
-        f.create_dataset("y", data=y)
-    return x, y
-
-
 @pytest.fixture()
 def pcam(tmp_path):
-    arrays = {s: _write(tmp_path, s, n, i) for i, (s, n) in enumerate(SIZES.items())}
+    arrays = {s: write_pcam_split(tmp_path, s, n, i) for i, (s, n) in enumerate(SIZES.items())}
     return tmp_path, arrays
 
 

@@ -101,8 +101,8 @@ def labelled_subset(labels: torch.Tensor, fraction: float, seed: int, classes: i
     if labels.ndim == 2:  # 0/1 targets per class: no class balance is defined, so a seeded random share
         order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
         keep = order[: max(1, round(fraction * len(labels)))].sort().values
-        if (labels[keep].sum(0) == 0).any():
-            empty = (labels[keep].sum(0) == 0).nonzero().flatten().tolist()
+        empty = (labels[keep].sum(0) == 0).nonzero().flatten().tolist()
+        if empty:
             raise ValueError(f"label_fraction={fraction} leaves class(es) {empty} without a positive example in "
                              f"the {len(keep)} images kept: use a larger fraction")
         return keep
