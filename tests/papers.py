@@ -765,6 +765,8 @@ PAPERS: tuple[Paper, ...] = (
               "test_pix2seq_v2.py::test_polygon_decoding_and_rasterising",
               "test_pix2seq_v2.py::test_caption_sequences_follow_the_official_layout",
               "test_pix2seq_v2.py::test_oracle_caption_scores_bleu_one",
+              "test_pix2seq_v2.py::test_keypoints_on_detected_boxes_crop_as_the_data_does",
+              "test_pix2seq_v2.py::test_keypoint_ap_over_whole_images_by_hand",
               "test_pix2seq_d.py::test_segment_weights_and_majority_vote_by_hand",
               "test_pix2seq_d.py::test_panoptic_quality_counts_as_panopticapi",
               "test_pix2seq_d.py::test_expected_bits_and_an_oracle_denoiser_recover_the_map",

@@ -115,6 +115,23 @@ def test_eval_transform_maps_back_to_original_pixels(coco_dir):
         assert torch.allclose(xyxy, expect, atol=1e-4)
 
 
+def test_an_image_without_annotations_keeps_empty_points(coco_dir):
+    """COCO lists images without annotations (48 in val2017): with polygons read they give empty [0, 2M] points in
+    both transforms rather than an error."""
+    from zoo.data.coco import COCODetection
+
+    data = json.loads((coco_dir / "annotations" / "instances_val2017.json").read_text())
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] != 3]
+    file = coco_dir / "annotations" / "instances_empty.json"
+    file.write_text(json.dumps(data))
+    for train in (False, True):
+        ds = COCODetection(file, coco_dir / "val2017", 64, train, points=("polygon",), max_points=16)
+        if not train:  # training skips images without objects
+            _, target = ds[2]
+            assert target["polygon"].shape == (0, 32) and target["boxes"].shape == (0, 4)
+        assert all(len(t["polygon"]) == len(t["labels"]) for _, t in (ds[i] for i in range(len(ds))))
+
+
 def test_datamodule_batches(coco_dir):
     dm = COCODetectionDataModule(str(coco_dir), image_size=48, batch_size=2, eval_batch_size=3)
     dm.prepare_data()

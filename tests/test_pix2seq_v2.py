@@ -148,6 +148,91 @@ def test_oracle_tokens_score_ap_one(scenes, monkeypatch):
         Pix2SeqMultiTask(**{**TINY, "tasks": ["instance_segmentation"]}, instance_boxes="detected")
 
 
+def test_keypoints_on_detected_boxes_crop_as_the_data_does(scenes):
+    """Prompted with detections equal to the annotated boxes, the crops cut from the model's input and their prompts
+    are the data's annotated crops exactly (the scenes' input is the original image), so answering each with its
+    annotated keypoints scores AP 1 over whole images; detections of other categories get none."""
+    pytest.importorskip("pycocotools")
+    from zoo.models.pix2seq.tasks import KEYPOINT_TASK, instance_prompt
+
+    model = Pix2SeqMultiTask(**TINY, keypoint_boxes="detected", keypoint_category=None)
+    model.setup("test")
+    hp = model.hparams
+    crops = scenes.task_sets["test"]["keypoints"]
+    answers = []
+    for i in range(len(crops)):
+        crop, t = crops[i]
+        prompt = instance_prompt(KEYPOINT_TASK, t["boxes"][:1], t["labels"][:1], hp.quantization_bins,
+                                 hp.coord_vocab_shift)[0]
+        answers.append((crop, prompt, points_to_tokens(t["keypoints"][:1], t["labels"][:1], hp.quantization_bins,
+                                                       hp.coord_vocab_shift)[0]))
+    asked = []
+
+    def generate(images, prompt, max_len, *args, **kw):
+        tokens = []
+        for im, q in zip(images, prompt):
+            match = [a for c, p, a in answers if torch.equal(p, q) and torch.allclose(c, im, atol=1e-6)]
+            assert len(match) == 1
+            tokens.append(match[0])
+            asked.append(q)
+        tokens = torch.stack(tokens)
+        return tokens, torch.full((*tokens.shape, hp.vocab_size), -30.0).scatter(-1, tokens[..., None], 30.0)
+
+    model.model.generate = generate
+    whole = scenes.whole_keypoint_images()
+    whole.setup("test")
+    loader = whole.test_dataloader()[ALL.index("keypoints")]
+    for images, targets in loader:
+        assert "crop_offset" not in targets[0] and len(targets[0]["keypoints"]) == len(targets[0]["labels"])
+        model.detect = lambda images, generator=None, objects=None, memory=None: (
+            *pad_instances(targets, "keypoints", 8)[:2], torch.ones(len(images), 8))
+        model.evaluate_task((images, targets), "test", ALL.index("keypoints"))
+    assert len(asked) == len(answers)
+    assert model.task_ap["test_kpt"].compute()["map"] == pytest.approx(1.0)
+
+    from zoo.data.coco import COCODetectionDataModule  # a category's whole images, as COCO's persons
+
+    persons = COCODetectionDataModule(str(scenes.scene_dir), "train", "val", "test", 64, tasks=["keypoints"],
+                                      keypoint_file="instances_{split}.json", keypoint_category=3,
+                                      keypoint_eval_images=True)
+    persons.setup("test")
+    kept = [t for _, t in persons.task_sets["test"]["keypoints"]]
+    annotations = json.loads((scenes.scene_dir / "annotations" / "instances_test.json").read_text())["annotations"]
+    assert len(kept) == 4 and all((t["labels"] == 3).all() for t in kept)
+    assert sum(len(t["labels"]) for t in kept) == sum(a["category_id"] == 3 for a in annotations)
+
+    model.hparams.keypoint_category = 99  # no detection of that category: no crops, no keypoints
+    found = model.keypoints_on_detections(images, targets)
+    assert [len(f["keypoints"]) for f in found] == [0] * len(targets)
+    annotated = Pix2SeqMultiTask(**TINY)
+    with pytest.raises(ValueError, match="keypoint_eval_images to false"):
+        annotated.predict_step((images, targets), 0, ALL.index("keypoints"))
+    with pytest.raises(ValueError, match="keypoint_eval_images to true"):
+        model.predict_step(next(iter(scenes.test_dataloader()[ALL.index("keypoints")])), 0, ALL.index("keypoints"))
+    with pytest.raises(ValueError, match="add 'detection' to tasks"):
+        Pix2SeqMultiTask(**{**TINY, "tasks": ["keypoints"]}, keypoint_boxes="detected")
+
+
+def test_keypoint_ap_over_whole_images_by_hand():
+    """One image, two annotated objects: a perfect prediction ranked first and one far from both ranked second give
+    precision 1 up to recall 1/2 and nothing after, so AP = 51/101 on COCO's 101 recall points at every OKS
+    threshold; the same predictions ranked the other way round lose the first recall step's precision."""
+    pytest.importorskip("pycocotools")
+    from zoo.metrics import KeypointAP
+
+    truth = torch.tensor([[0.2, 0.2, 0.3, 0.3], [0.6, 0.6, 0.8, 0.8]])  # normalised y, x pairs
+    target = {"image_id": torch.tensor(7), "keypoints": truth, "boxes": torch.tensor([[0.1, 0.1, 0.4, 0.4],
+                                                                                      [0.5, 0.5, 0.9, 0.9]]),
+              "area": torch.tensor([900.0, 1600.0]), "iscrowd": torch.tensor([False, False]),
+              "orig_size": torch.tensor([100, 100]), "unpadded_size": torch.tensor([100, 100])}
+    exact = truth[0].view(2, 2).flip(-1) * 100  # x, y pixels
+    far = torch.tensor([[5.0, 95.0], [95.0, 5.0]])
+    for scores, want in (([0.9, 0.8], 51 / 101), ([0.8, 0.9], 51 / 101 * 0.5)):
+        metric = KeypointAP([0.05, 0.05])
+        metric.update([torch.stack([exact, far])], [torch.tensor(scores)], [target], 100, whole_images=True)
+        assert metric.compute()["map"] == pytest.approx(want, abs=1e-3)
+
+
 def test_polygon_decoding_and_rasterising():
     pts = torch.tensor([1.0, 1.0, 9.0, 1.0, 9.0, 9.0, -2.0, -2.0, 12.0, 12.0, 15.0, 12.0, 15.0, 15.0, -1.0, -1.0,
                         3.0, 3.0])
@@ -302,6 +387,23 @@ def test_release_figures_show_masks_and_keypoints(scenes, tmp_path):
     figures = model.release_figures(tmp_path, scenes, images=2)
     assert sorted(figures) == ["captions.png", "instances.png", "keypoints.png"]
     assert all(p.stat().st_size > 1000 for p in figures.values())
+
+
+def test_analyse_also_scores_the_instance_tasks_on_detected_boxes(scenes, tmp_path):
+    """A model evaluated on annotated boxes is also scored on its own detections (and captions on mismatched
+    references); it keeps its annotated-box settings afterwards."""
+    pytest.importorskip("pycocotools")
+    torch.manual_seed(0)
+    model = Pix2SeqMultiTask(**TINY, tasks=ALL, keypoint_category=None)
+    model.set_caption_tokenizer(train_tokenizer(scenes.caption_texts(), 128))
+    metrics = model.analyse(tmp_path, scenes)["metrics"]
+    assert sorted(metrics) == sorted(["test/bleu4_mismatched", *(f"test/{t}_detected_{k}" for t in ("segm", "kpt")
+                                                                  for k in ("map", "map_50", "map_75"))])
+    assert all(v == -1.0 or 0.0 <= v <= 1.0 for v in metrics.values())
+    assert model.hparams.instance_boxes == model.hparams.keypoint_boxes == "annotated"
+    _, targets = next(iter(scenes.test_dataloader()[ALL.index("instance_segmentation")]))
+    empty = {k: (v[:0] if k in ("boxes", "labels", "iscrowd", "area", "polygon") else v) for k, v in targets[0].items()}
+    assert model._mask_truth([empty])[0]["masks"].shape == (0, 64, 64)  # an image without objects (COCO has 48)
 
 
 def test_captions_reader_refuses_bad_files_and_augments(tmp_path):

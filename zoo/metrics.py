@@ -335,31 +335,53 @@ class KeypointAP(Metric):
     per-keypoint OKS constants: AP averaged over OKS thresholds 0.50:0.95, and at 0.50 and 0.75.
 
     `update(points, scores, targets, image_size)` takes one predicted object per target (Pix2seq v2's keypoint
-    examples): points [B, K, 2] normalised y, x in the padded input, their scores [B], and the targets of
-    `zoo.data.coco.COCOInstances` (their one object's keypoints, box, area and image id). Ground truth keypoints
-    marked invisible count as unlabelled (v = 0), as COCO's evaluation treats them."""
+    examples, each an annotated object's crop): points [B, K, 2] normalised y, x in the padded input, their scores
+    [B], and the targets of `zoo.data.coco.COCOInstances` (their one object's keypoints, box, area and image id); the
+    image's annotated objects are the examples with its id. With `whole_images=True` it takes whole images (the
+    official evaluation on detected boxes): per image any number of predicted objects (a list of [n, K, 2] x, y
+    pixels of the original image and a list of scores [n]) and every annotated object of the target
+    (`zoo.data.coco.COCODetection` with keypoints), crowds as crowd regions. Either way each prediction is matched
+    among its image's annotations, and annotated keypoints marked unlabelled count as unlabelled (v = 0), as COCO's
+    evaluation treats them."""
 
     full_state_update = False
 
     def __init__(self, sigmas: list[float], **kwargs):
         super().__init__(**kwargs)
         self.sigmas = list(sigmas)
-        for name in ("image_ids", "pred", "scores", "truth", "boxes", "areas"):
+        for name in ("images", "pred_ids", "pred", "scores", "gt_ids", "truth", "boxes", "areas", "crowd"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, points: torch.Tensor, scores: torch.Tensor, targets: list[dict], image_size: int) -> None:
+    def _add_truth(self, target: dict, index: torch.Tensor, image_size: int) -> None:
+        """The target's annotated objects `index` as ground truth (unlabelled points, negative, as v = 0)."""
         from zoo.data.coco import boxes_to_pixels, points_to_pixels
 
+        image_id = target["image_id"]
+        truth = points_to_pixels(target["keypoints"][index], target, image_size)  # [n, K, 2]
+        seen = (truth >= 0).all(-1, keepdim=True)
+        xyxy = boxes_to_pixels(target["boxes"][index], target, image_size)
+        n = len(truth)
+        self.gt_ids.append(image_id.reshape(1).expand(n).to(self.device))
+        self.truth.append(torch.cat([truth * seen, seen * 2.0], -1).float().to(self.device))
+        self.boxes.append(torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).float().to(self.device))
+        self.areas.append(target["area"][index].float().to(self.device))
+        self.crowd.append(target["iscrowd"][index].bool().to(self.device))
+
+    def update(self, points, scores, targets: list[dict], image_size: int, whole_images: bool = False) -> None:
+        from zoo.data.coco import points_to_pixels
+
         for p, s, t in zip(points, scores, targets):
-            self.image_ids.append(t["image_id"].reshape(1).to(self.device))
-            self.pred.append(points_to_pixels(p.flatten(), t, image_size)[None].float().to(self.device))
-            self.scores.append(s.reshape(1).float().to(self.device))
-            truth = points_to_pixels(t["keypoints"][0], t, image_size)
-            seen = (truth >= 0).all(-1, keepdim=True)
-            self.truth.append(torch.cat([truth * seen, seen * 2.0], -1)[None].float().to(self.device))
-            xyxy = boxes_to_pixels(t["boxes"][:1], t, image_size)
-            self.boxes.append(torch.cat([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], 1).float().to(self.device))
-            self.areas.append(t["area"][:1].float().to(self.device))
+            self.images.append(t["image_id"].reshape(1).to(self.device))
+            if whole_images:  # any number of predictions, every annotated object
+                n, index = len(p), torch.arange(len(t["keypoints"]))
+                p = p.reshape(n, len(self.sigmas), 2)
+            else:  # one prediction, the example's one object
+                n, index = 1, torch.tensor([0])
+                p = points_to_pixels(p.flatten(), t, image_size)[None]
+            self.pred_ids.append(t["image_id"].reshape(1).expand(n).to(self.device))
+            self.pred.append(p.float().to(self.device))
+            self.scores.append(s.reshape(n).float().to(self.device))
+            self._add_truth(t, index, image_size)
 
     def compute(self) -> dict[str, float]:
         import contextlib
@@ -369,26 +391,27 @@ class KeypointAP(Metric):
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
 
-        def cat(x):
+        def cat(name):
+            x = getattr(self, name)
             return (torch.cat(x) if isinstance(x, list) else x).cpu()
 
-        ids, pred, scores, truth, boxes, areas = (cat(getattr(self, k)) for k in
-                                                  ("image_ids", "pred", "scores", "truth", "boxes", "areas"))
-        if not len(ids):
+        images, ids, pred, scores, gt_ids, truth, boxes, areas, crowd = (cat(k) for k in (
+            "images", "pred_ids", "pred", "scores", "gt_ids", "truth", "boxes", "areas", "crowd"))
+        if not len(images):
             return {"map": -1.0, "map_50": -1.0, "map_75": -1.0}
         k = len(self.sigmas)
         gt = COCO()
-        gt.dataset = {"images": [{"id": int(i)} for i in ids.unique()],
+        gt.dataset = {"images": [{"id": int(i)} for i in images.unique()],
                       "categories": [{"id": 1, "name": "object", "keypoints": [str(j) for j in range(k)]}],
-                      "annotations": [{"id": n + 1, "image_id": int(i), "category_id": 1, "iscrowd": 0,
+                      "annotations": [{"id": n + 1, "image_id": int(i), "category_id": 1, "iscrowd": int(c),
                                        "keypoints": t.flatten().tolist(), "num_keypoints": int((t[:, 2] > 0).sum()),
                                        "bbox": b.tolist(), "area": float(a)}
-                                      for n, (i, t, b, a) in enumerate(zip(ids, truth, boxes, areas))]}
+                                      for n, (i, t, b, a, c) in enumerate(zip(gt_ids, truth, boxes, areas, crowd))]}
         with contextlib.redirect_stdout(io.StringIO()):
             gt.createIndex()
             dt = gt.loadRes([{"image_id": int(i), "category_id": 1, "score": float(s),
                               "keypoints": torch.cat([p, torch.ones(k, 1)], -1).flatten().tolist()}
-                             for i, p, s in zip(ids, pred, scores)])
+                             for i, p, s in zip(ids, pred, scores)]) if len(ids) else COCO()
             ev = COCOeval(gt, dt, "keypoints")
             ev.params.kpt_oks_sigmas = np.array(self.sigmas)
             ev.evaluate()

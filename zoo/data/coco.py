@@ -232,6 +232,8 @@ def pad_bottom_right(image: torch.Tensor, boxes: torch.Tensor, image_size: int, 
 
 
 POINT_KEYS = ("polygon", "keypoints")
+#: the per-object fields of a record
+OBJECT_KEYS = ("boxes", "labels", "iscrowd", "area", "polygon", "keypoints", "num_keypoints")
 
 
 def move_points(points: torch.Tensor, offset: tuple[float, float], scale: tuple[float, float], key: str,
@@ -239,7 +241,7 @@ def move_points(points: torch.Tensor, offset: tuple[float, float], scale: tuple[
     """Points [n, 2M] (y, x pairs, normalised) -> (p - offset) x scale for every value that is not reserved (< 0).
     With `frame` (a crop), polygon points are clipped to [0, 1] and a keypoint with a coordinate outside (0, 1) becomes
     invisible (official `handle_out_of_frame_points`)."""
-    yx = points.view(len(points), -1, 2)
+    yx = points.unflatten(-1, (-1, 2))  # also for no objects (an image without annotations)
     moved = (yx - yx.new_tensor(offset)) * yx.new_tensor(scale)
     if frame and key == "keypoints":
         outside = ((moved <= 0) | (moved >= 1)).any(-1, keepdim=True)
@@ -335,6 +337,15 @@ class COCODetection(Dataset):
         """The same split (records shared, not read again) giving targets with only these of the points read."""
         view = copy.copy(self)
         view.points = tuple(points)
+        return view
+
+    def of_category(self, category: int | None) -> "COCODetection":
+        """The same split with each image's objects cut to those of `category` (None: all of them)."""
+        if category is None:
+            return self
+        view = copy.copy(self)
+        view.records = [{**r, **{k: r[k][r["labels"] == category] for k in OBJECT_KEYS if k in r}}
+                        for r in self.records]
         return view
 
     def __len__(self) -> int:
@@ -506,6 +517,10 @@ class COCODetectionDataModule(COCOSplits):
             `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]) and "captioning"
             (the images of `caption_file` with their captions, colour-distorted with strength `caption_color_jitter`
             in training). Training then yields {task: batch} per step, evaluation one loader per task in this order.
+        keypoint_eval_images: the keypoint task's evaluation examples are whole images, each with all its annotated
+            objects of `keypoint_category`, instead of one crop per annotated object: what a model that prompts
+            with its own detections evaluates on (`Pix2SeqMultiTask(keypoint_boxes="detected")`, the official
+            evaluation on detected boxes). Training keeps the crops.
     """
 
     def __init__(self, data_dir: str | None = None, train_split: str = "train2017", val_split: str = "val2017",
@@ -514,7 +529,8 @@ class COCODetectionDataModule(COCOSplits):
                  tasks: list[str] | None = None, max_points: int = 128,
                  keypoint_file: str = "person_keypoints_{split}.json", keypoint_category: int | None = 1,
                  keypoint_max_scale: float = 1.0, crop_pad_scale: float = 0.5,
-                 caption_file: str = "captions_{split}.json", caption_color_jitter: float = 0.5):
+                 caption_file: str = "captions_{split}.json", caption_color_jitter: float = 0.5,
+                 keypoint_eval_images: bool = False):
         super().__init__()
         self.save_hyperparameters()
         unknown = set(tasks or ()) - set(TASKS)
@@ -523,10 +539,12 @@ class COCODetectionDataModule(COCOSplits):
         self.data_dir, self.image_size = data_dir, image_size
         self.splits = {"train": train_split, "val": val_split, "test": test_split or val_split}
         self.tasks = list(tasks) if tasks else None
+        # kept here: a subclass's hparams may not list them
         self.task_args = {"max_points": max_points, "keypoint_file": keypoint_file,
                           "keypoint_category": keypoint_category, "keypoint_max_scale": keypoint_max_scale,
                           "crop_pad_scale": crop_pad_scale, "caption_file": caption_file,
-                          "caption_color_jitter": caption_color_jitter}  # kept here: a subclass's hparams may not list them
+                          "caption_color_jitter": caption_color_jitter,
+                          "keypoint_eval_images": keypoint_eval_images}
         self.sets: dict[str, COCODetection] = {}
         self.task_sets: dict[str, dict[str, COCODetection]] = {}
 
@@ -563,8 +581,19 @@ class COCODetectionDataModule(COCOSplits):
         if not file.is_file():
             raise FileNotFoundError(f"the keypoint annotations {file} are missing (keypoint_file "
                                     f"{a['keypoint_file']!r}). {HOW}")
+        if a["keypoint_eval_images"] and not train:
+            return COCODetection(file, root / split, self.image_size, False, points=("keypoints",),
+                                 max_points=a["max_points"]).of_category(a["keypoint_category"])
         return COCOInstances(file, root / split, self.image_size, train, hp.min_scale, a["keypoint_max_scale"],
                              ("keypoints",), a["max_points"], a["crop_pad_scale"], a["keypoint_category"])
+
+    def whole_keypoint_images(self) -> "COCODetectionDataModule":
+        """The same DataModule (same class and arguments) with keypoint_eval_images on: its keypoint task evaluates
+        on whole images, as a model prompting with its own detections needs."""
+        import inspect
+
+        names = inspect.signature(type(self)).parameters
+        return type(self)(**{**{k: v for k, v in self.hparams.items() if k in names}, "keypoint_eval_images": True})
 
     def caption_texts(self) -> list[str]:
         """The training split's captions (a caption tokenizer is trained on these and nothing else)."""

@@ -386,10 +386,11 @@ class SceneDetectionDataModule(_SceneFolder, COCODetectionDataModule):
         val_pool: the last val_pool training images of the source make the validation scenes' objects.
         canvas, max_objects, min_size, max_size, max_iou, clutter: the scenes (see `render_scene`).
         scene_seed: the seed the scenes are drawn with.
-        image_size ... seed, tasks, max_points, crop_pad_scale, caption_color_jitter: as `COCODetectionDataModule`
-            (image_size defaults to the canvas); keypoints come from the instances file, every category has them;
-            captions from the templated captions file. caption_color_jitter defaults to 0 here (official 0.5):
-            the captions name the objects' colours, which a hue jitter or greying would make false.
+        image_size ... seed, tasks, max_points, crop_pad_scale, caption_color_jitter, keypoint_eval_images: as
+            `COCODetectionDataModule` (image_size defaults to the canvas); keypoints come from the instances file,
+            every category has them; captions from the templated captions file. caption_color_jitter defaults to
+            0 here (official 0.5): the captions name the objects' colours, which a hue jitter or greying would make
+            false.
     """
 
     def __init__(self, source: str = "fashion-mnist", source_dir: str | None = None, train_size: int = 8000,
@@ -399,12 +400,12 @@ class SceneDetectionDataModule(_SceneFolder, COCODetectionDataModule):
                  image_size: int = 128, min_scale: float = 0.3, max_scale: float = 2.0, batch_size: int = 32,
                  eval_batch_size: int | None = None, num_workers: int = 0, seed: int = 0,
                  tasks: list[str] | None = None, max_points: int = 128, crop_pad_scale: float = 0.5,
-                 caption_color_jitter: float = 0.0):
+                 caption_color_jitter: float = 0.0, keypoint_eval_images: bool = False):
         self.scene_args = self._scene_args(source, train_size, val_size, test_size, val_pool, canvas, max_objects,
                                            min_size, max_size, max_iou, clutter, scene_seed, max_points)
         super().__init__(None, "train", "val", "test", image_size, min_scale, max_scale, batch_size, eval_batch_size,
                          num_workers, seed, tasks, max_points, "instances_{split}.json", None, 1.0, crop_pad_scale,
-                         "captions_{split}.json", caption_color_jitter)
+                         "captions_{split}.json", caption_color_jitter, keypoint_eval_images)
         self.save_hyperparameters()
         self.source_dir = source_dir
 

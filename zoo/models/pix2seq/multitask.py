@@ -10,9 +10,13 @@ repeated for the image's objects.
 
 Inference, as the released multi-task config runs it: detection as Pix2seq does (top-p 0.4); instance segmentation
 and keypoints prompted with the annotated boxes (the config's `use_gt_box_at_test` path, so their AP measures the
-mask and keypoint readout, not detection), or instance segmentation prompted with the model's own detections, their
-classes and scores (`instance_boxes="detected"`: what the official README's evaluation feeds that path; keypoints
-keep the annotated person boxes, whose crops the data makes). Instance segmentation samples `ensemble_num_samples` (8)
+mask and keypoint readout, not detection), or prompted with the model's own detections, their classes and scores
+(`instance_boxes="detected"`, `keypoint_boxes="detected"`: what the official README's evaluation feeds that path).
+Keypoints on detected boxes follow the official unbatch-and-crop: each detection of `keypoint_category` cut from the
+image widened by `crop_pad_scale` of its size on each side, resized and padded as an evaluation image, prompted with
+its box in the crop and its class, its points moved back into the image, and every detection of an image matched
+among all the image's annotated objects (COCO's keypoint evaluation). The crops are cut from the model's input,
+which is the original image wherever that is no larger than `image_size` (the official code cuts the original). Instance segmentation samples `ensemble_num_samples` (8)
 polygon sequences per object with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is
 the box's (1 for an annotated box); the annotated masks it is scored against are the annotations' polygons as read
 (at most `max_points` points, where COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
@@ -107,6 +111,12 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         instance_boxes: what instance segmentation is prompted with at test: "annotated" (the annotated boxes, score
             1: the mask readout alone) or "detected" (the model's own detection of max_instances_per_image_seg
             objects, with their classes and scores: the official README's evaluation).
+        keypoint_boxes: what keypoints are prompted with at test: "annotated" (one crop per annotated object, made
+            by the data) or "detected" (the model's own detections of `keypoint_category` on whole images, each
+            cropped here; the data must give whole images: `keypoint_eval_images=True`).
+        keypoint_category: the category whose detections get keypoints (COCO: 1, person; None: every category).
+        crop_pad_scale: how far a detected box is widened on each side, as a share of its size, before cropping
+            (official 0.5).
         text_vocab_shift: where caption pieces start in the vocabulary (official 3000); vocab_size must hold the
             shift plus the caption tokenizer's pieces.
         caption_max_len, captions_per_image: caption tokens per sequence (official 128) and captions per image in
@@ -125,6 +135,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  kpt_eos_token_weight: float = 0.0, invisible_token_weight: float = 0.1, seg_top_p: float = 0.8,
                  kpt_top_p: float = 0.1, ensemble_num_samples: int = 8, ensemble_threshold: float = 0.5,
                  keypoint_sigmas: list[float] | None = None, instance_boxes: str = "annotated",
+                 keypoint_boxes: str = "annotated", keypoint_category: int | None = 1, crop_pad_scale: float = 0.5,
                  text_vocab_shift: int = 3000, caption_max_len: int = 128,
                  captions_per_image: int = 5, caption_eos_token_weight: float = 0.1,
                  input_seq_drop_rate: float = 0.5, caption_top_p: float = 1.0, caption_vocab_size: int = 32000,
@@ -157,11 +168,12 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if "instance_segmentation" in tasks and 2 * max_points_per_object + 6 > max_seq_len:
             raise ValueError(f"max_seq_len {max_seq_len} cannot hold a prompt and {max_points_per_object} polygon "
                              f"points ({2 * max_points_per_object + 6} tokens)")
-        if instance_boxes not in ("annotated", "detected"):
-            raise ValueError(f"instance_boxes must be 'annotated' or 'detected', got {instance_boxes!r}")
-        if instance_boxes == "detected" and "detection" not in tasks:
-            raise ValueError("instance_boxes='detected' prompts with the model's own detections: add 'detection' to "
-                             "tasks")
+        for name, value in (("instance_boxes", instance_boxes), ("keypoint_boxes", keypoint_boxes)):
+            if value not in ("annotated", "detected"):
+                raise ValueError(f"{name} must be 'annotated' or 'detected', got {value!r}")
+            if value == "detected" and "detection" not in tasks:
+                raise ValueError(f"{name}='detected' prompts with the model's own detections: add 'detection' to "
+                                 "tasks")
         sigmas = list(keypoint_sigmas) if keypoint_sigmas is not None else list(COCO_SIGMAS)
         if "keypoints" in tasks and len(sigmas) != num_keypoints:
             raise ValueError(f"{len(sigmas)} keypoint_sigmas for {num_keypoints} keypoints: give one per keypoint")
@@ -296,27 +308,50 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if task == "detection":
             return self.evaluate(batch, stage)
         images, targets = batch
-        self.log(f"{stage}/loss_{task}", self.task_loss(task, images, targets, train=False), sync_dist=True,
-                 batch_size=len(images), add_dataloader_idx=False)
+        whole = task == "keypoints" and self._whole_images(targets)
+        if not whole:  # the teacher-forced loss needs the annotated crops
+            self.log(f"{stage}/loss_{task}", self.task_loss(task, images, targets, train=False), sync_dist=True,
+                     batch_size=len(images), add_dataloader_idx=False)
         if self.task_ap is None:
             return
         if task == "captioning":
             self.task_ap[f"{stage}_cap"].update([caption_words(c) for c in self.caption(images)],
                                                 [[caption_words(c) for c in t["captions"]] for t in targets])
         elif task == "instance_segmentation":
-            preds, truth = [], []
-            for t, p in zip(targets, self.segment(images, targets)):
-                h, w = t["orig_size"].tolist()
-                gt = [rasterise(polygons_from_points(q.flatten()), h, w)
-                      for q in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
-                keep = ~t["iscrowd"]
-                truth.append({"masks": torch.stack(gt).reshape(-1, h, w)[keep], "labels": t["labels"][keep],
-                              "iscrowd": t["iscrowd"][keep].long(), "area": t["area"][keep]})
-                preds.append(p)
-            self.task_ap[f"{stage}_segm"].update(preds, truth)
+            self.task_ap[f"{stage}_segm"].update(self.segment(images, targets), self._mask_truth(targets))
+        elif whole:
+            found = self.keypoints_on_detections(images, targets)
+            self.task_ap[f"{stage}_kpt"].update([f["keypoints"] for f in found], [f["scores"] for f in found], targets,
+                                                self.hparams.image_size, whole_images=True)
         else:
             points, scores = self.keypoints(images, targets)
             self.task_ap[f"{stage}_kpt"].update(points, scores, targets, self.hparams.image_size)
+
+    def _mask_truth(self, targets: list[dict]) -> list[dict[str, torch.Tensor]]:
+        """The annotated objects of instance-segmentation targets as the mask AP's ground truth: masks drawn from
+        the polygons as read, in the original image's pixels (crowds left out)."""
+        truth = []
+        for t in targets:
+            h, w = t["orig_size"].tolist()
+            gt = [rasterise(polygons_from_points(q.flatten()), h, w)
+                  for q in points_to_pixels(t["polygon"], t, self.hparams.image_size)]
+            keep = ~t["iscrowd"]
+            masks = torch.stack(gt) if gt else torch.zeros(0, h, w, dtype=torch.bool)  # an image without objects
+            truth.append({"masks": masks[keep], "labels": t["labels"][keep],
+                          "iscrowd": t["iscrowd"][keep].long(), "area": t["area"][keep]})
+        return truth
+
+    def _whole_images(self, targets: list[dict]) -> bool:
+        """Whether keypoint targets are whole images (keypoint_boxes="detected") or annotated crops ("annotated");
+        an error where the data gives the other kind."""
+        whole = "crop_offset" not in targets[0]
+        if whole != (self.hparams.keypoint_boxes == "detected"):
+            raise ValueError(
+                f"keypoint_boxes={self.hparams.keypoint_boxes!r} needs keypoint evaluation data of "
+                + ("whole images: set the DataModule's keypoint_eval_images to true" if not whole else
+                   "annotated crops: set the DataModule's keypoint_eval_images to false (or the model's "
+                   "keypoint_boxes to 'detected')"))
+        return whole
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         self.evaluate_task(batch, "val", dataloader_idx)
@@ -388,9 +423,16 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         """Keypoints [B, K, 2] (normalised y, x in the input) of each example's annotated object and their scores
         [B], read as the official keypoint task reads them (invisible tokens redrawn without the invisible token,
         points still invisible at the box centre, score the mean probability of the sampled tokens)."""
+        tokens, logits, _, boxes, _ = self._prompted("keypoints", images, targets, 1, self.hparams.kpt_top_p,
+                                                     generator)
+        return self._read_keypoints(tokens[:, 0, 0], logits[:, 0, 0], boxes[:, 0], generator)
+
+    def _read_keypoints(self, tokens: torch.Tensor, logits: torch.Tensor, boxes: torch.Tensor,
+                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sampled keypoint responses (tokens [N, L], logits [N, L, V]) to prompts with boxes [N, 4] -> points
+        [N, K, 2] (normalised y, x) and scores [N] (official `postprocess_tpu`, points_score_weight 1)."""
         hp = self.hparams
-        tokens, logits, _, boxes, _ = self._prompted("keypoints", images, targets, 1, hp.kpt_top_p, generator)
-        tokens, logits, boxes = tokens[:, 0, 0], logits[:, 0, 0].float(), boxes[:, 0]
+        logits = logits.float().clone()
         logits[..., INVISIBLE_TOKEN] -= 1e9
         redraw = top_p_logits(logits / hp.temperature, hp.kpt_top_p, hp.top_k).softmax(-1)
         redrawn = torch.multinomial(redraw.flatten(0, 1).cpu(), 1, generator=generator).view_as(tokens)
@@ -403,6 +445,53 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         yx = points.view(len(points), -1, 2)
         yx = torch.where(yx == INVISIBLE_FLOAT, centre[:, None].expand_as(yx), yx)
         return yx, scores
+
+    @torch.no_grad()
+    def keypoints_on_detections(self, images: torch.Tensor, targets: list[dict],
+                                generator: torch.Generator | None = None) -> list[dict[str, torch.Tensor]]:
+        """Keypoints of the model's own detections of `keypoint_category` in whole images (the official evaluation
+        on detected boxes; see the module docstring). Per image: `keypoints` [n, K, 2] (x, y pixels of the original
+        image), `scores` [n] (mean probability of the sampled tokens), `boxes` [n, 4] (xmin, ymin, xmax, ymax
+        pixels) and `labels` [n] of its n kept detections."""
+        from zoo.data.coco import boxes_to_pixels, crop_to_box, eval_transform
+
+        hp, size = self.hparams, self.hparams.image_size
+        boxes, labels, _ = self.detect(images, generator)
+        keep = labels > 0 if hp.keypoint_category is None else labels == hp.keypoint_category
+        crops, frames, prompts, owner = [], [], [], []
+        for i, j in keep.nonzero().tolist():
+            t = targets[i]
+            h, w = t["unpadded_size"].tolist()
+            box = (boxes[i, j].float().cpu() * size / t["unpadded_size"].float().repeat(2)).clamp(0, 1)
+            if box[2] < box[0] or box[3] < box[1]:  # an inverted box crops nothing (the official `is_image_valid`)
+                keep[i, j] = False
+                continue
+            crop, frame = crop_to_box(images[i, :, :h, :w].cpu(), {"boxes": box[None]}, hp.crop_pad_scale)
+            crop, frame = eval_transform(crop, {**frame, "orig_size": torch.tensor(crop.shape[-2:])}, size)
+            crops.append(crop)
+            frames.append(frame)
+            prompts.append(frame["boxes"][0])
+            owner.append(i)
+        out = [{"keypoints": torch.zeros(0, hp.num_keypoints, 2), "scores": torch.zeros(0),
+                "boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)} for _ in targets]
+        if not crops:
+            return out
+        crops = torch.stack(crops).to(images)
+        prompt_boxes = torch.stack(prompts).to(images.device)
+        prompt = instance_prompt(KEYPOINT_TASK, prompt_boxes, labels[keep], hp.quantization_bins, hp.coord_vocab_shift)
+        tokens, logits = self.model.generate(crops, prompt, self.instance_length("keypoints"), hp.temperature,
+                                             hp.top_k, hp.kpt_top_p, generator)
+        yx, scores = self._read_keypoints(tokens, logits, prompt_boxes, generator)
+        owner = torch.tensor(owner)
+        for i, t in enumerate(targets):
+            mine = (owner == i).nonzero()[:, 0].tolist()
+            if not mine:
+                continue
+            to_original = (t["orig_size"].float() / t["unpadded_size"].float()).flip(0)  # (x, y) scale
+            points = torch.stack([points_to_pixels(yx[k].flatten().cpu(), frames[k], size) for k in mine])
+            out[i] = {"keypoints": points * to_original, "scores": scores[mine].cpu(),
+                      "boxes": boxes_to_pixels(boxes[i][keep[i]].cpu(), t, size), "labels": labels[i][keep[i]].cpu()}
+        return out
 
     @torch.no_grad()
     def caption(self, images: torch.Tensor, generator: torch.Generator | None = None) -> list[str]:
@@ -423,28 +512,70 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             return [{"image_id": t["image_id"], "caption": c} for t, c in zip(targets, self.caption(images))]
         if task == "instance_segmentation":
             return [{"image_id": t["image_id"], **p} for t, p in zip(targets, self.segment(images, targets))]
+        if self._whole_images(targets):
+            return [{"image_id": t["image_id"], **f} for t, f in zip(targets, self.keypoints_on_detections(images,
+                                                                                                         targets))]
         yx, scores = self.keypoints(images, targets)
         return [{"image_id": t["image_id"], "keypoints": points_to_pixels(p.flatten(), t, self.hparams.image_size),
                  "score": s} for p, s, t in zip(yx, scores, targets)]
 
     def analyse(self, folder, datamodule=None) -> dict:
-        """With captioning: the test captions sampled again and scored by BLEU-4 against the references of the next
-        test image instead of their own (`test/bleu4_mismatched`): the share of BLEU a caption earns from the
-        wording the scenes share rather than from its own image."""
-        if "captioning" not in self.hparams.tasks or "captioning" not in (getattr(datamodule, "tasks", None) or ()):
-            return {}
-        from torchmetrics.text import BLEUScore
-
-        datamodule.setup("test")
-        loader = datamodule.test_dataloader()[datamodule.tasks.index("captioning")]
+        """Evaluations beside the recipe's test, on its test split. With captioning: the test captions sampled again
+        and scored by BLEU-4 against the references of the next test image instead of their own
+        (`test/bleu4_mismatched`): the share of BLEU a caption earns from the wording the scenes share rather than
+        from its own image. With detection and an instance task evaluated on annotated boxes: the same task prompted
+        with the model's own detections (`test/segm_detected_*`, `test/kpt_detected_*`: the official README's
+        evaluation, where detection errors count)."""
+        tasks = getattr(datamodule, "tasks", None) or ()
+        hp, metrics = self.hparams, {}
         self.eval()
+        if "captioning" in hp.tasks and "captioning" in tasks:
+            from torchmetrics.text import BLEUScore
+
+            datamodule.setup("test")
+            loader = datamodule.test_dataloader()[tasks.index("captioning")]
+            g = torch.Generator().manual_seed(0)
+            sampled, references = [], []
+            for images, targets in loader:
+                sampled += [caption_words(c) for c in self.caption(images.to(self.device), g)]
+                references += [[caption_words(c) for c in t["captions"]] for t in targets]
+            rolled = references[1:] + references[:1]
+            metrics["test/bleu4_mismatched"] = float(BLEUScore(n_gram=4)(sampled, rolled))
+        if "detection" in hp.tasks and hp.evaluate_ap:
+            metrics.update(self._on_detected_boxes(datamodule, tasks))
+        return {"metrics": metrics} if metrics else {}
+
+    def _on_detected_boxes(self, datamodule, tasks) -> dict[str, float]:
+        """Instance segmentation and keypoints of the test split prompted with the model's detections, where the
+        recipe prompts them with the annotated boxes (see `analyse`)."""
+        from torchmetrics.detection import MeanAveragePrecision
+
+        from zoo.metrics import KeypointAP
+
+        hp, out = self.hparams, {}
         g = torch.Generator().manual_seed(0)
-        sampled, references = [], []
-        for images, targets in loader:
-            sampled += [caption_words(c) for c in self.caption(images.to(self.device), g)]
-            references += [[caption_words(c) for c in t["captions"]] for t in targets]
-        rolled = references[1:] + references[:1]
-        return {"metrics": {"test/bleu4_mismatched": float(BLEUScore(n_gram=4)(sampled, rolled))}}
+        if {"instance_segmentation"} <= set(hp.tasks) & set(tasks) and hp.instance_boxes == "annotated":
+            datamodule.setup("test")
+            metric = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
+            hp.instance_boxes = "detected"
+            try:
+                for images, targets in datamodule.test_dataloader()[tasks.index("instance_segmentation")]:
+                    metric.update(self.segment(images.to(self.device), targets, g), self._mask_truth(targets))
+            finally:
+                hp.instance_boxes = "annotated"
+            result = metric.compute()
+            out.update({f"test/segm_detected_{k}": float(result[k]) for k in ("map", "map_50", "map_75")})
+        if {"keypoints"} <= set(hp.tasks) & set(tasks) and hp.keypoint_boxes == "annotated":
+            whole = datamodule.whole_keypoint_images()
+            whole.setup("test")
+            metric = KeypointAP(hp.keypoint_sigmas)
+            for images, targets in whole.test_dataloader()[tasks.index("keypoints")]:
+                found = self.keypoints_on_detections(images.to(self.device), targets, g)
+                metric.update([f["keypoints"] for f in found], [f["scores"] for f in found], targets, hp.image_size,
+                              whole_images=True)
+            result = metric.compute()
+            out.update({f"test/kpt_detected_{k}": float(result[k]) for k in ("map", "map_50", "map_75")})
+        return out
 
     def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
         """instances.png: the first `images` test images of the instance-segmentation task with their predicted
