@@ -385,8 +385,13 @@ def test_release_figures_show_masks_and_keypoints(scenes, tmp_path):
     model = Pix2SeqMultiTask(**TINY, tasks=ALL)
     model.set_caption_tokenizer(train_tokenizer(scenes.caption_texts(), 128))
     figures = model.release_figures(tmp_path, scenes, images=2)
-    assert sorted(figures) == ["captions.png", "instances.png", "keypoints.png"]
+    assert sorted(figures) == ["captions.png", "detections.png", "instances.png", "keypoints.png"]
     assert all(p.stat().st_size > 1000 for p in figures.values())
+    whole = Pix2SeqMultiTask(**TINY, tasks=ALL, keypoint_boxes="detected", keypoint_category=None)
+    whole.caption_tokenizer = model.caption_tokenizer
+    (tmp_path / "whole").mkdir()
+    figures = whole.release_figures(tmp_path / "whole", scenes.whole_keypoint_images(), images=2)
+    assert figures["keypoints.png"].stat().st_size > 1000
 
 
 def test_analyse_also_scores_the_instance_tasks_on_detected_boxes(scenes, tmp_path):

@@ -183,17 +183,21 @@ class Pix2SeqDetector(ZooModule):
         score) in colour and the annotated boxes in white."""
         if datamodule is None:
             return {}
+        datamodule.setup("test")
+        return self.detection_figure(folder, next(iter(datamodule.test_dataloader())),
+                                     getattr(datamodule, "categories", {}) or {}, images, min_score)
+
+    def detection_figure(self, folder, batch, names: dict[int, str], images: int = 8, min_score: float = 0.3
+                         ) -> dict:
+        """detections.png of `release_figures` from one test batch (`names`: category id -> name)."""
         from pathlib import Path
 
         from zoo._plots import _pyplot, _save
 
-        datamodule.setup("test")
-        batch = next(iter(datamodule.test_dataloader()))
         images_, targets = batch[0][:images], batch[1][:images]
         self.eval()
         with torch.no_grad():
             boxes, labels, scores = self.detect(images_.to(self.device), torch.Generator(self.device).manual_seed(0))
-        names = getattr(datamodule, "categories", {}) or {}
         size = self.hparams.image_size
         plt = _pyplot()
         cols = min(4, len(images_))

@@ -578,10 +578,10 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         return out
 
     def release_figures(self, folder, datamodule=None, images: int = 8, min_score: float = 0.3) -> dict:
-        """instances.png: the first `images` test images of the instance-segmentation task with their predicted
-        masks (tinted) and annotated boxes; keypoints.png: the first keypoint examples with the sampled points
-        (filled) and the annotated ones (hollow); captions.png: the first captioning test images with a sampled
-        caption and the first reference."""
+        """detections.png: the first `images` test images with their sampled detections (as `Pix2SeqDetector`);
+        instances.png: the first test images of the instance-segmentation task with their predicted masks (tinted);
+        keypoints.png: the first keypoint examples with the sampled points (filled) and the annotated ones (hollow);
+        captions.png: the first captioning test images with a sampled caption and the first reference."""
         if datamodule is None or not getattr(datamodule, "tasks", None):
             return {}
         from pathlib import Path
@@ -591,6 +591,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         datamodule.setup("test")
         loaders = dict(zip(datamodule.tasks, datamodule.test_dataloader()))
         plt, out, size = _pyplot(), {}, self.hparams.image_size
+        if "detection" in loaders and "detection" in self.hparams.tasks:
+            out.update(self.detection_figure(folder, next(iter(loaders["detection"])),
+                                             getattr(datamodule, "categories", {}) or {}, images, min_score))
         g = torch.Generator().manual_seed(0)
         self.eval()
         for task in ("instance_segmentation", "keypoints", "captioning"):
@@ -622,14 +625,21 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                     ax.imshow(im.numpy())
                 title = "Test images: masks from 8 polygon samples per annotated box"
             else:
-                yx, _ = self.keypoints(batch_images, targets, g)
-                for ax, im, t, p in zip(axes.flat, batch_images.cpu(), targets, yx.cpu()):
+                if self._whole_images(targets):  # points of the model's detections, in the input's pixels
+                    found = self.keypoints_on_detections(batch_images, targets, g)
+                    sampled = [(f["keypoints"] * (t["unpadded_size"] / t["orig_size"]).flip(0)).view(-1, 2)
+                               for t, f in zip(targets, found)]
+                    title = "Test images: keypoints of the model's own detections (filled), annotated ones (hollow)"
+                else:  # points of each annotated object's crop
+                    sampled = list((self.keypoints(batch_images, targets, g)[0].cpu() * size).flip(-1))
+                    title = "Test objects: sampled keypoints (filled) and annotated ones (hollow)"
+                for ax, im, t, p in zip(axes.flat, batch_images.cpu(), targets, sampled):
                     ax.imshow(im.permute(1, 2, 0).numpy())
-                    truth = t["keypoints"][0].view(-1, 2)
+                    truth = t["keypoints"].reshape(-1, 2)
                     seen = truth[:, 0] >= 0
                     ax.scatter(truth[seen, 1] * size, truth[seen, 0] * size, s=30, facecolors="none", ec="white")
-                    ax.scatter(p[:, 1] * size, p[:, 0] * size, s=12, c=range(len(p)), cmap="autumn")
-                title = "Test objects: sampled keypoints (filled) and annotated ones (hollow)"
+                    ax.scatter(p[:, 0], p[:, 1], s=12, c=[k % self.hparams.num_keypoints for k in range(len(p))],
+                               cmap="autumn")
             for ax in axes.flat:
                 ax.axis("off")
             name = {"instance_segmentation": "instances.png", "keypoints": "keypoints.png"}.get(task, "captions.png")
