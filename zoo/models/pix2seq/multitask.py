@@ -8,24 +8,25 @@ each task's loss is the weighted token cross-entropy of its sequences, and the s
 losses times their weights. The instance tasks decode one sequence per object, the image encoded once and its memory
 repeated for the image's objects.
 
-Inference, as the released multi-task config runs it: detection as Pix2seq does (top-p 0.4); instance segmentation
-and keypoints prompted with the annotated boxes (the config's `use_gt_box_at_test` path, so their AP measures the
-mask and keypoint readout, not detection), or prompted with the model's own detections, their classes and scores
+Inference, as the released multi-task config runs it: detection as Pix2seq does (top-p 0.4); instance segmentation and
+keypoints prompted with the annotated boxes (the config's `use_gt_box_at_test` path, so their AP measures the mask and
+keypoint readout, not detection), or prompted with the model's own detections, their classes and scores
 (`instance_boxes="detected"`, `keypoint_boxes="detected"`: what the official README's evaluation feeds that path).
 Keypoints on detected boxes follow the official unbatch-and-crop: each detection of `keypoint_category` cut from the
-image widened by `crop_pad_scale` of its size on each side, resized and padded as an evaluation image, prompted with
-its box in the crop and its class, its points moved back into the image, and every detection of an image matched
-among all the image's annotated objects (COCO's keypoint evaluation). The crops are cut from the model's input,
-which is the original image wherever that is no larger than `image_size` (the official code cuts the original). Instance segmentation samples `ensemble_num_samples` (8)
-polygon sequences per object with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is
-the box's (1 for an annotated box); the annotated masks it is scored against are the annotations' polygons as read
-(at most `max_points` points, where COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn with
-the invisible token suppressed, a point still invisible goes to the box's centre, and the score is the mean
-probability of the sampled tokens (`points_score_weight` 1). Captioning samples the whole caption at top-p 1.0 and
-is scored with corpus BLEU-4 against all of the image's captions (torchmetrics' BLEUScore, the closest reference
-length for the brevity penalty as COCO's evaluation; on lower-cased words without punctuation, not COCO's PTB
-tokenizer). The caption tokenizer is trained on the DataModule's training captions when a model without one first
-sets up, and kept in the model (`caption_tokenizer`, its serialised bytes), so releases and checkpoints carry it.
+image widened by `crop_pad_scale` of its size on each side, resized and padded as an evaluation image, prompted with its
+box in the crop and its class, its points moved back into the image, and every detection of an image matched among all
+the image's annotated objects (COCO's keypoint evaluation). The crops are cut from the model's input (the image resized
+to fit `image_size`: the original pixels where its longer side is `image_size`, as most COCO images' is at 640; the
+official code cuts the original). Instance segmentation samples `ensemble_num_samples` (8) polygon sequences per object
+with top-p 0.8, rasterises each, averages them and keeps pixels above 0.5; its score is the box's (1 for an annotated
+box); the annotated masks it is scored against are the annotations' polygons as read (at most `max_points` points, where
+COCO's evaluator draws the full polygons). Keypoints sample once with top-p 0.1; a sampled invisible token is redrawn
+with the invisible token suppressed, a point still invisible goes to the box's centre, and the score is the mean
+probability of the sampled tokens (`points_score_weight` 1). Captioning samples the whole caption at top-p 1.0 and is
+scored with corpus BLEU-4 against all of the image's captions (torchmetrics' BLEUScore, the closest reference length for
+the brevity penalty as COCO's evaluation; on lower-cased words without punctuation, not COCO's PTB tokenizer). The
+caption tokenizer is trained on the DataModule's training captions when a model without one first sets up, and kept in
+the model (`caption_tokenizer`, its serialised bytes), so releases and checkpoints carry it.
 """
 from __future__ import annotations
 
