@@ -377,15 +377,15 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
 
     # ---------------------------------------------------------------- inference
     def _prompted(self, task: str, images: torch.Tensor, targets: list[dict], samples: int, top_p: float,
-                  generator: torch.Generator | None = None):
+                  generator: torch.Generator | None = None, detected: bool = False):
         """Sampled responses to the instance prompts: (tokens [B, M, S, 2P], logits [B, M, S, 2P, V], labels [B, M],
-        boxes [B, M, 4], scores [B, M]); the prompts are the annotated boxes (score 1) or, for instance segmentation
-        with instance_boxes="detected", the model's own M detections."""
+        boxes [B, M, 4], scores [B, M]); the prompts are the annotated boxes (score 1) or, with `detected`, the
+        model's own M detections."""
         hp = self.hparams
         m = hp.max_instances_per_image_seg if task == "instance_segmentation" else 1
         key = "polygon" if task == "instance_segmentation" else "keypoints"
         memory = self.model.encode(images)
-        if task == "instance_segmentation" and hp.instance_boxes == "detected":
+        if detected:
             boxes, labels, scores = self.detect(images, generator, m, memory)
         else:
             boxes, labels, _ = (x.to(images.device) for x in pad_instances(targets, key, m))
@@ -398,14 +398,15 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         return tokens.view(*shape, -1), logits.view(*shape, *logits.shape[1:]), labels, boxes, scores
 
     @torch.no_grad()
-    def segment(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None
-                ) -> list[dict[str, torch.Tensor]]:
-        """Per image, its prompted objects (annotated or detected, `instance_boxes`): `masks` [n, H, W] (original
-        pixels), each the ensemble of `ensemble_num_samples` sampled polygons where more than `ensemble_threshold`
-        of them cover a pixel, with their `labels` and `scores`."""
+    def segment(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None,
+                boxes: str | None = None) -> list[dict[str, torch.Tensor]]:
+        """Per image, its prompted objects (`boxes`: "annotated" or "detected"; None: `instance_boxes`): `masks`
+        [n, H, W] (original pixels), each the ensemble of `ensemble_num_samples` sampled polygons where more than
+        `ensemble_threshold` of them cover a pixel, with their `labels` and `scores`."""
         hp = self.hparams
+        detected = (boxes or hp.instance_boxes) == "detected"
         tokens, _, labels, _, scores = self._prompted("instance_segmentation", images, targets,
-                                                      hp.ensemble_num_samples, hp.seg_top_p, generator)
+                                                      hp.ensemble_num_samples, hp.seg_top_p, generator, detected)
         points = tokens_to_points(tokens, hp.quantization_bins, hp.coord_vocab_shift)
         out = []
         for i, t in enumerate(targets):
@@ -558,12 +559,8 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if {"instance_segmentation"} <= set(hp.tasks) & set(tasks) and hp.instance_boxes == "annotated":
             datamodule.setup("test")
             metric = MeanAveragePrecision(iou_type="segm", backend="pycocotools")
-            hp.instance_boxes = "detected"
-            try:
-                for images, targets in datamodule.test_dataloader()[tasks.index("instance_segmentation")]:
-                    metric.update(self.segment(images.to(self.device), targets, g), self._mask_truth(targets))
-            finally:
-                hp.instance_boxes = "annotated"
+            for images, targets in datamodule.test_dataloader()[tasks.index("instance_segmentation")]:
+                metric.update(self.segment(images.to(self.device), targets, g, "detected"), self._mask_truth(targets))
             result = metric.compute()
             out.update({f"test/segm_detected_{k}": float(result[k]) for k in ("map", "map_50", "map_75")})
         if {"keypoints"} <= set(hp.tasks) & set(tasks) and hp.keypoint_boxes == "annotated":
@@ -612,8 +609,8 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                 for ax, im, t, c in zip(axes.flat, batch_images.cpu(), targets, self.caption(batch_images, g)):
                     h, w = t["unpadded_size"].tolist()
                     ax.imshow(im[:, :h, :w].permute(1, 2, 0).numpy())
-                    ax.set_title(textwrap.fill("model: " + c, 38) + "\n" + textwrap.fill("data: " + t["captions"][0], 38),
-                                 fontsize=7, loc="left")
+                    text = textwrap.fill("model: " + c, 38) + "\n" + textwrap.fill("data: " + t["captions"][0], 38)
+                    ax.set_title(text, fontsize=7, loc="left")
                 title = "Test images: a sampled caption (model) and the first reference caption (data)"
             elif task == "instance_segmentation":
                 masks = [p["masks"] for p in self.segment(batch_images, targets, g)]
