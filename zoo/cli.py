@@ -30,7 +30,9 @@ Catalogue and weights:
   convert    official weights -> a zoo release       zoo convert pix2seq-coco [--checkpoint DIR]
              the whole zoo: zoo reproduce --all --only-missing; zoo publish --all --org ORG
 
-`zoo <command> --help` explains each one.
+`zoo <command> --help` explains each one. fit/validate/test/predict, reproduce and convert let glibc's malloc
+keep freed blocks up to 1 GiB for reuse (large CPU temporaries are otherwise faulted in afresh every step;
+results are unchanged); ZOO_SYSTEM_MALLOC=1 turns that off.
 """
 
 
@@ -198,6 +200,10 @@ def _zoo_error(err: BaseException) -> BaseException | None:
 def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
+    if argv and argv[0] in LIGHTNING + ("reproduce", "convert"):
+        from zoo._runtime import keep_freed_memory
+
+        keep_freed_memory()
     if argv and argv[0] in LIGHTNING:
         from zoo._lightning_cli import ZooCLI
 
