@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 import zoo
 from _compare import Row
+from zoo._runtime import keep_freed_memory
 from zoo.data import IDXDataModule
 
 REF, OURS, CONVS, ENCODER = ("gram-ai/capsule-networks", "zoo capsnet", "convolutions only",
@@ -170,11 +171,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--malloc", choices=("zoo", "system"), default="zoo",
+                   help="zoo: glibc keeps freed blocks up to 1 GiB for reuse, as the `zoo` command sets it (both "
+                   "sides run under it); system: glibc's defaults")
     a = p.parse_args()
+    kept = a.malloc == "zoo" and keep_freed_memory()
     rates, params = compare(a.reference, a.batch_size, a.steps, a.warmup, a.repeats, a.device, a.data_dir)
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"CapsNet training, batch {a.batch_size}, {a.steps} timed steps after {a.warmup} warm-up, median of "
-          f"{a.repeats}, device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+          f"{a.repeats}, device {a.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"malloc: {'freed blocks kept, as the zoo command sets it' if kept else 'glibc defaults'}")
     print(f"parameters: ours {params[OURS]:,}, gram-ai {params[REF]:,}")
     for name, r in med.items():
         print(f"{name:26s} {r:9.1f} images/s   (runs: {', '.join(f'{v:.1f}' for v in rates[name])})")

@@ -10,7 +10,8 @@ table gives the median of each side, the ratio of speeds (ours / reference; > 1:
 the per-repeat ratios and the target of issue 17. References without a checkout are listed as skipped; scripts
 with no external reference (overhead, start-up, forward gradients) are named and run alone. `--write` puts the
 table, machine, versions and thread counts into a marked section of the given Markdown file (replacing only the
-previous output of this script).
+previous output of this script). Both sides run under the allocator setting of the `zoo` command (`--malloc
+system` for glibc's defaults; see zoo/_runtime.py).
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _compare import Row  # noqa: E402
+from zoo._runtime import keep_freed_memory  # noqa: E402
 
 #: key -> (module in benchmarks/, the reference it compares with; None: built into the script)
 BENCHMARKS = {
@@ -120,9 +122,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--write", type=Path, default=None, help="Markdown file whose run.py section to (re)write")
+    p.add_argument("--malloc", choices=("zoo", "system"), default="zoo",
+                   help="zoo: glibc keeps freed blocks up to 1 GiB for reuse, as the `zoo` command sets it (both "
+                   "sides run under it); system: glibc's defaults")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    kept = a.malloc == "zoo" and keep_freed_memory()
     refs = {}
     for item in a.ref:
         key, _, path = item.partition("=")
@@ -144,7 +150,9 @@ def main() -> None:
     alone = sorted(f.stem for f in HERE.glob("*.py")
                    if not f.stem.startswith("_") and f.stem not in {"run", "gpu"}
                    and f.stem not in {m for m, _ in BENCHMARKS.values()})
-    lines = [f"Machine: {machine()}.", "",
+    allocator = ("glibc keeps freed blocks up to 1 GiB (the `zoo` command's setting, both sides)" if kept
+                 else "glibc's defaults")
+    lines = [f"Machine: {machine()}; allocator: {allocator}.", "",
              f"`python benchmarks/{' '.join(shlex.quote(x) for x in ['run.py', *sys.argv[1:]])}`"
              f" (median of {a.repeats} interleaved repeats, device {a.device}):", "", *table(rows), ""]
     lines += [f"- {n}" for n in notes]
