@@ -20,11 +20,11 @@ def step():  # three 40 MB temporaries: above glibc's largest dynamic mmap thres
     b = a * 2
     return float((b + a)[0])
 faults = []
-for _ in range(8):
+for _ in range(12):
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, max(faults[-3:]))
+print(applied, sum(faults[-8:]))
 """
 
 
@@ -38,12 +38,12 @@ def _probe(**env: str) -> tuple[bool, int]:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_large_blocks_are_reused_without_page_faults():
-    applied, faults = _probe()
+    applied, kept = _probe()
     assert applied
-    assert faults < 100  # once the heap has grown, every step reuses its pages
-    applied, faults = _probe(**{OPT_OUT: "1"})
+    applied, default = _probe(**{OPT_OUT: "1"})
     assert not applied
-    assert faults > 25_000  # glibc's default: each 40 MB block mapped afresh, 29,000 pages a step
+    assert default > 8 * 25_000  # glibc's default: each 40 MB block mapped afresh, 29,000 pages every step
+    assert kept < default / 4  # kept: the heap settles within a few steps, then reuses its pages (0 faults)
 
 
 def test_the_environment_wins(monkeypatch):
@@ -52,3 +52,19 @@ def test_the_environment_wins(monkeypatch):
     monkeypatch.delenv(OPT_OUT)
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert not keep_freed_memory()
+
+
+def test_only_the_zoo_command_sets_it(monkeypatch, capsys):
+    from zoo import cli
+
+    calls = []
+    monkeypatch.setattr("zoo._runtime.keep_freed_memory", lambda: calls.append(True) or True)
+    monkeypatch.setattr(sys, "argv", ["zoo", "convert", "no-such-entry"])
+    assert cli.main() == 2  # the unknown name is refused in one line, after the setting
+    assert calls == [True]
+    assert cli.main(["convert", "no-such-entry"]) == 2  # called from Python: the host process is left alone
+    assert calls == [True]
+    monkeypatch.setattr(sys, "argv", ["zoo", "list", "no-such-entry"])
+    cli.main()
+    assert calls == [True]  # catalogue commands do not train
+    assert "no-such-entry" in capsys.readouterr().err

@@ -1,5 +1,5 @@
-"""Process-wide settings that the `zoo` command applies before it trains (never on `import zoo`: a library does
-not change its host process's allocator)."""
+"""Process-wide settings that the `zoo` command applies before it trains (never on `import zoo` or a call of
+`zoo.cli.main` from Python: a library does not change its host process's allocator)."""
 from __future__ import annotations
 
 import ctypes
@@ -19,9 +19,8 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     temporaries are that large pays the kernel to fault in and zero their pages again at every step. CapsNet's
     routing at batch 100 makes 571 MiB of such pages per step; on the 2-core build VM fresh pages filled at 3.7
     GiB/s against 25.8 GiB/s for reused ones, and the routing took 275 ms a step instead of 105 ms
-    (docs/benchmarks.md).
-    Only the allocation changes: every result is bit-identical. The cost is memory: up to `limit` of freed heap
-    stays with the process until it exits.
+    (docs/benchmarks.md). Only the allocation changes: every result is bit-identical. The cost is memory: up to
+    `limit` of freed heap stays with the process until it exits.
 
     Applied only on Linux with glibc, and not when the environment sets ZOO_SYSTEM_MALLOC=1 or chooses the
     thresholds itself (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, or GLIBC_TUNABLES). Returns whether it
@@ -30,12 +29,8 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
         return False
     if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")):
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = libc.mallopt if libc is not None else None
-    except (OSError, AttributeError):  # musl and other libcs without mallopt
-        return False
-    if mallopt is None:
+    try:  # musl and other libcs have no mallopt
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, limit)) and bool(mallopt(_M_TRIM_THRESHOLD, limit))

@@ -200,7 +200,7 @@ def _zoo_error(err: BaseException) -> BaseException | None:
 def main(argv: list[str] | None = None) -> int:
     from_shell = argv is None
     argv = sys.argv[1:] if from_shell else list(argv)
-    if argv and argv[0] in LIGHTNING + ("reproduce", "convert"):
+    if from_shell and argv and argv[0] in LIGHTNING + ("reproduce", "convert"):  # the process is ours
         from zoo._runtime import keep_freed_memory
 
         keep_freed_memory()
