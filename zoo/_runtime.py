@@ -19,8 +19,9 @@ def keep_freed_memory(limit: int = 1 << 30) -> bool:
     temporaries are that large pays the kernel to fault in and zero their pages again at every step. CapsNet's
     routing at batch 100 makes 571 MiB of such pages per step; on the 2-core build VM fresh pages filled at 3.7
     GiB/s against 25.8 GiB/s for reused ones, and the routing took 275 ms a step instead of 105 ms
-    (docs/benchmarks.md). Only the allocation changes: every result is bit-identical. The cost is memory: up to
-    `limit` of freed heap stays with the process until it exits.
+    (docs/benchmarks.md). Only the allocation changes, not the arithmetic (CapsNet's parameters after three Adam
+    steps hash the same with and without it). The cost is memory: up to `limit` of freed heap stays with the
+    process until it exits.
 
     Applied only on Linux with glibc, and not when the environment sets ZOO_SYSTEM_MALLOC=1 or chooses the
     thresholds itself (MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_, or GLIBC_TUNABLES). Returns whether it
