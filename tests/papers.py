@@ -246,6 +246,7 @@ def context(idx_dir: Path, teacher: Path, dest: Path) -> dict[str, str]:
                                                         dest / "remedis_upstream")),
             "remedis_tuned": str(zoo.save_pretrained(zoo.create("remedis", stage="finetune", **REMEDIS_NET),
                                                      dest / "remedis_tuned")),
+            "pix2seq_start": str(zoo.save_pretrained(zoo.create("pix2seq", **PIX2SEQ_SCENES_TOY), dest / "pix2seq_start")),
             "imputer_expert": str(zoo.save_pretrained(zoo.create("imputer", d=8, layers=1, heads=2, ff=16, channels=2,
                                                                  loss="ctc"), dest / "imputer_expert")),
             **dict(zip(("synth_dir", "cmudict"), map(str, write_synthetic(dest / "synth"))))}
@@ -353,6 +354,12 @@ TREECROWNS = ("--data.init_args.source={treecrown_dir}", "--data.init_args.tile=
               "--model.init_args.num_decoder_layers=1", "--model.init_args.dim_att=16", "--model.init_args.dim_mlp=32",
               "--model.init_args.num_heads=2", "--model.init_args.dim_att_dec=16", "--model.init_args.dim_mlp_dec=32",
               "--model.init_args.num_heads_dec=2", "--trainer.precision=32-true")
+# the toy detector of TREECROWNS with the scene detector's vocabulary and sequence length (what treecrowns_scenes.yaml
+# loads), saved as the release that recipe starts from
+PIX2SEQ_SCENES_TOY = dict(backbone="test_resnet", image_size=64, num_encoder_layers=1, num_decoder_layers=1, dim_att=16,
+                          dim_mlp=32, num_heads=2, dim_att_dec=16, dim_mlp_dec=32, num_heads_dec=2, vocab_size=456,
+                          max_seq_len=50, feature_stage=3, quantization_bins=256, coord_vocab_shift=200, max_instances=10,
+                          max_instances_test=10)
 # derived scenes of the fixture IDX images, few and small, and a ResNet small enough for them
 SCENES = ("--data.init_args.source_dir={idx_dir}", "--data.init_args.val_pool=40", "--data.init_args.train_size=8",
           "--data.init_args.val_size=4", "--data.init_args.test_size=4", "--data.init_args.canvas=64",
@@ -786,6 +793,9 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),
              Run("configs/pix2seq/scenes.yaml", SCENES, data="own"),
              Run("configs/pix2seq/treecrowns.yaml", TREECROWNS, data="own"),
+             Run("configs/pix2seq/treecrowns_scenes.yaml", (*TREECROWNS, "--model.init_args.start_from={pix2seq_start}"),
+                 data="own"),
+             Run("configs/pix2seq/treecrowns_scratch.yaml", TREECROWNS, data="own"),
              Run("configs/pix2seq/v2_scenes.yaml", SCENES, data="own"),
              Run("configs/pix2seq/d_scenes.yaml", PANOPTIC_SCENES, data="own")),
         ddp=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own", check=_pix2seq),

@@ -7,6 +7,7 @@ import torch
 from coco_fixture import write_coco_fixture
 from conftest import round_trip
 
+from zoo._errors import WeightsMismatchError
 from zoo.data.coco import COCODetectionDataModule
 from zoo.models.pix2seq import Pix2Seq, Pix2SeqDetector
 from zoo.models.pix2seq.model import sincos, sincos_2d
@@ -204,3 +205,26 @@ def test_training_step_and_release_round_trip(batch, tmp_path):
     with pytest.raises(ValueError, match="category id 90"):
         Pix2SeqDetector(**{**TINY, "coord_vocab_shift": 150, "vocab_size": 250}).sequences(targets, True)
     round_trip(module, tmp_path, images)
+
+
+def test_start_from_loads_a_release_when_fitting_starts(tmp_path):
+    """`start_from` (fine-tuning from a pre-trained detector) is read in setup("fit"), not when the model is built
+    (so a recipe builds without the release), loads every weight, and refuses a release of other sizes."""
+    import zoo
+
+    torch.manual_seed(0)
+    start = zoo.save_pretrained(Pix2SeqDetector(**TINY), tmp_path / "start")
+    torch.manual_seed(1)
+    module = Pix2SeqDetector(**TINY, start_from=str(start))
+    assert "start_from" not in module.hparams
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    module.setup("validate")
+    assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
+    module.setup("fit")
+    loaded = zoo.load(str(start)).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in module.state_dict().items())
+    assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+    module.setup("fit")  # loaded once: a second setup keeps what training changed
+    other = Pix2SeqDetector(**{**TINY, "dim_att_dec": 16, "dim_mlp_dec": 32}, start_from=str(start))
+    with pytest.raises(WeightsMismatchError, match="wrong shape"):
+        other.setup("fit")
