@@ -224,7 +224,11 @@ def test_start_from_loads_a_release_when_fitting_starts(tmp_path):
     loaded = zoo.load(str(start)).state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in module.state_dict().items())
     assert any(not torch.equal(before[k], v) for k, v in module.state_dict().items())
+    with torch.no_grad():  # as a training step would change it
+        next(module.parameters()).add_(1.0)
+    changed = {k: v.clone() for k, v in module.state_dict().items()}
     module.setup("fit")  # loaded once: a second setup keeps what training changed
+    assert all(torch.equal(changed[k], v) for k, v in module.state_dict().items())
     other = Pix2SeqDetector(**{**TINY, "dim_att_dec": 16, "dim_mlp_dec": 32}, start_from=str(start))
     with pytest.raises(WeightsMismatchError, match="wrong shape"):
         other.setup("fit")
