@@ -793,7 +793,7 @@ PAPERS: tuple[Paper, ...] = (
         fit=(Run("configs/pix2seq/coco_tiny.yaml", COCO_FIXTURE, data="own"),
              Run("configs/pix2seq/scenes.yaml", SCENES, data="own"),
              Run("configs/pix2seq/treecrowns.yaml", TREECROWNS, data="own"),
-             Run("configs/pix2seq/treecrowns_scenes.yaml", (*TREECROWNS, "--model.init_args.start_from={pix2seq_start}"),
+             Run("configs/pix2seq/treecrowns_scenes.yaml", (*TREECROWNS, "--model.init_args.pretrained={pix2seq_start}"),
                  data="own"),
              Run("configs/pix2seq/treecrowns_scratch.yaml", TREECROWNS, data="own"),
              Run("configs/pix2seq/v2_scenes.yaml", SCENES, data="own"),

@@ -207,16 +207,16 @@ def test_training_step_and_release_round_trip(batch, tmp_path):
     round_trip(module, tmp_path, images)
 
 
-def test_start_from_loads_a_release_when_fitting_starts(tmp_path):
-    """`start_from` (fine-tuning from a pre-trained detector) is read in setup("fit"), not when the model is built
+def test_pretrained_loads_a_release_when_fitting_starts(tmp_path):
+    """`pretrained` (fine-tuning from a pre-trained detector) is read in setup("fit"), not when the model is built
     (so a recipe builds without the release), loads every weight, and refuses a release of other sizes."""
     import zoo
 
     torch.manual_seed(0)
     start = zoo.save_pretrained(Pix2SeqDetector(**TINY), tmp_path / "start")
     torch.manual_seed(1)
-    module = Pix2SeqDetector(**TINY, start_from=str(start))
-    assert "start_from" not in module.hparams
+    module = Pix2SeqDetector(**TINY, pretrained=str(start))
+    assert "pretrained" not in module.hparams
     before = {k: v.clone() for k, v in module.state_dict().items()}
     module.setup("validate")
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
@@ -229,6 +229,8 @@ def test_start_from_loads_a_release_when_fitting_starts(tmp_path):
     changed = {k: v.clone() for k, v in module.state_dict().items()}
     module.setup("fit")  # loaded once: a second setup keeps what training changed
     assert all(torch.equal(changed[k], v) for k, v in module.state_dict().items())
-    other = Pix2SeqDetector(**{**TINY, "dim_att_dec": 16, "dim_mlp_dec": 32}, start_from=str(start))
+    other = Pix2SeqDetector(**{**TINY, "dim_att_dec": 16, "dim_mlp_dec": 32}, pretrained=str(start))
     with pytest.raises(WeightsMismatchError, match="wrong shape"):
         other.setup("fit")
+    with pytest.raises(ValueError, match="not both"):
+        Pix2SeqDetector(**TINY, pretrained=str(start), weights=str(start))

@@ -54,9 +54,10 @@ class Pix2SeqDetector(ZooModule):
         lr, weight_decay, beta1, beta2, eps: AdamW on all parameters (fine-tuning config: 3e-5, 0.05, 0.9, 0.95, 1e-8).
         warmup_epochs, end_lr_factor: linear warm-up epochs, then linear decay to end_lr_factor x lr (2, 0.01).
         weights: a zoo checkpoint to start from, loaded now; not saved as a hyperparameter.
-        start_from: a Pix2seq detection release (catalogue name or folder) whose weights start this model, as
-            fine-tuning starts from a pre-trained detector; loaded strictly when fitting starts (before a resumed run
-            restores its checkpoint), so the recipe builds and a release of this model loads without it.
+        pretrained: a Pix2seq detection release (catalogue name, folder or hf-hub:) whose weights start this model,
+            as fine-tuning starts from a pre-trained detector; loaded strictly when fitting starts (before a resumed
+            run restores its checkpoint), so the recipe builds before it exists and a release of this model loads
+            without it. Not saved as a hyperparameter.
     """
 
     def __init__(self, backbone: str = "resnet50", image_size: int = 640, num_encoder_layers: int = 6,
@@ -70,7 +71,7 @@ class Pix2SeqDetector(ZooModule):
                  top_k: int = 0, top_p: float = 0.4, temperature: float = 1.0, evaluate_ap: bool = True,
                  lr: float = 3e-5, weight_decay: float = 0.05, beta1: float = 0.9, beta2: float = 0.95,
                  eps: float = 1e-8, warmup_epochs: float = 2.0, end_lr_factor: float = 0.01,
-                 weights: str | None = None, start_from: str | None = None):
+                 weights: str | None = None, pretrained: str | None = None):
         super().__init__()
         if coord_vocab_shift + quantization_bins > vocab_size:
             raise ValueError(f"coordinate tokens reach {coord_vocab_shift + quantization_bins - 1}, beyond the "
@@ -78,8 +79,11 @@ class Pix2SeqDetector(ZooModule):
         if 5 * max(max_instances, max_instances_test) + 1 > max_seq_len + 1:
             raise ValueError(f"max_seq_len {max_seq_len} cannot hold 5 tokens for each of "
                              f"{max(max_instances, max_instances_test)} objects")
-        self.save_hyperparameters(ignore=["weights", "start_from"])
-        self._start_from = start_from
+        if pretrained and weights:
+            raise ValueError("give `pretrained` (a detector to fine-tune) or `weights` (this model's release to go on "
+                             "from), not both")
+        self.save_hyperparameters(ignore=["weights", "pretrained"])
+        self.__dict__["_pretrained"] = pretrained  # loaded once, in `setup`
         self.model = Pix2Seq(backbone, num_encoder_layers, dim_att, dim_mlp, num_heads, num_decoder_layers,
                              dim_att_dec, dim_mlp_dec, num_heads_dec, vocab_size, max_seq_len, drop_path, drop_units,
                              drop_att, feature_stage, patch_size)
@@ -88,9 +92,9 @@ class Pix2SeqDetector(ZooModule):
 
     def setup(self, stage: str) -> None:
         """The AP metrics are made here, not in __init__, so loading a release for inference needs no COCO tools;
-        `start_from` is loaded here when fitting starts."""
-        if stage == "fit" and self._start_from:
-            source, self._start_from = self._start_from, None
+        `pretrained` is loaded here when fitting starts."""
+        if stage == "fit" and self._pretrained:
+            source, self.__dict__["_pretrained"] = self._pretrained, None
             self.init_weights_from(source)
         if self.hparams.evaluate_ap and self.ap is None:
             from torchmetrics.detection import MeanAveragePrecision
