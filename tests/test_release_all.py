@@ -218,3 +218,22 @@ def _card_section(card: str) -> str:
     from zoo._card import SAME_PAPER_BEGIN, SAME_PAPER_END
 
     return card[card.index(SAME_PAPER_BEGIN):card.index(SAME_PAPER_END) + len(SAME_PAPER_END)]
+
+
+def test_recorded_seconds_count_the_entry_alone_not_the_baseline_its_command_trained_first():
+    from dataclasses import replace
+
+    from zoo._catalog import Entry, PaperRef
+    from zoo._release_all import recorded_seconds
+
+    paper = PaperRef(arxiv="1503.02531", title="t", setting="s")
+    base = Entry("b", "mlp", {}, {}, "r.yaml", "t", "d", paper, "mit", reproduced={"wall_time_s": 100.0})
+    legacy = replace(base, name="a", baseline="b", reproduced={"wall_time_s": 50.0, "total_time_s": 160.0})
+    entries = {"a": legacy, "b": base}
+    assert recorded_seconds(legacy, entries) == 60.0  # 110 s beyond its fit: the baseline's 100 s fit ran inside
+    assert recorded_seconds(legacy) == 160.0  # without the catalogue there is nothing to take off
+    alone = replace(legacy, reproduced={"wall_time_s": 50.0, "total_time_s": 58.0})  # run with --no-baseline
+    assert recorded_seconds(alone, entries) == 58.0
+    recorded = replace(legacy, reproduced={"wall_time_s": 50.0, "total_time_s": 160.0, "own_time_s": 57.0})
+    assert recorded_seconds(recorded, entries) == 57.0
+    assert recorded_seconds(base, entries) == 100.0  # only the fit recorded

@@ -39,6 +39,8 @@ def test_reproduce_release_catalogue_and_determinism(catalog_copy, zoo_home):
     assert entry["reproduced"]["command"] == f"zoo reproduce {NAME} " + " ".join(FAST)
     # the whole command (the baseline trained first, the analysis) takes longer than the main fit alone
     assert entry["reproduced"]["total_time_s"] > entry["reproduced"]["wall_time_s"]
+    # the entry alone, as `reproduce --all` plans it: more than its fit (test, analysis), less than the whole
+    assert entry["reproduced"]["wall_time_s"] < entry["reproduced"]["own_time_s"] < entry["reproduced"]["total_time_s"]
     card = (rel / "README.md").read_text()
     assert "baseline: forward-forward-digits-backprop" in card and "![receptive_fields.png]" in card
 
