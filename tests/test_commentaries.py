@@ -1,7 +1,7 @@
 """Teaching with Commentaries: the differentiable Adam step against torch.optim.Adam; the unrolled (Alg. 1)
 hypergradient against central finite differences; the Neumann-series (Alg. 2) hypergradient against the exact
 implicit gradient of a quadratic inner problem; the blend by hand; shapes, the unroll's linear memory, learning on
-one batch, and the release round trip."""
+one batch, the release round trip, and the official retraining protocols that `analyse` follows."""
 import math
 
 import lightning as L
@@ -195,3 +195,43 @@ def test_release_round_trips_are_bit_exact(tmp_path):
         blending.blend_logits.normal_()
     back = round_trip(blending, tmp_path / "b", x)
     assert torch.equal(back.blend_matrix(), blending.blend_matrix())
+
+
+def test_weighting_retraining_is_the_official_protocol_epochs_of_batches_with_the_global_step():
+    """student_train_weighting.py: epochs over the whole training split in batches of 64 (the last one short), the
+    teacher called with the global step, so it runs past the inner loop's N."""
+    from zoo.models.commentaries.analysis import train_weighted
+
+    torch.manual_seed(0)
+    x, y = torch.rand(10, 1, 28, 28), torch.randint(0, 10, (10,))
+    seen: list[tuple[int, int]] = []
+
+    def weight(xb, t):
+        seen.append((t, len(xb)))
+        return xb.new_ones(len(xb))
+
+    curve = train_weighted(Student(channels=(2, 3)), x, y, weight, 1e-3, epochs=2, batch=4, seed=0, every=2,
+                           test=(x, y))
+    assert seen == [(0, 4), (1, 4), (2, 2), (3, 4), (4, 4), (5, 2)]
+    assert len(curve) == 3 and all(0 <= a <= 1 for a in curve)
+
+
+def test_blending_retraining_schedule_is_test_mixups_scaled_to_the_run():
+    from zoo.models.commentaries.analysis import retraining_lr
+
+    lrs = [retraining_lr(step, 100) for step in range(100)]  # epochs 30, 60 and 80 of the official 100
+    assert lrs[0] == lrs[29] == 0.1
+    assert lrs[30] == pytest.approx(0.01) and lrs[60] == pytest.approx(1e-3) and lrs[80] == pytest.approx(1e-4)
+    assert sorted(set(lrs), reverse=True) == [lrs[0], lrs[30], lrs[60], lrs[80]]
+
+
+def test_hypergradient_training_term_is_a_new_random_batch(fixture_data):
+    """train_mixup.py draws the hyper step's training batch from a new shuffle, not the batch just trained on."""
+    module = CommentaryBlending(channels=[4, 8])
+    module._train = fixture_data.train_set
+    module._generator = lambda *keys: torch.Generator().manual_seed(sum(keys))
+    x, y = module.fresh_batch(8)
+    everything, labels = fixture_data.train_set.__getitems__(list(range(len(fixture_data.train_set))))
+    rows = [int(((everything - xi).abs().flatten(1).sum(1) == 0).nonzero()[0]) for xi in x]
+    assert len(set(rows)) == 8 and torch.equal(labels[rows], y)  # distinct training images with their labels
+    assert rows != list(range(8))

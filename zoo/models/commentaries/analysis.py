@@ -30,21 +30,27 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
     return correct / len(y)
 
 
-def train_weighted(student: torch.nn.Module, xs: torch.Tensor, ys: torch.Tensor, weight: Weight, lr: float,
-                   every: int, test: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
-    """An ordinary (first-order) Adam run of `student` on batches xs [S, b, ...] with example weights
-    `weight(x, t)` (no gradient to the commentary); test accuracy after every `every` steps."""
+def train_weighted(student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, weight: Weight, lr: float,
+                   epochs: int, batch: int, seed: int, every: int, test: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
+    """The official retraining (student_train_weighting.py): an ordinary (first-order) Adam run of `student` over
+    `epochs` shuffled passes of (x, y) in batches of `batch`, each example's loss weighted by `weight(x, t)` with t
+    the global step (so past the teacher's N inner steps its input t/N goes beyond 1, as there); no gradient to the
+    commentary. Test accuracy after every `every` steps and at the end."""
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     student.train()
+    g = torch.Generator().manual_seed(seed)
+    batches = [idx for _ in range(epochs) for idx in torch.randperm(len(y), generator=g).split(batch)]
     curve = []
-    for t in range(len(xs)):  # sequential training steps
+    for t, idx in enumerate(batches):  # sequential training steps
+        idx = idx.to(x.device)
+        xb, yb = x[idx], y[idx]
         with torch.no_grad():
-            w = weight(xs[t], t)
-        loss = weighted_loss(student(xs[t]), ys[t], w)
+            w = weight(xb, t)
+        loss = weighted_loss(student(xb), yb, w)
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (t + 1) % every == 0 or t + 1 == len(xs):
+        if (t + 1) % every == 0 or t + 1 == len(batches):
             curve.append(accuracy(student, *test))
     return curve
 
@@ -84,9 +90,10 @@ def unroll_memory(module, lengths: list[int], batch: tuple[torch.Tensor, torch.T
 
 
 def analyse_weighting(module, folder: Path | None, datamodule) -> dict[str, Any]:
-    """Fresh students (new initialisations, new batches) trained `eval_steps` steps with the learned commentary,
-    the teacher at its initialisation (a random commentary) and none (every weight 1): test accuracy along the way
-    and at the end (mean and spread over `eval_seeds`); and the unrolled graph's memory at `memory_unrolls`."""
+    """Fresh students (new initialisations, new data order) trained `eval_epochs` epochs in batches of
+    `eval_batch` with the learned commentary, the teacher at its initialisation (a random commentary) and none
+    (every weight 1): test accuracy along the way and at the end (mean and spread over `eval_seeds`); and the
+    unrolled graph's memory at `memory_unrolls`."""
     if datamodule is None:
         return {}
     hp = module.hparams
@@ -95,7 +102,8 @@ def analyse_weighting(module, folder: Path | None, datamodule) -> dict[str, Any]
     module.eval()
     device = module.device
     test = tuple(t.to(device) for t in images(datamodule.test_set))
-    steps = hp.eval_steps or hp.inner_steps
+    x_train, y_train = (t.to(device) for t in images(datamodule.train_set))
+    steps = hp.eval_epochs * -(-len(y_train) // hp.eval_batch)
     every = max(1, steps // 5)
     random_teacher = module.initial_teacher().to(device)
     commentaries: dict[str, Weight] = {
@@ -106,15 +114,13 @@ def analyse_weighting(module, folder: Path | None, datamodule) -> dict[str, Any]
     module.teacher.train()  # BN on batch statistics, as while learning it
     curves: dict[str, list[list[float]]] = {k: [] for k in commentaries}
     fixed: dict[str, list[float]] = {}
-    n_train = len(datamodule.train_set)
-    # the initialisation the teacher was learned with (new batches), then fresh ones
+    n_train = len(y_train)
+    # the initialisation the teacher was learned with (a new data order), then fresh ones
     for s, init in [(-1, hp.seed), *((s, 10_000 + s) for s in range(hp.eval_seeds))]:
-        g = torch.Generator().manual_seed(10_000 + s)
-        idx = torch.randperm(n_train, generator=g)[: steps * hp.inner_batch]
-        x, y = (t.to(device) for t in images(datamodule.train_set, idx))
-        xs, ys = x.view(steps, hp.inner_batch, *x.shape[1:]), y.view(steps, hp.inner_batch)
         for name, weight in commentaries.items():  # the same initialisation and batches for each commentary
-            curve = train_weighted(module.make_student(init).to(device), xs, ys, weight, hp.inner_lr, every, test)
+            student = module.make_student(init).to(device)
+            curve = train_weighted(student, x_train, y_train, weight, hp.inner_lr, hp.eval_epochs, hp.eval_batch,
+                                   10_000 + s, every, test)
             if s < 0:
                 fixed[name] = curve
             else:
@@ -140,8 +146,9 @@ def analyse_weighting(module, folder: Path | None, datamodule) -> dict[str, Any]
     for name, curve in fixed.items():
         rows.append(f"| {name} | the initialisation it was learned with | " + " | ".join(f"{a:.4f}" for a in curve)
                     + f" | {metrics[f'student_curve_mean_acc_learning_init/{name}']:.4f} |")
-    tables = {f"Students trained {steps} Adam steps of {hp.inner_batch} new images (lr {hp.inner_lr}), test accuracy "
-              f"(fresh: mean ± std over {hp.eval_seeds} initialisations)": "\n".join(rows)}
+    tables = {f"Students trained {hp.eval_epochs} epoch(s), {steps} Adam steps of {hp.eval_batch} images (lr "
+              f"{hp.inner_lr}; the teacher sees t/N up to {(steps - 1) / hp.inner_steps:.0f}), test accuracy (fresh: "
+              f"mean ± std over {hp.eval_seeds} initialisations)": "\n".join(rows)}
 
     meta = tuple(t[:500].to(device) for t in images(datamodule.val_set))
     tables["What the teacher says: mean example weight on 500 held-out images by training progress t/N"] = \
@@ -206,26 +213,34 @@ def curves_figure(marks: list[int], curves: dict[str, list[list[float]]], path: 
     return _save(fig, path, title)
 
 
+def retraining_lr(step: int, total: int) -> float:
+    """test_mixup.py's schedule for a run of `total` steps: 0.1, cut tenfold at 30%, 60% and 80% of the run."""
+    return 0.1 * 0.1 ** sum(step >= round(f * total) for f in (0.3, 0.6, 0.8))
+
+
 def train_blended(student: torch.nn.Module, train, lam_matrix: torch.Tensor | None, epochs: int, batch: int,
-                  lr: float, seed: int) -> None:
-    """Adam on `epochs` shuffled passes over the training set, each image blended with a random partner of its
-    batch by the fixed matrix λ(y_i, y_j) (None: no blending, plain cross-entropy)."""
-    opt = torch.optim.Adam(student.parameters(), lr=lr)
+                  seed: int) -> None:
+    """The official retraining (test_mixup.py): SGD with Nesterov momentum 0.9, learning rate 0.1 cut tenfold at
+    30%, 60% and 80% of the run (its epochs 30, 60 and 80 of 100) and weight decay 5e-4, over `epochs` shuffled
+    passes of the training set, each image blended with a random partner of its batch by the fixed matrix
+    λ(y_i, y_j) (None: no blending, plain cross-entropy)."""
+    opt = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
     student.train()
     g = torch.Generator().manual_seed(seed)
     device = next(student.parameters()).device
-    for _ in range(epochs):
-        for idx in torch.randperm(len(train), generator=g).split(batch):
-            x, y = (t.to(device) for t in images(train, idx))
-            if lam_matrix is None:
-                loss = F.cross_entropy(student(x), y)
-            else:
-                partner = torch.randperm(len(y), generator=g).to(device)
-                lam = lam_matrix[y, y[partner]]
-                loss = blended_loss(student(blend(x, y, lam, partner)), y, lam, partner)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    batches = [idx for _ in range(epochs) for idx in torch.randperm(len(train), generator=g).split(batch)]
+    for step, idx in enumerate(batches):
+        opt.param_groups[0]["lr"] = retraining_lr(step, len(batches))
+        x, y = (t.to(device) for t in images(train, idx))
+        if lam_matrix is None:
+            loss = F.cross_entropy(student(x), y)
+        else:
+            partner = torch.randperm(len(y), generator=g).to(device)
+            lam = lam_matrix[y, y[partner]]
+            loss = blended_loss(student(blend(x, y, lam, partner)), y, lam, partner)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
 
 
 def analyse_blending(module, folder: Path | None, datamodule) -> dict[str, Any]:
@@ -250,7 +265,7 @@ def analyse_blending(module, folder: Path | None, datamodule) -> dict[str, Any]:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(20_000 + s)
                 student = Student(hp.in_channels, hp.image_size, hp.channels, hp.num_classes).to(device)
-            train_blended(student, datamodule.train_set, lam, hp.eval_epochs, batch, hp.lr, 20_000 + s)
+            train_blended(student, datamodule.train_set, lam, hp.eval_epochs, batch, 20_000 + s)
             accs[name].append(accuracy(student, *test))
             print(f"analyse: seed {s}, {name} blending: test accuracy {accs[name][-1]:.4f}", flush=True)
     metrics: dict[str, float] = {}
@@ -265,7 +280,8 @@ def analyse_blending(module, folder: Path | None, datamodule) -> dict[str, Any]:
     rows = ["| blending policy | test accuracy (mean ± std) |", "|---|---|",
             *(f"| {name} | {metrics[f'blend_acc/{name}']:.4f} ± {metrics[f'blend_acc/{name}_std']:.4f} |"
               for name in accs)]
-    tables = {f"Fresh students, {hp.eval_epochs} epoch(s) of Adam (lr {hp.lr}, batch {batch}), {hp.eval_seeds} "
+    tables = {f"Fresh students, {hp.eval_epochs} epoch(s) of the official retraining (SGD, Nesterov momentum 0.9, lr "
+              f"0.1 cut tenfold at 30/60/80% of the run, weight decay 5e-4, batch {batch}), {hp.eval_seeds} "
               "initialisations, the blend policy fixed": "\n".join(rows)}
     figures = {}
     if folder is not None:

@@ -83,9 +83,10 @@ class CommentaryWeighting(_CommentaryModule):
         inner_lr, outer_lr: Adam learning rates of student and teacher (official: 1e-4 both).
         meta_batch: held-out images per outer step for the teacher's objective (None: the whole validation split,
             as the official code).
-        eval_seeds, eval_steps: `analyse` trains fresh students from `eval_seeds` new initialisations for
-            `eval_steps` steps (None: inner_steps) with the learned, a random (the teacher's initialisation) and no
-            commentary.
+        eval_seeds, eval_epochs, eval_batch: `analyse` trains fresh students from `eval_seeds` new initialisations
+            for `eval_epochs` passes over the training split in batches of `eval_batch` (official: 5 and 64) with
+            the learned, a random (the teacher's initialisation) and no commentary, the teacher told the global
+            step t as t/N, as the official retraining does.
         memory_unrolls: unroll lengths at which `analyse` measures the memory the unrolled graph holds.
         seed: seeds the fixed student initialisation, the teacher's initialisation and the meta batches.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
@@ -94,7 +95,7 @@ class CommentaryWeighting(_CommentaryModule):
     def __init__(self, in_channels: int = 1, image_size: int = 28, channels: list[int] = [32, 64],
                  num_classes: int = 10, curriculum: bool = True, inner_steps: int = 100, inner_batch: int = 8,
                  inner_lr: float = 1e-4, outer_lr: float = 1e-4, meta_batch: int | None = None, eval_seeds: int = 3,
-                 eval_steps: int | None = None, memory_unrolls: list[int] = [5, 10, 20, 40], seed: int = 0,
+                 eval_epochs: int = 5, eval_batch: int = 64, memory_unrolls: list[int] = [5, 10, 20, 40], seed: int = 0,
                  weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
@@ -169,9 +170,10 @@ class CommentaryBlending(_CommentaryModule):
 
     Each training step: the student takes an Adam step on the blended batch (each image blended with a random
     partner from the batch by λ(y_i, y_j), the labels mixed in the same proportion); then, after `warmup_epochs`,
-    the blend logits φ take an Adam step on the Neumann-series hypergradient, computed on a freshly blended copy of
-    the batch (the training term) and `meta_batch` held-out images (the validation term), with α = the student's
-    learning rate. Under DDP each rank's hypergradient is averaged before the step.
+    the blend logits φ take an Adam step on the Neumann-series hypergradient, computed on a new random training
+    batch of the same size, blended afresh (the training term; the official loop draws it from a new shuffle of the
+    training set), and `meta_batch` held-out images (the validation term), with α = the student's learning rate.
+    Under DDP each rank's hypergradient is averaged before the step.
 
     Args:
         in_channels, image_size, channels, num_classes: the student (the official CIFAR student is a ResNet-18; the
@@ -182,7 +184,8 @@ class CommentaryBlending(_CommentaryModule):
         warmup_epochs: hyper steps start after this epoch (official: −1, from the start).
         meta_batch: held-out images per hyper step.
         eval_seeds, eval_epochs: `analyse` trains fresh students from new initialisations with the learned matrix
-            fixed, with one λ for every pair (the learned matrix's mean) and without blending.
+            fixed, with one λ for every pair (the learned matrix's mean) and without blending, by the official
+            retraining (SGD, Nesterov momentum, lr 0.1 with three tenfold cuts, weight decay 5e-4).
         seed: seeds the student's initialisation, the blending partners and the meta batches.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
@@ -211,6 +214,16 @@ class CommentaryBlending(_CommentaryModule):
         lam = blend_coefficients(self.blend_logits, y, partner)
         return blended_loss(self.student(blend(x, y, lam, partner)), y, lam, partner)
 
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        self._train = self.trainer.datamodule.train_set
+
+    def fresh_batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n training images drawn at random (seeded by rank and step) for the hypergradient's training term."""
+        idx = torch.randperm(len(self._train), generator=self._generator(4, self.global_rank, self.global_step))[:n]
+        x, y = self._train.__getitems__(idx.tolist())
+        return x.to(self.device), y.to(self.device)
+
     def training_step(self, batch, batch_idx):
         hp = self.hparams
         x, y = batch
@@ -223,7 +236,8 @@ class CommentaryBlending(_CommentaryModule):
         self.log("train/loss", loss.detach(), prog_bar=True)
         if self.current_epoch > hp.warmup_epochs:
             params = [p for p in self.student.parameters()]
-            train_loss = self.blended_batch_loss(x, y, self._generator(3, self.global_rank, self.global_step))
+            xt, yt = self.fresh_batch(len(y))
+            train_loss = self.blended_batch_loss(xt, yt, self._generator(3, self.global_rank, self.global_step))
             xv, yv = self.meta_batch()
             val_loss = nn.functional.cross_entropy(self.student(xv), yv)
             (hyper,) = neumann_hypergradient(train_loss, val_loss, params, [self.blend_logits],
