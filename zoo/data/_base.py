@@ -146,6 +146,19 @@ def batch_generator(seed: int, idx: list[int]) -> torch.Generator:
     return torch.Generator().manual_seed(hash((seed, *idx)) & 0x7FFF_FFFF_FFFF_FFFF)
 
 
+def draw_cached(cache: dict[str, torch.Tensor], rows: torch.Tensor, box: int, near: int,
+                g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's training points for one step, drawn with replacement from its cached pools: `box` of the box
+    samples, then `near` of the near-surface ones (`cache` holds box_points/near_points [R, P, D] and their labels
+    box_inside/near_inside [R, P]). Returns points [len(rows), box + near, D] (float) and labels (float)."""
+    points, labels = [], []
+    for kind, n in (("box", box), ("near", near)):
+        pick = torch.randint(cache[f"{kind}_points"].shape[1], (len(rows), n), generator=g)
+        points.append(cache[f"{kind}_points"][rows[:, None], pick])
+        labels.append(cache[f"{kind}_inside"][rows[:, None], pick])
+    return torch.cat(points, 1).float(), torch.cat(labels, 1).float()
+
+
 def split_off(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Indices (rest, held_out) of a fixed-seed random split, so validation never overlaps training."""
     if not 0 <= size < n:

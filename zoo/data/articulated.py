@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from zoo.data.bvh import Skeleton, forward_kinematics, read_bvh
-from zoo.data._base import InMemoryData
+from zoo.data._base import InMemoryData, batch_generator, draw_cached
 from zoo.data.meshes import Mesh, marching_cubes
 
 #: part -> (bones as (from joint, to joint) in the CMU skeleton's names, capsule radius in body heights / 0.9)
@@ -139,20 +139,27 @@ class PosedFrames(torch.utils.data.Dataset):
     """Labelled frames of one split. Items are dicts of batched tensors: `points` [B, N, 3] (box samples first),
     `occupancy` [B, N], `transforms` [B, K, 4, 4] (bone-from-world: posed points to each part's rest frame),
     `root` [B, 3], `joints` [B, K, 3] (each part's joint, posed), `vertices` [B, V, 3] (the posed mesh) and
-    `vertex_parts` [V] per item (each vertex's main part), and `frame` [B]."""
+    `vertex_parts` [V] per item (each vertex's main part), and `frame` [B]. With `draw` = (box, near), the points
+    are drawn afresh from each frame's cached pools (seeded by the batch's indices), as the official loader draws
+    from its per-frame pools at every step; without it, every item keeps its fixed points (evaluation)."""
 
-    def __init__(self, cache: dict[str, torch.Tensor], vertex_parts: torch.Tensor):
-        self.c, self.vertex_parts = cache, vertex_parts
+    POOLS = ("box_points", "box_inside", "near_points", "near_inside")
+
+    def __init__(self, cache: dict[str, torch.Tensor], vertex_parts: torch.Tensor,
+                 draw: tuple[int, int] | None = None, seed: int = 0):
+        self.c, self.vertex_parts, self.draw, self.seed = cache, vertex_parts, draw, seed
 
     def __len__(self) -> int:
-        return len(self.c["points"])
+        return len(self.c["transforms"])
 
     def __getitem__(self, i: int):
         return self.__getitems__([i])
 
     def __getitems__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         i = torch.as_tensor(idx)
-        out = {k: v[i] for k, v in self.c.items()}
+        out = {k: v[i] for k, v in self.c.items() if k not in self.POOLS}
+        if self.draw is not None:
+            out["points"], out["occupancy"] = draw_cached(self.c, i, *self.draw, batch_generator(self.seed, idx))
         out["vertex_parts"] = self.vertex_parts.expand(len(i), -1)
         out["frame"] = i
         return out
@@ -164,10 +171,11 @@ class ArticulatedBodyDataModule(InMemoryData):
 
     Training frames are every `train_every`-th frame of `train_clip`; validation frames sit between them (offset
     `train_every // 2`, every `val_every`-th); test frames are every `test_every`-th frame of `test_clip`, a motion
-    never trained on (NASA's leave-one-motion-out split). Each training frame keeps `box_points` uniform samples in
-    the posed body's bounding box (scaled by 1.1 about its centre) and `surface_points` near-surface samples (surface
-    samples moved by N(0, `noise`²)); each evaluation frame keeps `eval_points` box samples (NASA's IoU uses box
-    samples only). Labels are winding numbers of the posed mesh, computed once and cached under
+    never trained on (NASA's leave-one-motion-out split). Each training frame caches `cached_points` uniform samples
+    in the posed body's bounding box (scaled by 1.1 about its centre) and as many near-surface samples (surface
+    samples moved by N(0, `noise`²)), of which every step draws `box_points` and `surface_points` afresh (the
+    official loader draws 1,024 + 1,024 from pools of 100,000 + 100,000); each evaluation frame keeps `eval_points`
+    box samples (NASA's IoU uses box samples only). Labels are winding numbers of the posed mesh, computed once and cached under
     $ZOO_HOME/data/articulated/ keyed by the clips and settings.
 
     Args:
@@ -178,13 +186,14 @@ class ArticulatedBodyDataModule(InMemoryData):
 
     def __init__(self, bvh_dir: str | None = None, train_clip: str = "01_01.bvh", test_clip: str = "01_03.bvh",
                  train_every: int = 12, val_every: int = 120, test_every: int = 90, box_points: int = 1024,
-                 surface_points: int = 1024, eval_points: int = 8192, noise: float = 0.01,
+                 surface_points: int = 1024, cached_points: int = 4096, eval_points: int = 8192, noise: float = 0.01,
                  parts: dict[str, list] | None = None, res: int = 48, height: float = 0.9, blend: float = 0.012,
                  skin_softness: float = 0.015, batch_size: int = 12, seed: int = 0, num_workers: int = 0):
         super().__init__(batch_size=batch_size, seed=seed, num_workers=num_workers)
         self.bvh_dir, self.train_clip, self.test_clip = bvh_dir, train_clip, test_clip
         self.train_every, self.val_every, self.test_every = train_every, val_every, test_every
         self.box_points, self.surface_points, self.eval_points, self.noise = box_points, surface_points, eval_points, noise
+        self.cached_points = cached_points
         self.parts = {k: ([tuple(b) for b in v[0]], float(v[1])) for k, v in parts.items()} if parts else CMU_PARTS
         self.res, self.height, self.blend, self.skin_softness = res, height, blend, skin_softness
         self.body: Body | None = None
@@ -202,8 +211,8 @@ class ArticulatedBodyDataModule(InMemoryData):
         return capsule_body(skel, self.parts, self.height, self.res, self.blend, self.skin_softness)
 
     def cache_folder(self) -> Path:
-        return self.cache_path("articulated", (self.train_every, self.val_every, self.test_every, self.box_points,
-                                               self.surface_points, self.eval_points, self.noise,
+        return self.cache_path("articulated", (self.train_every, self.val_every, self.test_every, self.cached_points,
+                                               self.eval_points, self.noise,
                                                sorted(self.parts.items()), self.res, self.height, self.blend,
                                                self.skin_softness, self.seed))
 
@@ -254,19 +263,22 @@ class ArticulatedBodyDataModule(InMemoryData):
             joints = torch.einsum("ij,fkjl->fkil", body.from_bvh, world[:, list(body.joints)])[..., :3, 3]
             joints = joints - (body.from_bvh @ world[:, body.root])[:, None, :3, 3]
             train = split == "train"
-            rows = {k: [] for k in ("points", "occupancy")}
+            rows = {k: [] for k in (PosedFrames.POOLS if train else ("points", "occupancy"))}
             for f in tqdm(range(len(motion)), desc=f"labelling {split} frames (winding numbers, once)", unit="frame"):
                 mesh = Mesh(posed[f], body.mesh.faces)
                 lo, hi = posed[f].amin(0), posed[f].amax(0)
                 centre, half_size = (lo + hi) / 2, (hi - lo) * 0.55
-                n_box = self.box_points if train else self.eval_points
+                n_box = self.cached_points if train else self.eval_points
                 box = centre + (torch.rand(n_box, 3, generator=g, dtype=torch.float64) * 2 - 1) * half_size
-                pts = box
                 if train:
-                    near = sample_surface(mesh, self.surface_points, g)
-                    pts = torch.cat([box, near + self.noise * torch.randn(near.shape, generator=g, dtype=near.dtype)])
-                rows["points"].append(pts.float())
-                rows["occupancy"].append(inside(mesh, pts).float())
+                    near = sample_surface(mesh, self.cached_points, g)
+                    near = near + self.noise * torch.randn(near.shape, generator=g, dtype=near.dtype)
+                    labels = inside(mesh, torch.cat([box, near])).float()
+                    for k, v in zip(PosedFrames.POOLS, (box, labels[:n_box], near, labels[n_box:])):
+                        rows[k].append(v.float())
+                else:
+                    rows["points"].append(box.float())
+                    rows["occupancy"].append(inside(mesh, box).float())
             arrays |= {f"{split}/{k}": torch.stack(v).numpy() for k, v in rows.items()}
             arrays[f"{split}/transforms"] = torch.linalg.inv(M).float().numpy()
             arrays[f"{split}/root"] = torch.zeros(len(motion), 3).numpy()
@@ -286,7 +298,8 @@ class ArticulatedBodyDataModule(InMemoryData):
         shared, splits = self.cached_splits("frames.npz")
         self.body = self.build_body(read_bvh(self.clip(self.train_clip))[0])
         for split, cache in splits.items():
-            setattr(self, f"{split}_set", PosedFrames(cache, shared["vertex_parts"]))
+            draw = (self.box_points, self.surface_points) if split == "train" else None
+            setattr(self, f"{split}_set", PosedFrames(cache, shared["vertex_parts"], draw, self.seed))
 
     def cached_splits(self, file: str) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, torch.Tensor]]]:
         """The cache file's arrays (written by prepare_data on first use): those every split shares, and each

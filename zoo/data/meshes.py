@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from zoo.data._base import InMemoryData, batch_generator
+from zoo.data._base import InMemoryData, batch_generator, draw_cached
 
 
 @dataclass
@@ -236,13 +236,8 @@ class SolidShapes(torch.utils.data.Dataset):
         if not self.train:
             pts = self.grid_pts.expand(len(i), -1, -1)
             return self.views[i], pts, self.c["grid"][i].reshape(len(i), -1).float(), i
-        g = batch_generator(self.seed, idx)
-        parts = []
-        for kind, n in (("box", self.box_points), ("near", self.surface_points)):
-            pick = torch.randint(self.c[f"{kind}_points"].shape[1], (len(i), n), generator=g)
-            parts.append((self.c[f"{kind}_points"][i[:, None], pick], self.c[f"{kind}_inside"][i[:, None], pick]))
-        pts = torch.cat([p for p, _ in parts], 1).float()
-        return self.views[i], pts, torch.cat([o for _, o in parts], 1).float(), i
+        pts, occ = draw_cached(self.c, i, self.box_points, self.surface_points, batch_generator(self.seed, idx))
+        return self.views[i], pts, occ, i
 
 
 class SolidMeshDataModule(InMemoryData):
