@@ -191,13 +191,16 @@ def test_shapes_and_chunked_evaluation():
     assert m3(torch.rand(1, 3, 32, 32), torch.rand(1, 5, 3)).shape == (1, 5)
 
 
-def test_overfits_one_batch(idx_dir):
-    """Four digit silhouettes, trained on their own evaluation grid: IoU rises from chance to most of the shape."""
+@pytest.mark.parametrize("init,reach", [("torch", 0.6), ("keras", 0.4)])
+def test_overfits_one_batch(idx_dir, init, reach):
+    """Four digit silhouettes, trained on their own evaluation grid: IoU rises from chance to most of the shape.
+    From the official (Keras) initialisation this small net rises more slowly (0.43-0.50 after 120 steps at two
+    seeds, against 0.72-0.75 from PyTorch's), its first convexes scattered over the box."""
     torch.manual_seed(0)
     dm = SilhouetteDataModule(data_dir=str(idx_dir), val_size=40, eval_grid=24)
     dm.setup()
     batch = dm.val_set.__getitems__(list(range(4)))
-    m = tiny(K=6, H=8, latent=32, hidden=[64], n_box=24 * 24)
+    m = tiny(K=6, H=8, latent=32, hidden=[64], n_box=24 * 24, init=init)
     opt = torch.optim.Adam(m.parameters(), 3e-3)
 
     def iou():
@@ -212,7 +215,24 @@ def test_overfits_one_batch(idx_dir):
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert iou() > max(0.6, before + 0.3)
+    assert iou() > max(reach, before + 0.15)
+
+
+def test_keras_initialisation_is_the_official_codes():
+    """Glorot-uniform kernels (bound √(6 / (fan_in + fan_out)), conv fans counting the kernel's area), zero biases,
+    and every BN at scale 1, where timm starts each residual block's last BN at 0."""
+    net = tiny(init="keras").net
+    conv = net.encoder.conv1
+    fan_in, fan_out = conv.in_channels * 49, conv.out_channels * 49
+    assert conv.weight.abs().max() <= math.sqrt(6 / (fan_in + fan_out))
+    assert conv.weight.abs().max() > 0.9 * math.sqrt(6 / (fan_in + fan_out))
+    dense = net.decoder[0]
+    assert dense.weight.abs().max() <= math.sqrt(6 / (dense.in_features + dense.out_features)) and not dense.bias.any()
+    assert all(bool((m.weight == 1).all()) for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    timm_start = tiny(init="torch").net
+    assert any(bool((m.weight == 0).all()) for m in timm_start.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with pytest.raises(ValueError, match="keras"):
+        tiny(init="tf")
 
 
 def test_release_round_trip_is_bit_exact(tmp_path):

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.nn.init import keras_init_
+
 CODES = ("uint8", "gray", "uint8_s")
 
 
@@ -239,10 +241,7 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(c, out_channels * in_stride**2, io_kernel, padding=io_kernel // 2)
         # the official initialisers: Glorot-uniform kernels (Keras' fan_avg), zero biases, and zero (theirs: scale
         # 1e-10) for the last conv of each residual branch and for the output conv
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+        keras_init_(self)
         for m in self.modules():
             if isinstance(m, ResBlock):
                 nn.init.zeros_(m.conv1.weight)

@@ -38,6 +38,8 @@ class CvxNetModule(ZooModule):
         lr: Adam's learning rate (official: 1e-4).
         width: the ResNet-18 encoder's width multiplier (official: 1; smaller ones make tests fast).
         eval_chunk: query points per evaluation pass (bounds memory; results do not depend on it).
+        init: "keras", the official code's initialisation (Glorot-uniform kernels, zero biases, BN scale 1), or
+            "torch", PyTorch's layer defaults with timm's ResNet (the catalogue's CPU entries were measured so).
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
 
@@ -45,10 +47,11 @@ class CvxNetModule(ZooModule):
                  sigma: float = 75.0, hidden: list[int] = [1024, 1024, 2048], n_box: int = 256,
                  w_decomposition: float = 0.1, w_unique: float = 0.001, w_guidance: float = 0.01,
                  w_localisation: float = 1.0, w_surface: float = 0.1, guidance_k: int = 20, level_set: float = 0.5,
-                 lr: float = 1e-4, width: float = 1.0, eval_chunk: int = 1024, weights: str | None = None):
+                 lr: float = 1e-4, width: float = 1.0, eval_chunk: int = 1024, init: str = "keras",
+                 weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
-        self.net = CvxNet(dims, K, H, latent, in_chans, sigma, tuple(hidden), width)
+        self.net = CvxNet(dims, K, H, latent, in_chans, sigma, tuple(hidden), width, init)
         self.iou = torch.nn.ModuleDict({s: torchmetrics.MeanMetric() for s in ("val", "test")})
         self.init_weights_from(weights)
 
