@@ -140,6 +140,30 @@ def test_unet_shapes(in_stride, size, attention):
     assert all(p.grad is not None for p in net.parameters())
 
 
+@pytest.mark.parametrize("after", [False, True])
+def test_unet_laterals_are_the_block_outputs_before_attention_as_the_official(after):
+    """The official TransUNet saves each down block's output as a lateral and only then applies its attention;
+    `lateral_after_attention=True` (the FMNIST entries' wiring) saves the attended output instead."""
+    torch.manual_seed(0)
+    net = UNet(8, 8, dim=8, channel_mult=[1, 2], num_res_blocks=[2, 1], attention_at=[8], image_size=8,
+               head_dim=4, lateral_after_attention=after)
+    saved, used = [], []
+    level = net.down[0]
+    for j, (block, attn) in enumerate(zip(level.blocks, level.attns)):
+        block.register_forward_hook(lambda m, i, o: saved.append(("block", o.detach())))
+        attn.register_forward_hook(lambda m, i, o: saved.append(("attention", o.detach())))
+    for up in net.up:
+        for block in up.blocks:
+            block.register_forward_pre_hook(lambda m, i: used.append(i[0].detach()))
+    net(torch.randn(2, 8, 8, 8), torch.rand(2))
+    kind = "attention" if after else "block"
+    expected = [t for k, t in saved if k == kind]
+    other = [t for k, t in saved if k != kind]
+    laterals = [u[:, -8:] for u in used if u.shape[-1] == 8]  # the full-resolution level's laterals (width 8)
+    assert all(any(torch.equal(lat, e) for lat in laterals) for e in expected)
+    assert not any(torch.equal(lat, o) for lat in laterals for o in other)
+
+
 def test_overfits_one_batch():
     torch.manual_seed(0)
     module = BitDiffusionModule(image_size=28, **TINY, lr=3e-3, warmup_steps=1, fid_features=None)

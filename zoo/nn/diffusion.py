@@ -193,16 +193,20 @@ class Level(nn.Module):
 
 class UNet(nn.Module):
     """The official TransUNet's U-Net: conv_in (optionally strided: the network runs at 1/in_stride of the image
-    and its output is rearranged back, depth to space), down levels storing every block output as a lateral, an
-    optional `middle` block (called as middle(h, emb, memory), returning `middle_channels` channels: Pix2Seq-D's
+    and its output is rearranged back, depth to space), down levels storing every residual block's output as a
+    lateral (before that block's self-attention, as the official code; `lateral_after_attention=True` stores it
+    after, as this class did before 2026-12-05 and the Bit Diffusion entries measured then still do), an optional
+    `middle` block (called as middle(h, emb, memory), returning `middle_channels` channels: Pix2Seq-D's
     transformer), up levels with one block more that each concatenate a lateral, GN-SiLU-conv_out. conv_in and
     conv_out are `io_kernel` square (3; Pix2Seq-D's TransUNet: 1)."""
 
     def __init__(self, in_channels: int, out_channels: int, dim: int = 64, channel_mult: list[int] = [1, 2],
                  num_res_blocks: list[int] = [2, 2], attention_at: list[int] = [7], image_size: int = 28,
                  in_stride: int = 1, dropout: float = 0.0, head_dim: int = 32, time_scaling: float = 1000.0,
-                 io_kernel: int = 3, middle: nn.Module | None = None, middle_channels: int | None = None):
+                 io_kernel: int = 3, middle: nn.Module | None = None, middle_channels: int | None = None,
+                 lateral_after_attention: bool = False):
         super().__init__()
+        self.lateral_after_attention = lateral_after_attention
         if len(channel_mult) != len(num_res_blocks):
             raise ValueError(f"channel_mult {channel_mult} and num_res_blocks {num_res_blocks} need one entry "
                              "per resolution")
@@ -254,9 +258,12 @@ class UNet(nn.Module):
         for i, level in enumerate(self.down):
             for j, block in enumerate(level.blocks):
                 h = block(h, emb)
+                if not self.lateral_after_attention:
+                    laterals.append(h)
                 if level.attns is not None:
                     h = level.attns[j](h)
-                laterals.append(h)
+                if self.lateral_after_attention:
+                    laterals.append(h)
             if i < len(self.downsample):
                 h = self.downsample[i](h)
                 laterals.append(h)

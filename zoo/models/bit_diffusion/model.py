@@ -50,7 +50,7 @@ class BitDiffusion(nn.Module):
                  pred_type: Literal["x", "eps"] = "x", self_condition: bool = True, self_cond_rate: float = 0.5,
                  dim: int = 64, channel_mult: list[int] = [1, 2], num_res_blocks: list[int] = [2, 2],
                  attention_at: list[int] = [7], in_stride: int = 1, dropout: float = 0.0, head_dim: int = 32,
-                 time_scaling: float = 1000.0):
+                 time_scaling: float = 1000.0, lateral_after_attention: bool = False):
         super().__init__()
         if pred_type not in ("x", "eps"):
             raise ValueError(f"pred_type must be 'x' or 'eps', got {pred_type!r}")
@@ -60,7 +60,8 @@ class BitDiffusion(nn.Module):
         self.pred_type, self.self_condition, self.self_cond_rate = pred_type, self_condition, self_cond_rate
         in_channels = self.channels * (2 if self_condition else 1)
         self.f = UNet(in_channels, self.channels, dim, channel_mult, num_res_blocks, attention_at, image_size,
-                      in_stride, dropout, head_dim, time_scaling)
+                      in_stride, dropout, head_dim, time_scaling,
+                      lateral_after_attention=lateral_after_attention)
 
     def predict(self, x_t: torch.Tensor, x0_sc: torch.Tensor | None, gamma: torch.Tensor,
                 net: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:

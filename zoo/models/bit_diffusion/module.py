@@ -12,6 +12,7 @@ import torch
 
 from zoo._module import ZooModule
 from zoo._registry import register_model
+from zoo.data.augment import random_hflip
 from zoo.models.bit_diffusion.model import BitDiffusion
 
 
@@ -33,6 +34,9 @@ class BitDiffusionModule(ZooModule):
         fid_features: the zoo classifier whose penultimate features FID uses (None: no FID); loaded in
             `analyse` only.
         fid_samples: generated images per FID.
+        hflip: mirror each training image left-right with probability ½ (the official CIFAR-10 input pipeline).
+        lateral_after_attention: the U-Net's down-path laterals taken after each block's self-attention (the
+            FMNIST entries were measured so); False takes them before it, as the official TransUNet does.
         seed: seeds validation noise and the analysis' sampling.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
@@ -46,7 +50,8 @@ class BitDiffusionModule(ZooModule):
                  warmup_steps: int = 10000, ema_decay: float = 0.9999, sample_steps: int = 100, td: float = 0.0,
                  sampler: Literal["ddim", "ddpm"] = "ddim", ablation_steps: list[int] = [10],
                  ablation_tds: list[float] = [0.0, 1.0], fid_features: str | None = "kd-fmnist-teacher",
-                 fid_samples: int = 1000, seed: int = 0, weights: str | None = None):
+                 fid_samples: int = 1000, hflip: bool = False, lateral_after_attention: bool = False, seed: int = 0,
+                 weights: str | None = None):
         super().__init__()
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
@@ -55,7 +60,7 @@ class BitDiffusionModule(ZooModule):
         self.save_hyperparameters(ignore=["weights"])
         self.model = BitDiffusion(image_channels, image_size, n_bits, code, scale, pred_type, self_condition,
                                   self_cond_rate, dim, channel_mult, num_res_blocks, attention_at, in_stride,
-                                  dropout, head_dim, time_scaling)
+                                  dropout, head_dim, time_scaling, lateral_after_attention)
         self.ema = copy.deepcopy(self.model.f).requires_grad_(False)
         self.init_weights_from(weights)
 
@@ -89,6 +94,8 @@ class BitDiffusionModule(ZooModule):
     # ---------------------------------------------------------------- training
     def training_step(self, batch, batch_idx):
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if self.hparams.hflip:
+            x = random_hflip(x)
         loss = self.model.loss(self.levels(x))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"Bit Diffusion step {self.global_step}: the loss is {float(loss)}; lower lr "
