@@ -215,3 +215,18 @@ def test_svhn_mat_files(tmp_path, zoo_home):
     savemat(str(tmp_path / "bad.mat"), {"X": train.transpose(2, 3, 1, 0), "y": train_y[:, None]})  # 0, not 10
     with pytest.raises(ValueError, match="1..10"):
         read_svhn_mat(tmp_path / "bad.mat")
+
+
+@pytest.mark.parametrize("every", [None, 2000])
+def test_learning_rate_decays_per_epoch_or_continuously_as_the_official_code(every):
+    module = tiny("capsnet", lr=1e-3, lr_decay=0.96, lr_decay_steps=every)
+    conf = module.configure_optimizers()
+    sched = conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == ("epoch" if every is None else "step")
+    if every is None:
+        sched.step()
+        assert conf["optimizer"].param_groups[0]["lr"] == pytest.approx(0.96e-3)
+    else:  # the official exponential_decay without staircase, floored at 1e-6
+        assert sched.lr_lambdas[0](1000) == pytest.approx(0.96**0.5)
+        assert sched.lr_lambdas[0](4000) == pytest.approx(0.96**2)
+        assert sched.lr_lambdas[0](10**7) == pytest.approx(1e-3)

@@ -96,6 +96,41 @@ def test_validation_sees_slow_weights_and_training_resumes_fast_ones():
     assert opt.fast_steps == 12 and torch.equal(m.net.weight, opt.state[m.net.weight]["slow"])  # ends on slow
 
 
+def test_a_finished_run_resumed_from_its_checkpoint_is_tested_on_the_slow_weights(tmp_path):
+    """Resuming a run whose training had ended returns from fit at once (no on_train_end), so only the test
+    hooks put the slow weights in; 7 steps with k = 3 leave fast and slow apart."""
+    class Probe(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = torch.nn.Linear(4, 2)
+            self.tested = None
+
+        def training_step(self, batch, i):
+            return torch.nn.functional.cross_entropy(self.net(batch[0]), batch[1])
+
+        def test_step(self, batch, i):
+            self.tested = self.net.weight.detach().clone()
+
+        def configure_optimizers(self):
+            return Lookahead(torch.optim.SGD(self.parameters(), lr=0.5), k=3, alpha=0.5)
+
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(35, 4), torch.randint(0, 2, (35,))), batch_size=5)  # 7 steps
+    kw = dict(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+              default_root_dir=tmp_path)
+    first = Probe()
+    trainer = L.Trainer(callbacks=[LookaheadSlowWeights()], **kw)
+    trainer.fit(first, data)
+    slow = first.net.weight.detach().clone()  # the model keeps the slow weights when training ends
+    ckpt = next(tmp_path.rglob("*.ckpt"))
+    again = Probe()
+    trainer = L.Trainer(callbacks=[LookaheadSlowWeights()], **kw)
+    trainer.fit(again, data, ckpt_path=ckpt)  # already finished: returns without training
+    assert not torch.equal(again.net.weight, slow)  # the checkpoint holds the fast weights
+    trainer.test(again, data)
+    assert torch.equal(again.tested, slow) and not torch.equal(again.net.weight, slow)
+
+
 def test_bad_arguments_say_what_to_do():
     w = [torch.nn.Parameter(torch.zeros(1))]
     with pytest.raises(ValueError, match="base="):

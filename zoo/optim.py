@@ -162,7 +162,10 @@ class Lookahead(torch.optim.Optimizer):
 
 class LookaheadSlowWeights(L.Callback):
     """Validate and test with Lookahead's slow weights (the paper's evaluation), then restore the fast ones;
-    when training ends, the model keeps the slow weights, so saved releases hold them."""
+    when training ends, the model keeps the slow weights, so saved releases hold them. Testing swaps too, so a
+    run resumed from a checkpoint whose training had already ended (the fit returns at once, without
+    `on_train_end`) is still tested on its slow weights. A test alone from a checkpoint (no fit, so no optimiser)
+    sees the checkpoint's fast weights."""
 
     @staticmethod
     def _lookaheads(trainer: L.Trainer) -> list[Lookahead]:
@@ -172,7 +175,7 @@ class LookaheadSlowWeights(L.Callback):
         for opt in self._lookaheads(trainer):
             opt.swap_slow()
 
-    on_validation_start = on_validation_end = _swap
+    on_validation_start = on_validation_end = on_test_start = on_test_end = _swap
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         for opt in self._lookaheads(trainer):

@@ -109,7 +109,8 @@ class PrimaryCapsules(nn.Module):
 class RoutingCapsules(nn.Module):
     """A layer of `out_capsules` capsules of size `out_dim` fed by `in_capsules` capsules of size `in_dim`
     through one transformation matrix W_ij per pair (û_j|i = W_ij u_i) and dynamic routing (`fused_routing`).
-    W is stored [out_capsules, out_dim, in_dim, in_capsules], the layout the fused contractions read."""
+    W is stored [out_capsules, out_dim, in_dim, in_capsules], the layout the fused contractions read. As Eq. 2,
+    s_j = Σ_i c_ij û_j|i has no bias; the official code adds a learned one (starting at 0.1) before the squash."""
 
     def __init__(self, in_capsules: int, in_dim: int, out_capsules: int, out_dim: int, iterations: int = 3,
                  init_std: float = 0.01):

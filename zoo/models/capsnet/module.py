@@ -89,10 +89,17 @@ class ReconstructionClassifier(ZooClassifier):
         self.log(f"{stage}/recon_l2", sum_squared_error(x, recon).sqrt().mean(), sync_dist=True)
 
     def configure_optimizers(self):
-        """Adam with the learning rate decayed by `lr_decay` every epoch (Sabour et al.'s optimiser)."""
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.hparams.lr_decay)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        """Adam with the learning rate multiplied by `lr_decay` every epoch, or, given `lr_decay_steps`, decayed
+        continuously by `lr_decay` per that many steps (the official capsules code: 0.96 per 2,000 steps of
+        batches of 128, floored at 1e-6)."""
+        hp = self.hparams
+        opt = torch.optim.Adam(self.parameters(), lr=hp.lr)
+        every = hp.get("lr_decay_steps")
+        if every is None:
+            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: max(hp.lr_decay ** (step / every), 1e-6 / hp.lr))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------ the papers' experiments
     def analyse(self, folder: Path, datamodule: Any = None) -> dict[str, Any]:
@@ -117,13 +124,16 @@ class CapsNetClassifier(ReconstructionClassifier):
         primary_capsules, primary_dim: capsule types of the primary layer and their size (paper: 32 of 8-D,
             from a 9 x 9 convolution with stride 2).
         num_classes, class_dim, routing_iterations: class capsules (paper: 10 of 16-D) and routing passes (3).
-        recon_weight: weight of the summed squared reconstruction error (paper: 0.0005).
+        recon_weight: weight of the summed squared reconstruction error (paper: 0.0005). The margin loss is the
+            paper's Eq. 4, summed over the classes; the official code halves both of its terms and averages them
+            over the classes, so there the same 0.0005 weighs the reconstruction 20 times more (0.01 here).
         attack_loss: what `class_loss` gives attackers and the cycle-consistency detector: "cw", Carlini &
             Wagner's margin on the capsule lengths (the longest other capsule minus the class's; the CNNs use it
             on their logits); "cross_entropy" on the lengths used as logits (bounded between about 1.5 and 2.3,
             not comparable with a CNN's); or the training "margin" loss (Eq. 4). The papers' text we could read
             does not say which they used.
-        lr, lr_decay: Adam's learning rate and its per-epoch decay factor.
+        lr, lr_decay, lr_decay_steps: Adam's learning rate and its decay factor, applied every epoch (None) or
+            continuously per `lr_decay_steps` steps (the official code: 0.96 per 2,000).
         jitter: random shift of every training image by up to this many pixels (paper, MNIST: 2).
         judge: catalogue name (or release folder) of a separately trained clean classifier that `analyse`
             asks whether an undetected attack looks like its target class (Deflecting's measure); None: skip.
@@ -137,8 +147,8 @@ class CapsNetClassifier(ReconstructionClassifier):
                  primary_capsules: int = 32, primary_dim: int = 8, num_classes: int = 10, class_dim: int = 16,
                  routing_iterations: int = 3, recon_weight: float = 0.0005,
                  attack_loss: Literal["cw", "cross_entropy", "margin"] = "cw", lr: float = 1e-3,
-                 lr_decay: float = 0.96, jitter: int = 0, judge: str | None = "kd-fmnist-teacher",
-                 num_attack_examples: int = 1000, weights: str | None = None):
+                 lr_decay: float = 0.96, lr_decay_steps: int | None = None, jitter: int = 0,
+                 judge: str | None = "kd-fmnist-teacher", num_attack_examples: int = 1000, weights: str | None = None):
         super().__init__()
         self._check_attack_loss(attack_loss)
         self.save_hyperparameters(ignore=["weights"])
