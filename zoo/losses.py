@@ -53,9 +53,10 @@ def soft_nearest_neighbor_loss(features: torch.Tensor, labels: torch.Tensor, tem
     Low values: classes are far apart; high values: entangled. Computed in log space; `eps` bounds the loss
     of an example with no same-class partner in the batch, as in the reference implementation.
 
-    `optimize_temperature`: the reference code's variant, which writes T = T₀/t, takes one gradient step
-    t ← 1 − 0.1 ∂L/∂t at t = 1 on this batch, and returns the loss at the new temperature (the step itself
-    is not differentiated)."""
+    `optimize_temperature`: writes T = T₀/t, takes one gradient step t ← 1 − 0.1 ∂L/∂t from t = 1 on this
+    batch, and returns the loss at the new temperature (the step itself is not differentiated). The reference
+    code keeps t between batches (a persistent variable); this stateless form restarts it at 1 on every call,
+    so it is that update only on a first batch. zoo.models.snnl keeps t per layer, as the reference does."""
     x = features.flatten(1)
     if optimize_temperature:
         t = torch.ones((), dtype=x.dtype, device=x.device, requires_grad=True)
