@@ -290,7 +290,8 @@ GLOM_FMNIST_TINY = ("--model.init_args.dim=8", "--model.init_args.hidden=16", "-
 NASA_TINY = ("--data.init_args.bvh_dir={bvh_dir}", "--data.init_args.train_every=3", "--data.init_args.val_every=6",
              "--data.init_args.test_every=2", "--data.init_args.box_points=16", "--data.init_args.surface_points=16",
              "--data.init_args.cached_points=32", "--data.init_args.eval_points=32", "--data.init_args.res=20",
-             "--data.init_args.batch_size=2", "--model.init_args.total_width=38", "--model.init_args.n_box=16", "--model.init_args.sample_vertices=8")
+             "--data.init_args.batch_size=2", "--model.init_args.total_width=38", "--model.init_args.n_box=16",
+             "--model.init_args.sample_vertices=8")
 AR_SMALL = ("--data.init_args.train_size=512", "--data.init_args.val_size=256", "--data.init_args.test_size=256")
 COMMENTARY_WEIGHTING = ("--model.init_args.channels=[4, 8]", "--model.init_args.inner_steps=2",
                         "--model.init_args.inner_batch=4", "--model.init_args.meta_batch=20",

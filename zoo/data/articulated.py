@@ -175,8 +175,8 @@ class ArticulatedBodyDataModule(InMemoryData):
     in the posed body's bounding box (scaled by 1.1 about its centre) and as many near-surface samples (surface
     samples moved by N(0, `noise`²)), of which every step draws `box_points` and `surface_points` afresh (the
     official loader draws 1,024 + 1,024 from pools of 100,000 + 100,000); each evaluation frame keeps `eval_points`
-    box samples (NASA's IoU uses box samples only). Labels are winding numbers of the posed mesh, computed once and cached under
-    $ZOO_HOME/data/articulated/ keyed by the clips and settings.
+    box samples (NASA's IoU uses box samples only). Labels are winding numbers of the posed mesh, computed once and
+    cached under $ZOO_HOME/data/articulated/ keyed by the clips and settings.
 
     Args:
         bvh_dir: the folder with the clips (default: Debian's /usr/share/assimp/models/BVH).

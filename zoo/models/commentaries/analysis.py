@@ -31,7 +31,8 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: in
 
 
 def train_weighted(student: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, weight: Weight, lr: float,
-                   epochs: int, batch: int, seed: int, every: int, test: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
+                   epochs: int, batch: int, seed: int, every: int,
+                   test: tuple[torch.Tensor, torch.Tensor]) -> list[float]:
     """The official retraining (student_train_weighting.py): an ordinary (first-order) Adam run of `student` over
     `epochs` shuffled passes of (x, y) in batches of `batch`, each example's loss weighted by `weight(x, t)` with t
     the global step (so past the teacher's N inner steps its input t/N goes beyond 1, as there); no gradient to the
