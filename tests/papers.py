@@ -824,7 +824,7 @@ PAPERS: tuple[Paper, ...] = (
         keys=("simclr",),
         math=("test_losses.py::test_nt_xent_is_eq_1_summed_over_both_views",
               "test_losses.py::test_nt_xent_across_ranks_equals_one_process",
-              "test_simclr.py::test_lars_excludes_norms_and_biases_and_scales_the_rate",
+              "test_simclr.py::test_lars_groups_are_the_official_ones_and_the_rate_scales",
               "test_simclr.py::test_linear_probe_chooses_weight_decay_on_validation"),
         shapes=("test_simclr.py::test_encoder_widths_stems_and_heads",),
         overfit=("test_simclr.py::test_learns_one_batch_and_the_probe_leaves_the_encoder_alone",

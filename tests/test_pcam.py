@@ -50,6 +50,14 @@ def test_two_views_and_a_class_balanced_label_fraction(pcam):
     (a, b), y = next(iter(dm.train_dataloader()))
     assert a.shape == b.shape == (4, 3, 64, 64) and not torch.equal(a, b) and y.shape == (4,)
     assert len(dm.val_set) == 4  # evaluation splits stay whole
+    # and are seen at the views' size, as the official evaluation resizes to the training size
+    x, _ = dm.val_set.__getitems__([0, 1])
+    assert x.shape == (2, 3, 64, 64) and dm.test_set.__getitems__([0])[0].shape == (1, 3, 64, 64)
+    plain = PCamDataModule(data_dir=str(folder))
+    plain.setup()
+    native, _ = plain.val_set.__getitems__([0, 1])
+    expected = torch.nn.functional.interpolate(native, size=(64, 64), mode="bilinear", antialias=True)
+    assert torch.allclose(x, expected) and dm.val_set[1][0].shape == (3, 64, 64)
 
 
 def test_bad_files_are_clear_errors(pcam, tmp_path_factory):

@@ -111,9 +111,10 @@ def test_supervised_baseline_trains_the_encoder_through_the_classifier(monkeypat
         SimCLR(objective="supervised")
 
 
-def test_lars_excludes_norms_and_biases_and_scales_the_rate():
-    """The official exclusions: 1-D tensors (batch norm, biases, the head's scale) get no weight decay and hence no
-    LARS trust ratio (timm applies it only where weight decay is set); lr = base x B/256 over all ranks."""
+def test_lars_groups_are_the_official_ones_and_the_rate_scales():
+    """google-research/simclr's exclusions: every weight tensor adapted by LARS's trust ratio and decayed; 1-D
+    tensors (batch norm, biases, the head's scale) neither; the probe not adapted, its weight decay plain; and the
+    legacy "decayed" rule, timm's groups; lr = base x B/256 over all ranks."""
     from types import SimpleNamespace
 
     module = SimCLR(in_chans=1, depth=18, width=0.125, lr=0.5, weight_decay=1e-4, warmup_epochs=1.0)
@@ -122,12 +123,55 @@ def test_lars_excludes_norms_and_biases_and_scales_the_rate():
     module._trainer = trainer  # the attributes configure_optimizers reads from a Trainer
     conf = module.configure_optimizers()
     opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
-    assert type(opt).__name__ == "Lars"
-    decay, no_decay = sorted(opt.param_groups, key=lambda g: g["weight_decay"], reverse=True)
-    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    adapted, head, flat = opt.param_groups
+    assert adapted["always_adapt"] and adapted["weight_decay"] == 1e-4 and all(p.ndim > 1 for p in adapted["params"])
+    assert {id(p) for p in head["params"]} == {id(module.probe.weight)}
+    assert head["weight_decay"] == 0 and head["plain_decay"] == 1e-4 and not head["always_adapt"]
+    assert flat["weight_decay"] == 0 and not flat["always_adapt"] and all(p.ndim == 1 for p in flat["params"])
     assert opt.defaults["lr"] == pytest.approx(0.5 * 128 * 4 / 256)
     assert sched.get_last_lr()[0] == pytest.approx(opt.defaults["lr"] / 10)  # step 0 of a 10-step warm-up
+
+    legacy = SimCLR(in_chans=1, depth=18, width=0.125, lr=0.5, weight_decay=1e-4, lars_rule="decayed")
+    legacy._trainer = trainer
+    decay, no_decay = sorted(legacy.configure_optimizers()["optimizer"].param_groups,
+                             key=lambda g: g["weight_decay"], reverse=True)
+    assert decay["weight_decay"] == 1e-4 and no_decay["weight_decay"] == 0
+    assert any(p is legacy.probe.weight for p in decay["params"])  # timm's rule adapts the probe too
+
+
+@pytest.mark.parametrize("rule", ["official", "decayed"])
+def test_lars_without_weight_decay_still_adapts_under_the_official_rule(rule):
+    """SimCLRv2's fine-tuning has no weight decay: the official LARS still scales each weight's step by
+    0.001·‖w‖/‖g‖; timm's rule then adapts nothing (momentum SGD). The classifier is never adapted."""
+    from zoo.models.simclrv2 import SimCLRv2FineTune
+
+    torch.manual_seed(0)
+    module = SimCLRv2FineTune(num_classes=3, depth=18, width=0.125, in_chans=1, cifar_stem=True, head_layers=2,
+                              out_features=8, lr=0.1, lr_scaling="none", weight_decay=0.0, lars_rule=rule)
+    opt = module.configure_optimizers()["optimizer"]
+    w, c = module.net.f.conv1.weight, module.net.classifier.weight
+    with torch.no_grad():
+        c.normal_()
+    for p in module.parameters():
+        p.grad = torch.ones_like(p)
+    before_w, before_c = w.detach().clone(), c.detach().clone()
+    opt.step()
+    step_w = (before_w - w.detach()).norm()
+    if rule == "official":
+        assert step_w == pytest.approx(0.1 * 0.001 * before_w.norm(), rel=1e-4)
+    else:
+        assert step_w == pytest.approx(0.1 * torch.ones_like(w).norm(), rel=1e-4)
+    assert (before_c - c.detach()).norm() == pytest.approx(0.1 * torch.ones_like(c).norm(), rel=1e-4)
+
+
+def test_the_plain_decay_of_a_head_is_added_to_its_gradient():
+    from zoo.optim import _lars_class
+
+    w = torch.nn.Parameter(torch.full((2, 2), 2.0))
+    opt = _lars_class()([{"params": [w], "weight_decay": 0.0, "plain_decay": 0.5}], lr=0.1, momentum=0.0)
+    w.grad = torch.ones_like(w)
+    opt.step()
+    assert torch.allclose(w.detach(), torch.full((2, 2), 2.0 - 0.1 * (1 + 0.5 * 2.0)))
 
 
 def test_linear_probe_chooses_weight_decay_on_validation():

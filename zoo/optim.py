@@ -8,7 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "check_scaled_optimizer", "fit_in_memory", "linear_cooldown",
+__all__ = ["Lookahead", "LookaheadSlowWeights", "check_scaled_optimizer", "fit_in_memory", "lars_groups", "linear_cooldown",
            "scaled_optimizer", "warmup_cosine", "with_cooldown"]
 
 
@@ -40,28 +40,76 @@ def check_scaled_optimizer(optimizer: str, lr_scaling: str) -> None:
                          "sqrt or none")
 
 
+def lars_groups(module: torch.nn.Module, weight_decay: float, heads: tuple[str, ...] = ()) -> list[dict]:
+    """The official SimCLR code's LARS groups (`EXCLUDE_FROM_WEIGHT_DECAY` and the adaptation it shares): every
+    weight tensor adapted by the trust ratio and decayed, whatever the decay (0 included); 1-D tensors (norms,
+    biases) neither; the supervised heads (parameters under the `heads` prefixes: the linear probe, a fine-tuned
+    classifier) not adapted, their weight decay added to the gradient plainly (`plain_decay`), as the official
+    code adds their L2 term to the loss."""
+    adapted, head, flat = [], [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        (flat if p.ndim <= 1 else head if name.startswith(heads) else adapted).append(p)
+    return [{"params": adapted, "weight_decay": weight_decay, "always_adapt": True},
+            {"params": head, "weight_decay": 0.0, "plain_decay": weight_decay},
+            {"params": flat, "weight_decay": 0.0}]
+
+
+def _lars_class():
+    from timm.optim import Lars
+
+    class PlainDecayLars(Lars):
+        """timm's LARS; a group's `plain_decay` is added to its gradients before the step, without the trust
+        ratio (`lars_groups`)."""
+
+        @torch.no_grad()
+        def step(self, closure=None):
+            loss = None
+            if closure is not None:
+                with torch.enable_grad():
+                    loss = closure()
+            for group in self.param_groups:
+                params = [p for p in group["params"] if p.grad is not None]
+                if group.get("plain_decay") and params:
+                    torch._foreach_add_([p.grad for p in params], params, alpha=group["plain_decay"])
+            super().step()
+            return loss
+
+    return PlainDecayLars
+
+
 def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: float = 1.0, lr_scaling: str = "linear",
-                     momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 10.0) -> dict:
+                     momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 10.0,
+                     lars_rule: str = "official", heads: tuple[str, ...] = ()) -> dict:
     """What `configure_optimizers` returns for the SimCLR family's recipes (google-research/simclr): the base rate
     scaled with the global batch B (all ranks; the DataModule's `batch_size`, 256 without a Trainer) as "linear"
     lr·B/256, "sqrt" lr·√B or "none"; "lars" (timm's LARS with momentum), "sgd" (momentum) or "adam", with 1-D
-    tensors (norms, biases) excluded from weight decay and hence from LARS's trust ratio (timm adapts only where
-    weight decay is set: the official exclusions); linear warm-up over `warmup_epochs`, then cosine decay to zero,
-    per step. Outside a Trainer (plain benchmark loops) the rate stays at its base, unscheduled."""
+    tensors (norms, biases) excluded from weight decay; linear warm-up over `warmup_epochs`, then cosine decay to
+    zero, per step. LARS's groups follow `lars_rule`: "official" (`lars_groups`, with the supervised `heads`), or
+    "decayed", timm's own rule, which adapts exactly the tensors that weight decay reaches: with no weight decay
+    nothing, so LARS is momentum SGD, and the heads are adapted (the catalogue's SimCLR-family entries measured
+    before 2026-12-05 were trained so). Outside a Trainer (plain benchmark loops) the rate stays at its base,
+    unscheduled."""
     from timm.optim import Lars, param_groups_weight_decay
 
     check_scaled_optimizer(optimizer, lr_scaling)
+    if lars_rule not in ("official", "decayed"):
+        raise ValueError(f"lars_rule={lars_rule!r}: 'official' (google-research/simclr's groups) or 'decayed' "
+                         "(timm's: adapt only what weight decay reaches)")
     trainer = module._trainer
     B = 256 if trainer is None else (int(getattr(trainer.datamodule, "batch_size", 256))
                                      * max(1, trainer.world_size))
     rate = {"linear": lr * B / 256, "sqrt": lr * math.sqrt(B), "none": lr}[lr_scaling]
-    groups = param_groups_weight_decay(module, weight_decay)
-    if optimizer == "lars":
-        opt: torch.optim.Optimizer = Lars(groups, lr=rate, momentum=momentum)
+    if optimizer == "lars" and lars_rule == "official":
+        opt: torch.optim.Optimizer = _lars_class()(lars_groups(module, weight_decay, heads), lr=rate,
+                                                   momentum=momentum)
+    elif optimizer == "lars":
+        opt = Lars(param_groups_weight_decay(module, weight_decay), lr=rate, momentum=momentum)
     elif optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=rate, momentum=momentum)
+        opt = torch.optim.SGD(param_groups_weight_decay(module, weight_decay), lr=rate, momentum=momentum)
     else:
-        opt = torch.optim.Adam(groups, lr=rate)
+        opt = torch.optim.Adam(param_groups_weight_decay(module, weight_decay), lr=rate)
     if trainer is None:
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:

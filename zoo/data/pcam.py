@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from zoo.data._base import InMemoryData, data_folders, folder_with, locate
@@ -57,6 +58,7 @@ class PCamPatches(Dataset):
         self.keep = torch.arange(len(labels)) if keep is None else keep
         self.labels = labels[self.keep]
         self._files = None
+        self.size = SIZE
 
     @staticmethod
     def _dataset(f, key: str, path: Path):
@@ -78,18 +80,27 @@ class PCamPatches(Dataset):
         return {**self.__dict__, "_files": None}
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        patch = torch.from_numpy(self._open()[int(self.keep[i])])
-        return patch.permute(2, 0, 1).float() / 255.0, self.labels[i]
+        x, y = self.__getitems__([i])
+        return x[0], y[0]
 
     def __getitems__(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         rows, back = self.keep[torch.as_tensor(idx)].unique(return_inverse=True)  # HDF5 reads increasing indices
-        patches = torch.from_numpy(self._open()[rows.numpy()])[back]
-        return patches.permute(0, 3, 1, 2).float() / 255.0, self.labels[torch.as_tensor(idx)]
+        patches = torch.from_numpy(self._open()[rows.numpy()])[back].permute(0, 3, 1, 2).float() / 255.0
+        if self.size != SIZE:
+            patches = F.interpolate(patches, size=(self.size, self.size), mode="bilinear", align_corners=False,
+                                    antialias=True)
+        return patches, self.labels[torch.as_tensor(idx)]
 
     def subset(self, keep: torch.Tensor) -> "PCamPatches":
         """The patches at indices `keep` of this split, without reading them."""
         out = object.__new__(PCamPatches)
         out.__dict__.update(self.__getstate__(), keep=self.keep[keep], labels=self.labels[keep])
+        return out
+
+    def resized(self, size: int) -> "PCamPatches":
+        """This split with every patch resized to size x size when read (bilinear, antialiased)."""
+        out = self.subset(torch.arange(len(self)))
+        out.size = size
         return out
 
 
@@ -130,7 +141,9 @@ class PCamDataModule(InMemoryData):
 
 class TwoViewPCamDataModule(_TwoViewData, PCamDataModule):
     """PatchCamelyon for contrastive pre-training and fine-tuning (`zoo.data.views`): training batches are two
-    SimCLR views of each patch (REMEDIS' in-domain self-supervised stage); validation and test stay plain.
+    SimCLR views of each patch (REMEDIS' in-domain self-supervised stage); validation and test patches are
+    resized to the views' `size` (the official evaluation resizes to the training size; it also centre-crops
+    87.5% first, which is left out here).
 
     Args:
         size, strength, crop, color, blur, label_fraction: as `TwoViewIDXDataModule` (label_fraction keeps a
@@ -147,3 +160,10 @@ class TwoViewPCamDataModule(_TwoViewData, PCamDataModule):
         super().__init__(data_dir=data_dir, batch_size=batch_size, seed=seed, num_workers=num_workers)
         self._set_views(size, strength, crop, color, blur, label_fraction, flip=flip, equalize=equalize,
                         elastic=elastic, rotation=rotation)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        super().setup(stage)
+        # evaluated at the views' size, as the official eval preprocessing resizes to the training image size
+        self.val_set, self.test_set = self.val_set.resized(self.size), self.test_set.resized(self.size)

@@ -47,9 +47,10 @@ class SimCLRViews:
         crop_scale: the crop's area fraction range.
         flip: the horizontal flip that goes with the crop.
         equalize: the probability of histogram equalisation (REMEDIS' radiology setting: 0.5; 0 = never).
-        elastic: α, in pixels, of an elastic deformation applied to every view (a random displacement field
-            smoothed by a Gaussian of σ = `elastic_sigma`; Simard et al.'s MNIST setting is α = 34, σ = 4); 0 = off.
-            REMEDIS' code calls a deformation whose parameters it does not include, so these are not the paper's.
+        elastic: α of torchvision's ElasticTransform, applied to every view (a random displacement field smoothed
+            by a Gaussian of σ = `elastic_sigma`); torchvision's α displaces by α/2 pixels where Simard et al.'s
+            displaces by α, so α = 34 here is Simard's α = 17 (their MNIST setting: 34, σ = 4); 0 = off. REMEDIS'
+            code calls a deformation whose parameters it does not include, so these are not the paper's.
         rotation: a random rotation by up to ± this many degrees (0 = off).
     """
 

@@ -42,6 +42,9 @@ class REMEDIS(ZooClassifier):
         head_layers, out_features, temperature: SimCLR's projection head and τ, used in the contrastive stage.
         optimizer, lr, lr_scaling, momentum, weight_decay, warmup_epochs: `zoo.optim.scaled_optimizer` (warm-up,
             then cosine decay per step; LARS with the official exclusions for the contrastive stage).
+        lars_rule: which tensors LARS adapts (`zoo.optim.scaled_optimizer`): "official", as google-research/simclr
+            (every weight tensor but the supervised head's), or "decayed" (timm's rule: only where weight decay
+            is set), which the catalogue's entries measured before 2026-12-05 used.
         pretrained: a REMEDIS release (catalogue name, folder or hf-hub:) whose f is copied when training sets up;
             the stage's own heads keep their initialisation. Not saved: a release holds its trained weights.
         multilabel: the targets are one 0/1 per class (CheXpert's observations) instead of one class: a sigmoid
@@ -62,7 +65,8 @@ class REMEDIS(ZooClassifier):
                  out_features: int = 128, temperature: float = 0.1,
                  optimizer: Literal["lars", "sgd", "adam"] = "sgd", lr: float = 0.003,
                  lr_scaling: Literal["linear", "sqrt", "none"] = "none", momentum: float = 0.9,
-                 weight_decay: float = 0.0, warmup_epochs: float = 0.0, multilabel: bool = False,
+                 weight_decay: float = 0.0, warmup_epochs: float = 0.0,
+                 lars_rule: Literal["official", "decayed"] = "official", multilabel: bool = False,
                  linear_eval: bool = False, ood_data: dict | None = None, pretrained: str | None = None,
                  weights: str | None = None):
         super().__init__()
@@ -170,7 +174,7 @@ class REMEDIS(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs)
+                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("net.classifier.",))
 
     @torch.no_grad()
     def accuracy_on(self, dataset, batch: int = 500) -> float:

@@ -41,12 +41,15 @@ class SimCLR(ZooClassifier):
             "none"; §4.2) and the dimension of z.
         temperature: τ of NT-Xent (the paper's CIFAR-10 setting: 0.5).
         objective: "contrastive" (SimCLR) or "supervised" (the baseline above; needs head="none").
-        optimizer: "lars" (timm's LARS with momentum; batch norm and biases excluded from weight decay and from the
-            trust-ratio adaptation, the official exclusions), "sgd" (momentum) or "adam".
+        optimizer: "lars" (timm's LARS with momentum; batch norm, biases and the probe excluded from the trust-ratio
+            adaptation, the official exclusions), "sgd" (momentum) or "adam".
         lr, lr_scaling: the base rate and how it scales with the global batch B (all ranks): "linear" lr·B/256
             (official default), "sqrt" lr·√B, "none".
         momentum, weight_decay: the official 0.9 and, on CIFAR-10, 1e-4 (ImageNet 1e-6).
         warmup_epochs: linear warm-up, then cosine decay to zero, per step.
+        lars_rule: which tensors LARS adapts (`zoo.optim.scaled_optimizer`): "official", as google-research/simclr
+            (every weight tensor but the supervised head's), or "decayed" (timm's rule: only where weight decay
+            is set), which the catalogue's entries measured before 2026-12-05 used.
         weights: a zoo checkpoint to start from; not saved as a hyperparameter.
     """
 
@@ -57,7 +60,8 @@ class SimCLR(ZooClassifier):
                  temperature: float = 0.5, objective: Literal["contrastive", "supervised"] = "contrastive",
                  optimizer: Literal["lars", "sgd", "adam"] = "lars", lr: float = 1.0,
                  lr_scaling: Literal["linear", "sqrt", "none"] = "linear", momentum: float = 0.9,
-                 weight_decay: float = 1e-4, warmup_epochs: float = 10.0, weights: str | None = None):
+                 weight_decay: float = 1e-4, warmup_epochs: float = 10.0,
+                 lars_rule: Literal["official", "decayed"] = "official", weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
         check_scaled_optimizer(optimizer, lr_scaling)
@@ -96,7 +100,7 @@ class SimCLR(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs)
+                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("probe.",))
 
     # ---------------------------------------------------------------- the paper's measurement
     @torch.no_grad()

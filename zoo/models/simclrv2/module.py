@@ -40,7 +40,7 @@ class _Tuned(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs)
+                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("net.classifier.",))
 
 
 @register_model("simclrv2_finetune")
@@ -62,6 +62,9 @@ class SimCLRv2FineTune(_Tuned):
         ft_proj_selector: head layers kept (the paper: 1 of 3; 0 is v1's fine-tuning from h).
         depth, width, in_chans, cifar_stem, sk_ratio, head_layers, out_features: the pre-trained network's shape.
         optimizer, lr, lr_scaling, momentum, weight_decay, warmup_epochs: `zoo.optim.scaled_optimizer`.
+        lars_rule: which tensors LARS adapts (`zoo.optim.scaled_optimizer`): "official", as google-research/simclr
+            (every weight tensor but the supervised head's), or "decayed" (timm's rule: only where weight decay
+            is set), which the catalogue's entries measured before 2026-12-05 used.
         weights: a zoo checkpoint of this model to start from (`zoo fit` fine-tuning of a release).
     """
 
@@ -70,7 +73,8 @@ class SimCLRv2FineTune(_Tuned):
                  ft_proj_selector: int = 1, optimizer: Optimizer = "lars", lr: float = 0.005,
                  lr_scaling: Scaling = "sqrt",
                  momentum: float = 0.9, weight_decay: float = 0.0, warmup_epochs: float = 0.0,
-                 pretrained: str | None = None, weights: str | None = None):
+                 lars_rule: Literal["official", "decayed"] = "official", pretrained: str | None = None,
+                 weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["pretrained", "weights"])
         if pretrained and weights:
@@ -127,7 +131,7 @@ class SimCLRv2Distill(_Tuned):
                  temperature: float = 1.0,
                  optimizer: Optimizer = "lars", lr: float = 1.0, lr_scaling: Scaling = "linear",
                  momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 0.0,
-                 weights: str | None = None):
+                 lars_rule: Literal["official", "decayed"] = "official", weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["weights"])
         self._build(num_classes, depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
