@@ -156,12 +156,12 @@ def test_lars_without_weight_decay_still_adapts_under_the_official_rule(rule):
         p.grad = torch.ones_like(p)
     before_w, before_c = w.detach().clone(), c.detach().clone()
     opt.step()
-    step_w = (before_w - w.detach()).norm()
+    step_w = float((before_w - w.detach()).norm())
     if rule == "official":
-        assert step_w == pytest.approx(0.1 * 0.001 * before_w.norm(), rel=1e-4)
+        assert step_w == pytest.approx(0.1 * 0.001 * float(before_w.norm()), rel=1e-4)
     else:
-        assert step_w == pytest.approx(0.1 * torch.ones_like(w).norm(), rel=1e-4)
-    assert (before_c - c.detach()).norm() == pytest.approx(0.1 * torch.ones_like(c).norm(), rel=1e-4)
+        assert step_w == pytest.approx(0.1 * float(torch.ones_like(w).norm()), rel=1e-4)
+    assert float((before_c - c.detach()).norm()) == pytest.approx(0.1 * float(torch.ones_like(c).norm()), rel=1e-4)
 
 
 def test_the_plain_decay_of_a_head_is_added_to_its_gradient():
