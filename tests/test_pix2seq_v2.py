@@ -442,3 +442,17 @@ def test_captions_reader_refuses_bad_files_and_augments(tmp_path):
     assert torch.allclose(image[:, :36].mean((1, 2)), torch.tensor([200, 30, 30]) / 255, atol=1e-3)
     changed = [not torch.allclose(jittered[0][0][:, :36], image[:, :36], atol=0.02) for _ in range(10)]
     assert sum(changed) >= 5 and (jittered[0][0][:, 36:] == 0.3).all()  # distorted before the padding
+
+
+def test_coco_segmentation_jitters_up_to_one_as_the_official_while_detection_goes_to_two(scenes):
+    """The official instance-segmentation transforms stop the scale jitter at 1.0, so the fixed-size crop never
+    cuts a polygon; detection (and the segmentation view's shared records) keep the paper's 0.3-2.0."""
+    from zoo.data.coco import COCODetectionDataModule
+
+    dm = COCODetectionDataModule(str(scenes.scene_dir), "train", "val", "test", 64, max_scale=2.0,
+                                 tasks=["detection", "instance_segmentation"])
+    dm.setup("fit")
+    sets = dm.task_sets["train"]
+    assert sets["detection"].max_scale == 2.0 and sets["instance_segmentation"].max_scale == 1.0
+    assert sets["instance_segmentation"].records is sets["detection"].records  # read once
+    assert sets["instance_segmentation"].points == ("polygon",) and sets["detection"].points == ()

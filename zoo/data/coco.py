@@ -512,8 +512,8 @@ class COCODetectionDataModule(COCOSplits):
         num_workers: DataLoader worker processes (image decoding and augmentation run there).
         seed: shuffling seed (the training order is a function of seed and epoch).
         tasks: None for detection alone (one loader per stage); else Pix2seq v2's tasks, each with its own data
-            (official multi-task): "detection", "instance_segmentation" (polygons of `max_points` points at most)
-            and "keypoints" (one example per object of `keypoint_category`, cropped to its box widened by
+            (official multi-task): "detection", "instance_segmentation" (polygons of `max_points` points at most,
+            jittered in [`min_scale`, `segmentation_max_scale`], the official 0.3 to 1.0) and "keypoints" (one example per object of `keypoint_category`, cropped to its box widened by
             `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]) and "captioning"
             (the images of `caption_file` with their captions, colour-distorted with strength `caption_color_jitter`
             in training). Training then yields {task: batch} per step, evaluation one loader per task in this order.
@@ -530,7 +530,7 @@ class COCODetectionDataModule(COCOSplits):
                  keypoint_file: str = "person_keypoints_{split}.json", keypoint_category: int | None = 1,
                  keypoint_max_scale: float = 1.0, crop_pad_scale: float = 0.5,
                  caption_file: str = "captions_{split}.json", caption_color_jitter: float = 0.5,
-                 keypoint_eval_images: bool = False):
+                 keypoint_eval_images: bool = False, segmentation_max_scale: float = 1.0):
         super().__init__()
         self.save_hyperparameters()
         unknown = set(tasks or ()) - set(TASKS)
@@ -544,7 +544,8 @@ class COCODetectionDataModule(COCOSplits):
                           "keypoint_category": keypoint_category, "keypoint_max_scale": keypoint_max_scale,
                           "crop_pad_scale": crop_pad_scale, "caption_file": caption_file,
                           "caption_color_jitter": caption_color_jitter,
-                          "keypoint_eval_images": keypoint_eval_images}
+                          "keypoint_eval_images": keypoint_eval_images,
+                          "segmentation_max_scale": segmentation_max_scale}
         self.sets: dict[str, COCODetection] = {}
         self.task_sets: dict[str, dict[str, COCODetection]] = {}
 
@@ -569,8 +570,10 @@ class COCODetectionDataModule(COCOSplits):
         train = name == "train"
         if task == "detection":
             return self.sets[name]
-        if task == "instance_segmentation":
-            return self.sets[name].with_points(("polygon",))
+        if task == "instance_segmentation":  # the official segmentation jitter stops at 1.0 (no crop cuts a polygon)
+            view = self.sets[name].with_points(("polygon",))
+            view.max_scale = max(hp.min_scale, a["segmentation_max_scale"])
+            return view
         if task == "captioning":
             file = root / "annotations" / a["caption_file"].format(split=split)
             if not file.is_file():
