@@ -126,7 +126,7 @@ def test_oracle_tokens_score_ap_one(scenes, monkeypatch):
 
     # prompted with the model's own detections (the official README's evaluation): each detected object's mask,
     # class and detection score; slots detected as nothing (class 0) give no mask
-    detected = Pix2SeqMultiTask(**TINY, instance_boxes="detected")
+    detected = Pix2SeqMultiTask(**TINY, instance_boxes="detected", detected_prompts="first")
     detected.model.generate = oracle("instance_segmentation", "polygon")
     images, targets = next(iter(scenes.test_dataloader()[1]))
     current = targets
@@ -144,6 +144,24 @@ def test_oracle_tokens_score_ap_one(scenes, monkeypatch):
         n = min(len(t["labels"]), hp.max_instances_per_image_seg)
         assert p["masks"].shape[0] == n and p["labels"].tolist() == t["labels"][:n].tolist()
         assert torch.allclose(p["scores"], torch.linspace(0.9, 0.5, hp.max_instances_per_image_seg)[:n])
+    # the official evaluation: the highest-scoring of max_instances_test detections, best first
+    from zoo.models.pix2seq.multitask import top_detections
+
+    top = Pix2SeqMultiTask(**TINY, instance_boxes="detected")
+    top.model.generate = oracle("instance_segmentation", "polygon")
+
+    def detect_rising(images, generator=None, objects=None, memory=None):
+        seen.update(objects=objects)
+        boxes, labels, _ = pad_instances(targets, "polygon", objects)
+        return boxes, labels, torch.linspace(0.5, 0.9, objects).expand(len(images), -1) * (labels > 0)
+
+    top.detect = detect_rising
+    out = top.segment(images, targets)
+    assert seen["objects"] == hp.max_instances_test
+    _, labels, scores = top_detections(*detect_rising(images, None, hp.max_instances_test),
+                                       hp.max_instances_per_image_seg)
+    for p, lab, sc in zip(out, labels, scores):
+        assert p["labels"].tolist() == lab[lab > 0].tolist() and torch.allclose(p["scores"], sc[lab > 0])
     with pytest.raises(ValueError, match="add 'detection' to tasks"):
         Pix2SeqMultiTask(**{**TINY, "tasks": ["instance_segmentation"]}, instance_boxes="detected")
 
@@ -456,3 +474,28 @@ def test_coco_segmentation_jitters_up_to_one_as_the_official_while_detection_goe
     assert sets["detection"].max_scale == 2.0 and sets["instance_segmentation"].max_scale == 1.0
     assert sets["instance_segmentation"].records is sets["detection"].records  # read once
     assert sets["instance_segmentation"].points == ("polygon",) and sets["detection"].points == ()
+
+
+def test_detected_prompts_are_the_top_scoring_detections_and_half_the_votes_keep_a_pixel(monkeypatch):
+    """The official evaluation reorders the saved detections by score and prompts with the first 10; its mask
+    ensemble keeps a pixel that exactly half of the samples cover (greater_equal)."""
+    from zoo.models.pix2seq.multitask import top_detections
+
+    boxes = torch.arange(2 * 4 * 4, dtype=torch.float).view(2, 4, 4)
+    labels = torch.tensor([[1, 2, 3, 4], [5, 6, 7, 8]])
+    scores = torch.tensor([[0.1, 0.9, 0.5, 0.9], [0.3, 0.2, 0.8, 0.1]])
+    b, lab, sc = top_detections(boxes, labels, scores, 2)
+    assert lab.tolist() == [[2, 4], [7, 5]] and torch.allclose(sc, torch.tensor([[0.9, 0.9], [0.8, 0.3]]))
+    assert top_detections(boxes, labels, scores, 6)[1][:, 4:].eq(0).all()  # fewer than asked: empty slots
+    assert torch.equal(b[0, 1], boxes[0, 3]) and torch.equal(b[1, 0], boxes[1, 2])
+
+    model = Pix2SeqMultiTask(**TINY)
+    half = torch.zeros(4, 3, 3)
+    half[:2, 0, 0] = 1  # pixel (0, 0) covered by 2 of 4 samples
+    votes = half.mean(0)
+    for inclusive, kept in ((True, True), (False, False)):
+        model.hparams.ensemble_inclusive = inclusive
+        rule = votes >= 0.5 if model.hparams.ensemble_inclusive else votes > 0.5
+        assert bool(rule[0, 0]) is kept
+    with pytest.raises(ValueError, match="detected_prompts"):
+        Pix2SeqMultiTask(**{**TINY, "detected_prompts": "best"})

@@ -31,6 +31,7 @@ the model (`caption_tokenizer`, its serialised bytes), so releases and checkpoin
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from zoo._registry import register_model
@@ -90,6 +91,17 @@ def rasterise(polygons: list[list[float]], height: int, width: int) -> torch.Ten
     return torch.from_numpy(mask_utils.decode(rle).astype(bool))
 
 
+def top_detections(boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, m: int
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each image's m highest-scoring detections [B, m, ...], best first (ties keep the sampling order); fewer
+    than m are padded with empty slots (label 0, score 0, a zero box)."""
+    if scores.shape[1] < m:
+        pad = m - scores.shape[1]
+        boxes, labels, scores = (F.pad(boxes, (0, 0, 0, pad)), F.pad(labels, (0, pad)), F.pad(scores, (0, pad)))
+    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :m]
+    return (boxes.gather(1, order[..., None].expand(-1, -1, boxes.shape[-1])), labels.gather(1, order),
+            scores.gather(1, order))
+
 @register_model("pix2seq-v2")
 class Pix2SeqMultiTask(Pix2SeqDetector):
     """Pix2seq v2: detection, instance segmentation, keypoints and captioning from one network (see the module
@@ -108,10 +120,16 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             targets (official 1.0 and 0.0) and of invisible-keypoint targets (0.1).
         seg_top_p, kpt_top_p: nucleus sampling of the instance tasks (0.8, 0.1); detection keeps `top_p` (0.4).
         ensemble_num_samples, ensemble_threshold: polygon samples averaged per object (8) and the kept fraction (0.5).
+        ensemble_inclusive: a pixel covered by exactly `ensemble_threshold` of the samples is kept (the official
+            `greater_equal`); False keeps only those above it (the scene entries were measured so).
         keypoint_sigmas: OKS constants per keypoint (None: COCO's 17).
         instance_boxes: what instance segmentation is prompted with at test: "annotated" (the annotated boxes, score
-            1: the mask readout alone) or "detected" (the model's own detection of max_instances_per_image_seg
-            objects, with their classes and scores: the official README's evaluation).
+            1: the mask readout alone) or "detected" (the model's own detections, with their classes and scores: the
+            official README's evaluation).
+        detected_prompts: which detections prompt the instance tasks: "top", the max_instances_per_image_seg
+            highest-scoring of max_instances_test sampled objects (the official evaluation reorders the saved
+            detections by score and keeps the first); "first", the first max_instances_per_image_seg sampled (the
+            scene entries were measured so).
         keypoint_boxes: what keypoints are prompted with at test: "annotated" (one crop per annotated object, made
             by the data) or "detected" (the model's own detections of `keypoint_category` on whole images, each
             cropped here; the data must give whole images: `keypoint_eval_images=True`).
@@ -135,6 +153,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
                  max_instances_per_image_seg: int = 10, seg_eos_token_weight: float = 1.0,
                  kpt_eos_token_weight: float = 0.0, invisible_token_weight: float = 0.1, seg_top_p: float = 0.8,
                  kpt_top_p: float = 0.1, ensemble_num_samples: int = 8, ensemble_threshold: float = 0.5,
+                 ensemble_inclusive: bool = True, detected_prompts: str = "top",
                  keypoint_sigmas: list[float] | None = None, instance_boxes: str = "annotated",
                  keypoint_boxes: str = "annotated", keypoint_category: int | None = 1, crop_pad_scale: float = 0.5,
                  text_vocab_shift: int = 3000, caption_max_len: int = 128,
@@ -169,6 +188,8 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         if "instance_segmentation" in tasks and 2 * max_points_per_object + 6 > max_seq_len:
             raise ValueError(f"max_seq_len {max_seq_len} cannot hold a prompt and {max_points_per_object} polygon "
                              f"points ({2 * max_points_per_object + 6} tokens)")
+        if detected_prompts not in ("top", "first"):
+            raise ValueError(f"detected_prompts must be 'top' or 'first', got {detected_prompts!r}")
         for name, value in (("instance_boxes", instance_boxes), ("keypoint_boxes", keypoint_boxes)):
             if value not in ("annotated", "detected"):
                 raise ValueError(f"{name} must be 'annotated' or 'detected', got {value!r}")
@@ -385,7 +406,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         m = hp.max_instances_per_image_seg if task == "instance_segmentation" else 1
         key = "polygon" if task == "instance_segmentation" else "keypoints"
         memory = self.model.encode(images)
-        if detected:
+        if detected and hp.get("detected_prompts", "top") == "top":
+            boxes, labels, scores = top_detections(*self.detect(images, generator, hp.max_instances_test, memory), m)
+        elif detected:
             boxes, labels, scores = self.detect(images, generator, m, memory)
         else:
             boxes, labels, _ = (x.to(images.device) for x in pad_instances(targets, key, m))
@@ -401,8 +424,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
     def segment(self, images: torch.Tensor, targets: list[dict], generator: torch.Generator | None = None,
                 boxes: str | None = None) -> list[dict[str, torch.Tensor]]:
         """Per image, its prompted objects (`boxes`: "annotated" or "detected"; None: `instance_boxes`): `masks`
-        [n, H, W] (original pixels), each the ensemble of `ensemble_num_samples` sampled polygons where more than
-        `ensemble_threshold` of them cover a pixel, with their `labels` and `scores`."""
+        [n, H, W] (original pixels), each the ensemble of `ensemble_num_samples` sampled polygons where at least
+        (`ensemble_inclusive`; else more than) `ensemble_threshold` of them cover a pixel, with their `labels` and
+        `scores`."""
         hp = self.hparams
         detected = (boxes or hp.instance_boxes) == "detected"
         tokens, _, labels, _, scores = self._prompted("instance_segmentation", images, targets,
@@ -413,8 +437,10 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             h, w = t["orig_size"].tolist()
             pixels = points_to_pixels(points[i], t, hp.image_size).cpu()  # [M, S, P, 2] (x, y)
             kept = (labels[i] > 0).nonzero()[:, 0].tolist()
-            masks = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
-                     > hp.ensemble_threshold for j in kept]
+            votes = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
+                     for j in kept]
+            inclusive = hp.get("ensemble_inclusive", True)
+            masks = [v >= hp.ensemble_threshold if inclusive else v > hp.ensemble_threshold for v in votes]
             out.append({"masks": torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool),
                         "labels": labels[i, kept].cpu(), "scores": scores[i, kept].float().cpu()})
         return out
