@@ -8,8 +8,8 @@ from typing import Any
 import lightning as L
 import torch
 
-__all__ = ["Lookahead", "LookaheadSlowWeights", "check_scaled_optimizer", "fit_in_memory", "lars_groups", "linear_cooldown",
-           "scaled_optimizer", "warmup_cosine", "with_cooldown"]
+__all__ = ["Lookahead", "LookaheadSlowWeights", "check_scaled_optimizer", "fit_in_memory", "lars_groups",
+           "linear_cooldown", "scaled_optimizer", "warmup_cosine", "with_cooldown"]
 
 
 def linear_cooldown(max_epochs: int):
@@ -51,9 +51,10 @@ def lars_groups(module: torch.nn.Module, weight_decay: float, heads: tuple[str, 
         if not p.requires_grad:
             continue
         (flat if p.ndim <= 1 else head if name.startswith(heads) else adapted).append(p)
-    return [{"params": adapted, "weight_decay": weight_decay, "always_adapt": True},
-            {"params": head, "weight_decay": 0.0, "plain_decay": weight_decay},
-            {"params": flat, "weight_decay": 0.0}]
+    groups = [{"params": adapted, "weight_decay": weight_decay, "always_adapt": True},
+              {"params": head, "weight_decay": 0.0, "plain_decay": weight_decay},
+              {"params": flat, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def _lars_class():

@@ -93,12 +93,14 @@ def rasterise(polygons: list[list[float]], height: int, width: int) -> torch.Ten
 
 def top_detections(boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor, m: int
                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Each image's m highest-scoring detections [B, m, ...], best first (ties keep the sampling order); fewer
-    than m are padded with empty slots (label 0, score 0, a zero box)."""
+    """Each image's m highest-scoring detections [B, m, ...], best first (ties keep the sampling order), slots
+    decoded as no object (label 0) after every detection; fewer than m are padded with empty slots (label 0, score
+    0, a zero box)."""
     if scores.shape[1] < m:
         pad = m - scores.shape[1]
         boxes, labels, scores = (F.pad(boxes, (0, 0, 0, pad)), F.pad(labels, (0, pad)), F.pad(scores, (0, pad)))
-    order = torch.argsort(scores, dim=1, descending=True, stable=True)[:, :m]
+    rank = torch.where(labels > 0, scores.float(), float("-inf"))  # slots decoded as nothing go last
+    order = torch.argsort(rank, dim=1, descending=True, stable=True)[:, :m]
     return (boxes.gather(1, order[..., None].expand(-1, -1, boxes.shape[-1])), labels.gather(1, order),
             scores.gather(1, order))
 
