@@ -29,6 +29,20 @@ class ZooModule(L.LightningModule):
 
             load_weights_into(self, weights)
 
+    def defer_pretrained(self, pretrained: str | None, weights: str | None, what: str) -> None:
+        """Keep `pretrained` (a release to start training from, `what` it is) for `take_pretrained` when training
+        sets up, so a recipe builds before that release exists and a release of this model loads without it;
+        refused together with `weights` (this model's own release to go on from)."""
+        if pretrained and weights:
+            raise ValueError(f"give `pretrained` ({what}) or `weights` (this model's release to go on from), not both")
+        self.__dict__["_pretrained"] = pretrained  # not a parameter, buffer or hyperparameter
+
+    def take_pretrained(self) -> str | None:
+        """The deferred `pretrained` source the first time (loading it is the caller's), None afterwards."""
+        source = self.__dict__.get("_pretrained")
+        self.__dict__["_pretrained"] = None
+        return source
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A resume (`--ckpt_path`) from another model or shape stops here with one clear line; subclasses that
         override this hook call super()."""

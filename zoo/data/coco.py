@@ -513,8 +513,9 @@ class COCODetectionDataModule(COCOSplits):
         seed: shuffling seed (the training order is a function of seed and epoch).
         tasks: None for detection alone (one loader per stage); else Pix2seq v2's tasks, each with its own data
             (official multi-task): "detection", "instance_segmentation" (polygons of `max_points` points at most,
-            jittered in [`min_scale`, `segmentation_max_scale`], the official 0.3 to 1.0) and "keypoints" (one example per object of `keypoint_category`, cropped to its box widened by
-            `crop_pad_scale`, read from `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]) and "captioning"
+            jittered in [`min_scale`, `segmentation_max_scale`], the official 0.3 to 1.0) and "keypoints" (one
+            example per object of `keypoint_category`, cropped to its box widened by `crop_pad_scale`, read from
+            `keypoint_file` and jittered in [0.3, `keypoint_max_scale`]) and "captioning"
             (the images of `caption_file` with their captions, colour-distorted with strength `caption_color_jitter`
             in training). Training then yields {task: batch} per step, evaluation one loader per task in this order.
         keypoint_eval_images: the keypoint task's evaluation examples are whole images, each with all its annotated

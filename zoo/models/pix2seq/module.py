@@ -79,11 +79,8 @@ class Pix2SeqDetector(ZooModule):
         if 5 * max(max_instances, max_instances_test) + 1 > max_seq_len + 1:
             raise ValueError(f"max_seq_len {max_seq_len} cannot hold 5 tokens for each of "
                              f"{max(max_instances, max_instances_test)} objects")
-        if pretrained and weights:
-            raise ValueError("give `pretrained` (a detector to fine-tune) or `weights` (this model's release to go on "
-                             "from), not both")
         self.save_hyperparameters(ignore=["weights", "pretrained"])
-        self.__dict__["_pretrained"] = pretrained  # loaded once, in `setup`
+        self.defer_pretrained(pretrained, weights, "a detector to fine-tune")
         self.model = Pix2Seq(backbone, num_encoder_layers, dim_att, dim_mlp, num_heads, num_decoder_layers,
                              dim_att_dec, dim_mlp_dec, num_heads_dec, vocab_size, max_seq_len, drop_path, drop_units,
                              drop_att, feature_stage, patch_size)
@@ -93,8 +90,7 @@ class Pix2SeqDetector(ZooModule):
     def setup(self, stage: str) -> None:
         """The AP metrics are made here, not in __init__, so loading a release for inference needs no COCO tools;
         `pretrained` is loaded here when fitting starts."""
-        if stage == "fit" and self._pretrained:
-            source, self.__dict__["_pretrained"] = self._pretrained, None
+        if stage == "fit" and (source := self.take_pretrained()):
             self.init_weights_from(source)
         if self.hparams.evaluate_ap and self.ap is None:
             from torchmetrics.detection import MeanAveragePrecision

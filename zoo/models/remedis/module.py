@@ -75,9 +75,6 @@ class REMEDIS(ZooClassifier):
             raise ValueError(f"stage={stage!r}: choose 'supervised', 'contrastive' or 'finetune'")
         if stage == "contrastive" and head_layers < 2:
             raise ValueError(f"head_layers={head_layers}: the contrastive stage needs SimCLR's nonlinear head (>= 2)")
-        if pretrained and weights:
-            raise ValueError("give `pretrained` (the previous stage's release) or `weights` (this stage's release "
-                             "to go on from), not both")
         check_scaled_optimizer(optimizer, lr_scaling)
         if ood_data is not None and "." not in str(ood_data.get("class_path", "")):
             raise ValueError(f"ood_data={ood_data!r}: give {{'class_path': 'zoo.data.SomeDataModule', 'init_args': "
@@ -95,7 +92,7 @@ class REMEDIS(ZooClassifier):
         self.metrics = nn.ModuleDict({
             s: torchmetrics.AUROC(task="multilabel", num_labels=num_classes) if multilabel
             else torchmetrics.Accuracy(task="multiclass", num_classes=num_classes) for s in ("val", "test")})
-        self.__dict__["_pretrained"] = pretrained  # copied once, in `setup`
+        self.defer_pretrained(pretrained, weights, "the previous stage's release")
         self.init_weights_from(weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +120,8 @@ class REMEDIS(ZooClassifier):
         self.log(f"{stage}/loss", self.supervised_loss(scores, y), sync_dist=True)
 
     def setup(self, stage: str) -> None:
-        if self._pretrained:
-            self.load_pretrained(self._pretrained)
-            self.__dict__["_pretrained"] = None
+        if source := self.take_pretrained():
+            self.load_pretrained(source)
 
     def load_pretrained(self, source: str) -> None:
         """Copy f (keys net.f.*) from a REMEDIS release of any stage; a missing or mis-shaped encoder weight is an

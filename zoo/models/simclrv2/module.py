@@ -77,18 +77,14 @@ class SimCLRv2FineTune(_Tuned):
                  weights: str | None = None):
         super().__init__()
         self.save_hyperparameters(ignore=["pretrained", "weights"])
-        if pretrained and weights:
-            raise ValueError("give `pretrained` (a SimCLR pre-training to fine-tune) or `weights` (a fine-tuned "
-                             "release to go on from), not both")
         self._build(num_classes, depth, width, in_chans, cifar_stem, head_layers, out_features, ft_proj_selector,
                     zero_init=True, sk_ratio=sk_ratio)
-        self.__dict__["_pretrained"] = pretrained  # loaded once, in `setup`
+        self.defer_pretrained(pretrained, weights, "a SimCLR pre-training to fine-tune")
         self.init_weights_from(weights)
 
     def setup(self, stage: str) -> None:
-        if self._pretrained:
-            self.load_pretrained(self._pretrained)
-            self.__dict__["_pretrained"] = None
+        if source := self.take_pretrained():
+            self.load_pretrained(source)
 
     def load_pretrained(self, source: str) -> None:
         """Copy f and the kept head layers from a SimCLR checkpoint (its keys net.f.*, net.g.net.*); the
