@@ -43,14 +43,16 @@ def check_scaled_optimizer(optimizer: str, lr_scaling: str) -> None:
 def lars_groups(module: torch.nn.Module, weight_decay: float, heads: tuple[str, ...] = ()) -> list[dict]:
     """The official SimCLR code's LARS groups (`EXCLUDE_FROM_WEIGHT_DECAY` and the adaptation it shares): every
     weight tensor adapted by the trust ratio and decayed, whatever the decay (0 included); 1-D tensors (norms,
-    biases) neither; the supervised heads (parameters under the `heads` prefixes: the linear probe, a fine-tuned
-    classifier) not adapted, their weight decay added to the gradient plainly (`plain_decay`), as the official
-    code adds their L2 term to the loss."""
+    biases) neither; the supervised head (parameters matching the `heads` patterns, a zoo module's `head_keys`:
+    the linear probe, a fine-tuned classifier) not adapted, its weight decay added to the gradient plainly
+    (`plain_decay`), as the official code adds its L2 term to the loss."""
+    from fnmatch import fnmatchcase
+
     adapted, head, flat = [], [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (flat if p.ndim <= 1 else head if name.startswith(heads) else adapted).append(p)
+        (flat if p.ndim <= 1 else head if any(fnmatchcase(name, h) for h in heads) else adapted).append(p)
     groups = [{"params": adapted, "weight_decay": weight_decay, "always_adapt": True},
               {"params": head, "weight_decay": 0.0, "plain_decay": weight_decay},
               {"params": flat, "weight_decay": 0.0}]
@@ -82,16 +84,16 @@ def _lars_class():
 
 def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: float = 1.0, lr_scaling: str = "linear",
                      momentum: float = 0.9, weight_decay: float = 1e-4, warmup_epochs: float = 10.0,
-                     lars_rule: str = "official", heads: tuple[str, ...] = ()) -> dict:
+                     lars_rule: str = "official") -> dict:
     """What `configure_optimizers` returns for the SimCLR family's recipes (google-research/simclr): the base rate
     scaled with the global batch B (all ranks; the DataModule's `batch_size`, 256 without a Trainer) as "linear"
     lr·B/256, "sqrt" lr·√B or "none"; "lars" (timm's LARS with momentum), "sgd" (momentum) or "adam", with 1-D
     tensors (norms, biases) excluded from weight decay; linear warm-up over `warmup_epochs`, then cosine decay to
-    zero, per step. LARS's groups follow `lars_rule`: "official" (`lars_groups`, with the supervised `heads`), or
-    "decayed", timm's own rule, which adapts exactly the tensors that weight decay reaches: with no weight decay
-    nothing, so LARS is momentum SGD, and the heads are adapted (the catalogue's SimCLR-family entries measured
-    before 2026-12-05 were trained so). Outside a Trainer (plain benchmark loops) the rate stays at its base,
-    unscheduled."""
+    zero, per step. LARS's groups follow `lars_rule`: "official" (`lars_groups`, the module's `head_keys` as the
+    supervised head), or "decayed", timm's own rule, which adapts exactly the tensors that weight decay reaches:
+    with no weight decay nothing, so LARS is momentum SGD, and the head is adapted (the catalogue's SimCLR-family
+    entries measured before 2026-12-05 were trained so). Outside a Trainer (plain benchmark loops) the rate stays
+    at its base, unscheduled."""
     from timm.optim import Lars, param_groups_weight_decay
 
     check_scaled_optimizer(optimizer, lr_scaling)
@@ -103,8 +105,8 @@ def scaled_optimizer(module: L.LightningModule, optimizer: str = "lars", lr: flo
                                      * max(1, trainer.world_size))
     rate = {"linear": lr * B / 256, "sqrt": lr * math.sqrt(B), "none": lr}[lr_scaling]
     if optimizer == "lars" and lars_rule == "official":
-        opt: torch.optim.Optimizer = _lars_class()(lars_groups(module, weight_decay, heads), lr=rate,
-                                                   momentum=momentum)
+        groups = lars_groups(module, weight_decay, tuple(getattr(module, "head_keys", ())))
+        opt: torch.optim.Optimizer = _lars_class()(groups, lr=rate, momentum=momentum)
     elif optimizer == "lars":
         opt = Lars(param_groups_weight_decay(module, weight_decay), lr=rate, momentum=momentum)
     elif optimizer == "sgd":

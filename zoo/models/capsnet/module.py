@@ -94,7 +94,7 @@ class ReconstructionClassifier(ZooClassifier):
         batches of 128, floored at 1e-6)."""
         hp = self.hparams
         opt = torch.optim.Adam(self.parameters(), lr=hp.lr)
-        every = hp.get("lr_decay_steps")
+        every = hp.get("lr_decay_steps")  # the CNN baselines sharing this optimiser have no such argument
         if every is None:
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=hp.lr_decay)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}

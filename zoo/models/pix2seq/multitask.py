@@ -408,7 +408,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
         m = hp.max_instances_per_image_seg if task == "instance_segmentation" else 1
         key = "polygon" if task == "instance_segmentation" else "keypoints"
         memory = self.model.encode(images)
-        if detected and hp.get("detected_prompts", "top") == "top":
+        if detected and hp.detected_prompts == "top":
             boxes, labels, scores = top_detections(*self.detect(images, generator, hp.max_instances_test, memory), m)
         elif detected:
             boxes, labels, scores = self.detect(images, generator, m, memory)
@@ -441,8 +441,7 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             kept = (labels[i] > 0).nonzero()[:, 0].tolist()
             votes = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
                      for j in kept]
-            inclusive = hp.get("ensemble_inclusive", True)
-            masks = [v >= hp.ensemble_threshold if inclusive else v > hp.ensemble_threshold for v in votes]
+            masks = [v >= hp.ensemble_threshold if hp.ensemble_inclusive else v > hp.ensemble_threshold for v in votes]
             out.append({"masks": torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool),
                         "labels": labels[i, kept].cpu(), "scores": scores[i, kept].float().cpu()})
         return out

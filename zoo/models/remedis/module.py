@@ -170,7 +170,7 @@ class REMEDIS(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("net.classifier.",))
+                                hp.warmup_epochs, hp.lars_rule)
 
     @torch.no_grad()
     def accuracy_on(self, dataset, batch: int = 500) -> float:

@@ -100,7 +100,7 @@ class SimCLR(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("probe.",))
+                                hp.warmup_epochs, hp.lars_rule)
 
     # ---------------------------------------------------------------- the paper's measurement
     @torch.no_grad()

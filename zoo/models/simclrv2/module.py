@@ -40,7 +40,7 @@ class _Tuned(ZooClassifier):
     def configure_optimizers(self):
         hp = self.hparams
         return scaled_optimizer(self, hp.optimizer, hp.lr, hp.lr_scaling, hp.momentum, hp.weight_decay,
-                                hp.warmup_epochs, hp.get("lars_rule", "official"), heads=("net.classifier.",))
+                                hp.warmup_epochs, hp.lars_rule)
 
 
 @register_model("simclrv2_finetune")
