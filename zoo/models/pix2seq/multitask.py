@@ -104,6 +104,7 @@ def top_detections(boxes: torch.Tensor, labels: torch.Tensor, scores: torch.Tens
     return (boxes.gather(1, order[..., None].expand(-1, -1, boxes.shape[-1])), labels.gather(1, order),
             scores.gather(1, order))
 
+
 @register_model("pix2seq-v2")
 class Pix2SeqMultiTask(Pix2SeqDetector):
     """Pix2seq v2: detection, instance segmentation, keypoints and captioning from one network (see the module
@@ -439,9 +440,9 @@ class Pix2SeqMultiTask(Pix2SeqDetector):
             h, w = t["orig_size"].tolist()
             pixels = points_to_pixels(points[i], t, hp.image_size).cpu()  # [M, S, P, 2] (x, y)
             kept = (labels[i] > 0).nonzero()[:, 0].tolist()
-            votes = [torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0)
-                     for j in kept]
-            masks = [v >= hp.ensemble_threshold if hp.ensemble_inclusive else v > hp.ensemble_threshold for v in votes]
+            keep = torch.ge if hp.ensemble_inclusive else torch.gt
+            masks = [keep(torch.stack([rasterise(polygons_from_points(s), h, w) for s in pixels[j]]).float().mean(0),
+                          hp.ensemble_threshold) for j in kept]
             out.append({"masks": torch.stack(masks) if masks else torch.zeros(0, h, w, dtype=torch.bool),
                         "labels": labels[i, kept].cpu(), "scores": scores[i, kept].float().cpu()})
         return out
